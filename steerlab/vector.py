@@ -1,0 +1,262 @@
+"""SteeringVector: per-layer directions plus provenance, saved as safetensors + JSON manifest.
+
+File layout (DESIGN §5): one tensor per layer under key ``layers.{k}`` (shape ``[d]``, or
+``[n_pos, d]`` for position-resolved ActAdd vectors) and the manifest as JSON in the
+safetensors metadata under key ``steerlab``. Writes are atomic (temp file, then rename).
+
+Example:
+    >>> import torch
+    >>> v = SteeringVector.from_directions({12: torch.ones(4)})
+    >>> (2 * v).directions[12].tolist()
+    [2.0, 2.0, 2.0, 2.0]
+    >>> v.normalized().directions[12].norm().item()
+    1.0
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from steerlab.errors import SteerlabError
+from steerlab.version import __version__
+
+FORMAT_VERSION = 1
+SITES = ("block_output", "block_input")
+
+
+class SteeringVector:
+    """Directions keyed by layer index, with a manifest describing where they came from."""
+
+    def __init__(self, directions: Mapping[int, torch.Tensor], manifest: Mapping[str, Any]):
+        if not directions:
+            raise SteerlabError("a steering vector needs at least one layer")
+        clean: dict[int, torch.Tensor] = {}
+        for layer, tensor in directions.items():
+            t = torch.as_tensor(tensor).detach().to("cpu", torch.float32).contiguous()
+            if t.ndim not in (1, 2):
+                raise SteerlabError(f"layer {layer}: expected a [d] or [n_pos, d] tensor, "
+                                    f"got shape {list(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise SteerlabError(f"layer {layer}: vector contains NaN or inf")
+            clean[int(layer)] = t
+        widths = {t.shape[-1] for t in clean.values()}
+        if len(widths) != 1:
+            raise SteerlabError(f"layers have different widths: {sorted(widths)}")
+        self.directions: dict[int, torch.Tensor] = dict(sorted(clean.items()))
+        self.manifest: dict[str, Any] = dict(manifest)
+        self.manifest.setdefault("site", "block_output")
+        self.manifest["hidden_size"] = widths.pop()
+        self.manifest["layer_norms"] = {str(k): float(v.norm(dim=-1).mean())
+                                        for k, v in self.directions.items()}
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_directions(cls, directions: Mapping[int, torch.Tensor], *, site: str = "block_output",
+                        model_id: str | None = None, n_layers: int | None = None,
+                        method: str = "manual", **extra: Any) -> SteeringVector:
+        """Build a vector by hand (no provenance beyond what you pass).
+
+        Example:
+            >>> SteeringVector.from_directions({3: torch.zeros(8)}).layers
+            [3]
+        """
+        if site not in SITES:
+            raise SteerlabError(f"unknown site {site!r}; expected one of {', '.join(SITES)}")
+        manifest = {"format_version": FORMAT_VERSION, "site": site, "model_id": model_id,
+                    "n_layers": n_layers, "method": method, "steerlab_version": __version__,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        return cls(directions, manifest)
+
+    # ---- properties -----------------------------------------------------------------------
+    @property
+    def layers(self) -> list[int]:
+        return list(self.directions)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.manifest["hidden_size"])
+
+    @property
+    def site(self) -> str:
+        return str(self.manifest.get("site", "block_output"))
+
+    @property
+    def method(self) -> str:
+        return str(self.manifest.get("method", "manual"))
+
+    def resid_norm(self, layer: int) -> float | None:
+        """Mean residual-stream norm at this layer's site, measured at extraction (or None)."""
+        norms = self.manifest.get("resid_norms") or {}
+        value = norms.get(str(layer))
+        return float(value) if value is not None else None
+
+    def coefficient_for_strength(self, layer: int, strength: float) -> float:
+        """Raw coefficient so that the added vector's norm is ``strength`` × mean residual norm.
+
+        Example:
+            >>> v = SteeringVector.from_directions({0: torch.ones(4)}, resid_norms={"0": 10.0})
+            >>> v.coefficient_for_strength(0, 0.5)
+            2.5
+        """
+        if layer not in self.directions:
+            raise SteerlabError(f"vector has no layer {layer}; it has {self.layers}")
+        resid = self.resid_norm(layer)
+        if resid is None:
+            raise SteerlabError(f"vector has no residual-norm calibration for layer {layer}: "
+                                "use coefficient=, or vector.calibrate(model, texts)")
+        norm = float(self.directions[layer].norm(dim=-1).mean())
+        if norm == 0.0:
+            raise SteerlabError(f"layer {layer}: zero vector cannot be scaled to a strength")
+        return strength * resid / norm
+
+    # ---- algebra --------------------------------------------------------------------------
+    def _combine(self, other: SteeringVector, sign: float) -> SteeringVector:
+        if self.hidden_size != other.hidden_size:
+            raise SteerlabError(f"cannot combine vectors of width {self.hidden_size} and "
+                                f"{other.hidden_size}")
+        if self.site != other.site:
+            raise SteerlabError(f"cannot combine vectors at sites {self.site} and {other.site}")
+        out: dict[int, torch.Tensor] = {k: v.clone() for k, v in self.directions.items()}
+        for k, v in other.directions.items():
+            out[k] = out[k] + sign * v if k in out else sign * v
+        manifest = {**self.manifest, "method": "combination",
+                    "parents": [self.manifest.get("method"), other.manifest.get("method")]}
+        return SteeringVector(out, manifest)
+
+    def __add__(self, other: SteeringVector) -> SteeringVector:
+        return self._combine(other, 1.0)
+
+    def __sub__(self, other: SteeringVector) -> SteeringVector:
+        return self._combine(other, -1.0)
+
+    def __mul__(self, scale: float) -> SteeringVector:
+        return SteeringVector({k: v * float(scale) for k, v in self.directions.items()},
+                              self.manifest)
+
+    __rmul__ = __mul__
+
+    def __neg__(self) -> SteeringVector:
+        return self * -1.0
+
+    def normalized(self) -> SteeringVector:
+        """Unit-norm direction per layer (per row for position-resolved vectors)."""
+        out = {}
+        for k, v in self.directions.items():
+            norm = v.norm(dim=-1, keepdim=True)
+            out[k] = torch.where(norm > 0, v / norm.clamp_min(1e-12), v)
+        return SteeringVector(out, self.manifest)
+
+    def select(self, layers: list[int]) -> SteeringVector:
+        """A copy holding only the given layers."""
+        missing = [k for k in layers if k not in self.directions]
+        if missing:
+            raise SteerlabError(f"vector has no layer(s) {missing}; it has {self.layers}")
+        return SteeringVector({k: self.directions[k] for k in layers}, self.manifest)
+
+    # ---- persistence ----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``path`` atomically (temp file in the same directory, then rename).
+
+        Example:
+            >>> SteeringVector.from_directions({1: torch.ones(3)}).save("/tmp/v.safetensors")
+            PosixPath('/tmp/v.safetensors')
+        """
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tensors = {f"layers.{k}": v for k, v in self.directions.items()}
+        metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
+        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: Any = None) -> SteeringVector:
+        """Read a vector; with ``model`` given, check it fits (one-line error if not).
+
+        Example:
+            >>> SteeringVector.load("/tmp/v.safetensors").layers
+            [1]
+        """
+        source = Path(path)
+        if not source.is_file():
+            raise SteerlabError(f"{source}: vector file not found")
+        try:
+            with safe_open(str(source), framework="pt") as fh:
+                meta = fh.metadata() or {}
+                tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
+        except Exception as exc:  # safetensors raises its own error types
+            raise SteerlabError(f"{source}: not a safetensors file ({exc})") from None
+        if "steerlab" not in meta:
+            raise SteerlabError(f"{source}: no steerlab manifest in the safetensors metadata")
+        manifest = json.loads(meta["steerlab"])
+        directions: dict[int, torch.Tensor] = {}
+        for key, tensor in tensors.items():
+            prefix, _, index = key.partition(".")
+            if prefix != "layers" or not index.lstrip("-").isdigit():
+                raise SteerlabError(f"{source}: unexpected tensor key {key!r}; "
+                                    "expected 'layers.<k>'")
+            directions[int(index)] = tensor
+        if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+            raise SteerlabError(f"{source}: format_version {manifest['format_version']} is newer "
+                                f"than this steerlab supports ({FORMAT_VERSION})")
+        try:
+            vector = cls(directions, manifest)
+        except SteerlabError as exc:
+            raise SteerlabError(f"{source}: {exc}") from None
+        if model is not None:
+            vector.check_model(model, source=str(source))
+        return vector
+
+    def check_model(self, model: Any, source: str = "vector") -> None:
+        """Raise a one-line error when this vector cannot apply to ``model``."""
+        from steerlab.models import as_loaded
+
+        lm = as_loaded(model)
+        if self.hidden_size != lm.hidden_size:
+            raise SteerlabError(f"{source}: hidden size {self.hidden_size} does not match model "
+                                f"{lm.model_id} (hidden size {lm.hidden_size})")
+        n = lm.n_layers
+        bad = [k for k in self.layers if not (0 <= k < n)]
+        if bad:
+            raise SteerlabError(f"{source}: layer(s) {bad} out of range for model {lm.model_id} "
+                                f"with {n} layers")
+        expected = self.manifest.get("n_layers")
+        if expected is not None and int(expected) != n:
+            raise SteerlabError(f"{source}: made for a model with {expected} layers, "
+                                f"{lm.model_id} has {n}")
+
+    def __repr__(self) -> str:
+        norms = ", ".join(f"{k}:{float(v.norm(dim=-1).mean()):.3g}"
+                          for k, v in list(self.directions.items())[:6])
+        more = "" if len(self.directions) <= 6 else ", ..."
+        return (f"SteeringVector(method={self.method}, site={self.site}, d={self.hidden_size}, "
+                f"layers={{{norms}{more}}})")
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Cosine similarity of two flattened tensors.
+
+    Example:
+        >>> round(cosine(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 1.0])), 4)
+        0.7071
+    """
+    a, b = a.flatten().double(), b.flatten().double()
+    denom = float(a.norm() * b.norm())
+    return float(a @ b) / denom if denom > 0 else math.nan

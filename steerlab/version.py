@@ -1,0 +1,3 @@
+"""steerlab version."""
+
+__version__ = "0.1.0"
