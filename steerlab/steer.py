@@ -11,7 +11,9 @@ exception) removes them and the model is bit-identical to before.
 
 Positions (per row): ``all``, ``prompt``, ``generation``, ``after_instruction`` (needs
 ``instruction_lengths``), ``front`` (row i of a position-resolved ActAdd vector is added at real
-position i), ``last_prompt:k``, ``window:a:b`` (real positions a..b-1; ``window:a:`` is open).
+position i; a plain ``[d]`` vector goes to the first real position only), ``last_prompt:k``,
+``window:a:b`` (real positions a..b-1; ``window:a:`` is open). Position-resolved ``[n_pos, d]``
+vectors need ``front``. Global specs apply before a row's ``row_specs``, each list in order.
 
 Operators: ``add`` (h + c·v), ``ablate`` (h − c·(h·v̂)v̂, c defaults to 1), ``clamp``
 (h − (h·v̂)v̂ + c·v̂). ``preserve_norm`` rescales steered positions to their pre-steer norm.
@@ -56,6 +58,8 @@ def parse_positions(positions: str) -> tuple[str, int, int | None]:
         >>> parse_positions("window:2:5")
         ('window', 2, 5)
     """
+    if not isinstance(positions, str):
+        raise SteerlabError(f"positions must be a string, got {type(positions).__name__}")
     if positions in _SIMPLE_POSITIONS:
         return positions, 0, None
     kind, _, rest = positions.partition(":")
@@ -74,8 +78,8 @@ def parse_positions(positions: str) -> tuple[str, int, int | None]:
             return kind, a, b
     except ValueError:
         pass
-    raise SteerlabError(f"bad positions {positions!r}; expected one of {', '.join(_SIMPLE_POSITIONS)}"
-                        ", last_prompt:K or window:A:B")
+    raise SteerlabError(f"bad positions {positions!r}; expected one of "
+                        f"{', '.join(_SIMPLE_POSITIONS)}, last_prompt:K or window:A:B")
 
 
 @dataclass
@@ -102,11 +106,17 @@ class SteeringSpec:
     preserve_norm: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.vector, SteeringVector):
+            raise SteerlabError(f"SteeringSpec needs a SteeringVector, got "
+                                f"{type(self.vector).__name__}")
         if self.coefficient is not None and self.strength is not None:
             raise SteerlabError("give coefficient or strength, not both")
         if self.operator not in OPERATORS:
             raise SteerlabError(f"unknown operator {self.operator!r}; expected one of "
                                 f"{', '.join(OPERATORS)}")
+        if self.operator == "ablate" and self.strength is not None:
+            raise SteerlabError("ablate takes coefficient= (the fraction of the component to "
+                                "remove, default 1), not strength=")
         parse_positions(self.positions)
         for value in (self.coefficient, self.strength):
             if value is not None and not torch.isfinite(torch.tensor(float(value))):
@@ -134,8 +144,9 @@ class SteeringSpec:
                 return self.vector.coefficient_for_strength(layer, self.strength)
             resid = self.vector.resid_norm(layer)
             if resid is None:
-                raise SteerlabError(f"strength needs a residual-norm calibration for layer {layer}")
-            return self.strength * resid
+                raise SteerlabError(f"vector has no residual-norm calibration for layer {layer}: "
+                                    "use coefficient=, or vector.calibrate(model, texts)")
+            return self.strength * resid  # clamp: the value, in units of the residual norm
         if self.coefficient is not None:
             return float(self.coefficient)
         return 1.0
@@ -152,12 +163,19 @@ class _Term:
     row_scale: torch.Tensor | None  # [B] per-row scale (0 where the row is not steered)
     scale: float = 1.0
     row_mask: torch.Tensor | None = None  # [B] bool, rows this term touches
-    _cast: dict[tuple[torch.dtype, torch.device], torch.Tensor] = field(default_factory=dict)
+    _cast: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = field(
+        default_factory=dict)
 
     def direction_as(self, like: torch.Tensor) -> torch.Tensor:
-        key = (like.dtype, like.device)
+        # keyed by inference mode too: a copy made under torch.inference_mode() cannot be saved
+        # for backward, so a later grad-mode call in the same context gets its own copy
+        inference = torch.is_inference_mode_enabled()
+        key = (like.dtype, like.device, inference)
         if key not in self._cast:
-            self._cast[key] = self.direction.to(device=like.device, dtype=like.dtype)
+            cast = self.direction.to(device=like.device, dtype=like.dtype)
+            if not inference and cast.is_inference():
+                cast = cast.clone()
+            self._cast[key] = cast
         return self._cast[key]
 
 
@@ -264,7 +282,10 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[_Term],
     """Return a new hidden-state tensor with ``terms`` applied in order (never in place)."""
     for term in terms:
         direction = term.direction_as(hidden)
-        n_pos = direction.shape[0] if direction.ndim == 2 else 0
+        if direction.shape[-1] != hidden.shape[-1]:
+            raise SteerlabError(f"vector width {direction.shape[-1]} does not match hidden "
+                                f"states of width {hidden.shape[-1]}")
+        n_pos = direction.shape[0] if direction.ndim == 2 else 1
         mask = tracker.mask(term.positions, n_pos).to(hidden.dtype)
         if mask.shape != hidden.shape[:2]:
             raise SteerlabError(f"positions mask {list(mask.shape)} does not fit hidden states "
@@ -321,6 +342,21 @@ def _past_length(kwargs: dict[str, Any]) -> int:
     return 0
 
 
+def _model_width(module: nn.Module) -> int | None:
+    """The residual-stream width: ``config.hidden_size``, else the input embeddings' width."""
+    config = getattr(module, "config", None)
+    width = getattr(config, "hidden_size", None)
+    if isinstance(width, int):
+        return width
+    get_embeddings = getattr(module, "get_input_embeddings", None)
+    if callable(get_embeddings):
+        embeddings = get_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+            return int(weight.shape[1])
+    return None
+
+
 def as_specs(spec: SteeringSpec | SteeringVector | Sequence[SteeringSpec] | None,
              **kwargs: Any) -> list[SteeringSpec]:
     """Normalise the forms ``steer()`` accepts into a list of specs."""
@@ -344,6 +380,9 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
 
     def direction_for(spec: SteeringSpec, layer: int) -> torch.Tensor:
         raw = spec.vector.directions[layer]
+        if raw.ndim == 2 and spec.positions != "front":
+            raise SteerlabError(f"layer {layer}: a position-resolved [n_pos, d] vector needs "
+                                f"positions='front', not {spec.positions!r}")
         if spec.operator == "add":
             return raw
         if raw.ndim != 1:
@@ -355,29 +394,46 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
         return raw / norm
 
     for spec in specs:
+        _check_spec(spec)
         for layer in spec.resolved_layers(n_layers):
             plan.setdefault((spec.vector.site, layer), []).append(_Term(
                 spec.operator, direction_for(spec, layer), spec.positions, spec.preserve_norm,
                 None, spec.scale(layer)))
     if row_specs is not None:
         batch = len(row_specs)
-        fused: dict[tuple[Any, ...], _Term] = {}
+        # Terms of the same (vector, layer, operator, positions) are fused across rows, but a
+        # row may join an existing term only if that term comes after every term the row
+        # already uses at that site/layer: each row's own order is kept exactly.
+        fused: dict[tuple[Any, ...], tuple[_Term, int]] = {}
         for row, row_list in enumerate(row_specs):
+            last: dict[tuple[str, int], int] = {}  # site/layer -> index of the row's last term
             for spec in row_list:
+                _check_spec(spec)
                 for layer in spec.resolved_layers(n_layers):
+                    site_key = (spec.vector.site, layer)
+                    terms = plan.setdefault(site_key, [])
                     key = (spec.vector.site, layer, id(spec.vector.directions[layer]),
                            spec.operator, spec.positions, spec.preserve_norm)
-                    term = fused.get(key)
-                    if term is None or term.row_mask is None or bool(term.row_mask[row]):
+                    found = fused.get(key)
+                    if found is not None and found[1] > last.get(site_key, -1):
+                        term, index = found
+                    else:
                         term = _Term(spec.operator, direction_for(spec, layer), spec.positions,
                                      spec.preserve_norm, torch.zeros(batch),
                                      row_mask=torch.zeros(batch, dtype=torch.bool))
-                        fused[key] = term
-                        plan.setdefault((spec.vector.site, layer), []).append(term)
+                        index = len(terms)
+                        terms.append(term)
+                        fused[key] = (term, index)
                     assert term.row_scale is not None and term.row_mask is not None
                     term.row_scale[row] = spec.scale(layer)
                     term.row_mask[row] = True
+                    last[site_key] = index
     return plan
+
+
+def _check_spec(spec: Any) -> None:
+    if not isinstance(spec, SteeringSpec):
+        raise SteerlabError(f"expected a SteeringSpec, got {type(spec).__name__}")
 
 
 class SteeringHandle:
@@ -413,15 +469,19 @@ def attach(model: LoadedModel | nn.Module,
     if isinstance(spec, SteeringVector):
         specs = as_specs(spec, **kwargs)
     else:
-        if any(v is not None for v in (layers, coefficient, strength)):
-            raise SteerlabError("layers/coefficient/strength keywords go with a SteeringVector, "
-                                "not with ready SteeringSpecs")
+        if any(v is not None for v in (layers, coefficient, strength)) or \
+                positions != "all" or operator != "add" or preserve_norm:
+            raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm "
+                                "keywords go with a SteeringVector, not with ready SteeringSpecs")
         specs = as_specs(spec)
     path, blocks = find_blocks(module)
     n_layers = len(blocks)
-    hidden = module.get_input_embeddings().weight.shape[1] if hasattr(
-        module, "get_input_embeddings") else None
+    hidden = _model_width(module)
+    for row in row_specs or []:
+        if isinstance(row, SteeringSpec | SteeringVector):
+            raise SteerlabError("row_specs needs one list of SteeringSpecs per batch row")
     for s in [*specs, *(x for row in row_specs or [] for x in row)]:
+        _check_spec(s)
         if hidden is not None and s.vector.hidden_size != hidden:
             raise SteerlabError(f"vector hidden size {s.vector.hidden_size} does not match the "
                                 f"model's {hidden}")
@@ -438,6 +498,9 @@ def attach(model: LoadedModel | nn.Module,
         if source is None:
             return
         batch, length = int(source.shape[0]), int(source.shape[1])
+        if row_specs is not None and batch != len(row_specs):
+            raise SteerlabError(f"per-row steering was given {len(row_specs)} rows but the batch "
+                                f"has {batch}")
         tracker.observe(input_ids, kw.get("attention_mask"), _past_length(kw), batch, length,
                         source.device)
 

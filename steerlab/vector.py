@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 import tempfile
 import time
@@ -122,6 +123,8 @@ class SteeringVector:
 
     # ---- algebra --------------------------------------------------------------------------
     def _combine(self, other: SteeringVector, sign: float) -> SteeringVector:
+        if not isinstance(other, SteeringVector):
+            return NotImplemented
         if self.hidden_size != other.hidden_size:
             raise SteerlabError(f"cannot combine vectors of width {self.hidden_size} and "
                                 f"{other.hidden_size}")
@@ -129,8 +132,14 @@ class SteeringVector:
             raise SteerlabError(f"cannot combine vectors at sites {self.site} and {other.site}")
         out: dict[int, torch.Tensor] = {k: v.clone() for k, v in self.directions.items()}
         for k, v in other.directions.items():
+            if k in out and out[k].shape != v.shape:
+                raise SteerlabError(f"layer {k}: cannot combine shapes {list(out[k].shape)} and "
+                                    f"{list(v.shape)}")
             out[k] = out[k] + sign * v if k in out else sign * v
-        manifest = {**self.manifest, "method": "combination",
+        # layers only the other vector has keep its residual-norm calibration
+        resid = {**(other.manifest.get("resid_norms") or {}),
+                 **(self.manifest.get("resid_norms") or {})}
+        manifest = {**self.manifest, "method": "combination", "resid_norms": resid or None,
                     "parents": [self.manifest.get("method"), other.manifest.get("method")]}
         return SteeringVector(out, manifest)
 
@@ -141,6 +150,8 @@ class SteeringVector:
         return self._combine(other, -1.0)
 
     def __mul__(self, scale: float) -> SteeringVector:
+        if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+            return NotImplemented
         return SteeringVector({k: v * float(scale) for k, v in self.directions.items()},
                               self.manifest)
 
@@ -173,16 +184,30 @@ class SteeringVector:
             PosixPath('/tmp/v.safetensors')
         """
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"layers.{k}": v for k, v in self.directions.items()}
-        metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
+        try:
+            metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
+        except (TypeError, ValueError) as exc:
+            raise SteerlabError(f"{target}: manifest is not JSON-serialisable ({exc})") from None
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp",
+                                       dir=target.parent)
+        except OSError as exc:
+            raise SteerlabError(f"{target}: cannot write vector: {exc.strerror or exc}") from None
         os.close(fd)
         try:
             save_file(tensors, tmp, metadata=metadata)
+            # mkstemp creates the file 0600; give the result the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)
             os.replace(tmp, target)
-        except BaseException:
+        except BaseException as exc:
             Path(tmp).unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise SteerlabError(f"{target}: cannot write vector: "
+                                    f"{exc.strerror or exc}") from None
             raise
         return target
 
@@ -205,17 +230,41 @@ class SteeringVector:
             raise SteerlabError(f"{source}: not a safetensors file ({exc})") from None
         if "steerlab" not in meta:
             raise SteerlabError(f"{source}: no steerlab manifest in the safetensors metadata")
-        manifest = json.loads(meta["steerlab"])
+        try:
+            manifest = json.loads(meta["steerlab"])
+        except json.JSONDecodeError as exc:
+            raise SteerlabError(f"{source}: steerlab manifest is not valid JSON ({exc.msg})"
+                                ) from None
+        if not isinstance(manifest, dict):
+            raise SteerlabError(f"{source}: steerlab manifest: expected a JSON object, "
+                                f"got {type(manifest).__name__}")
+        if not tensors:
+            raise SteerlabError(f"{source}: no tensors; expected 'layers.<k>'")
         directions: dict[int, torch.Tensor] = {}
         for key, tensor in tensors.items():
             prefix, _, index = key.partition(".")
-            if prefix != "layers" or not index.lstrip("-").isdigit():
+            if prefix != "layers" or not (index.isascii() and index.isdigit()):
                 raise SteerlabError(f"{source}: unexpected tensor key {key!r}; "
-                                    "expected 'layers.<k>'")
+                                    "expected 'layers.<k>' with k >= 0")
+            if int(index) in directions:
+                raise SteerlabError(f"{source}: layer {int(index)} stored twice")
             directions[int(index)] = tensor
-        if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-            raise SteerlabError(f"{source}: format_version {manifest['format_version']} is newer "
+        version = manifest.get("format_version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise SteerlabError(f"{source}: manifest format_version: expected an integer, "
+                                f"got {version!r}")
+        if version > FORMAT_VERSION:
+            raise SteerlabError(f"{source}: format_version {version} is newer "
                                 f"than this steerlab supports ({FORMAT_VERSION})")
+        site = manifest.get("site", "block_output")
+        if site not in SITES:
+            raise SteerlabError(f"{source}: unknown site {site!r} in manifest; "
+                                f"expected one of {', '.join(SITES)}")
+        n_layers = manifest.get("n_layers")
+        if n_layers is not None and (isinstance(n_layers, bool)
+                                     or not isinstance(n_layers, int)):
+            raise SteerlabError(f"{source}: manifest n_layers: expected an integer, "
+                                f"got {n_layers!r}")
         try:
             vector = cls(directions, manifest)
         except SteerlabError as exc:

@@ -42,7 +42,8 @@ class ContrastPair:
     negative: str
 
 
-def _field(record: Any, names: tuple[str, ...], source: str, index: int) -> str:
+def _field(record: Any, names: tuple[str, ...], source: str, index: int,
+           allow_blank: bool = False) -> str:
     if not isinstance(record, dict):
         raise SteerlabError(
             f"{source}: item {index}: expected a JSON object, got {type(record).__name__}")
@@ -51,13 +52,15 @@ def _field(record: Any, names: tuple[str, ...], source: str, index: int) -> str:
             value = record[name]
             if isinstance(value, list) and len(value) == 1:
                 value = value[0]
-            if not isinstance(value, str) or not value.strip():
+            if not isinstance(value, str) or not (value if allow_blank else value.strip()):
                 raise SteerlabError(
                     f"{source}: item {index}: field {name!r}: expected a non-empty string, "
                     f"got {type(value).__name__} {str(value)[:40]!r}")
             return value
-    raise SteerlabError(f"{source}: item {index}: missing field {names[0]!r}"
-                        f" (keys present: {', '.join(sorted(record)) or 'none'})")
+    alternatives = " or ".join(repr(n) for n in names)
+    present = ", ".join(sorted(map(str, record))) or "none"
+    raise SteerlabError(f"{source}: item {index}: missing field {names[0]!r}: expected a string "
+                        f"under {alternatives}, got keys {present}")
 
 
 def parse_ab_record(record: Any, source: str, index: int) -> ABItem:
@@ -72,9 +75,16 @@ def parse_ab_record(record: Any, source: str, index: int) -> ABItem:
 
 
 def parse_pair_record(record: Any, source: str, index: int) -> ContrastPair:
-    """Parse one ``{"positive": ..., "negative": ...}`` record."""
-    return ContrastPair(positive=_field(record, ("positive",), source, index),
-                        negative=_field(record, ("negative",), source, index))
+    """Parse one ``{"positive": ..., "negative": ...}`` record.
+
+    A whitespace-only text is allowed (ActAdd's "Weddings" vs " " pair); an empty one is not.
+    """
+    pair = ContrastPair(positive=_field(record, ("positive",), source, index, allow_blank=True),
+                        negative=_field(record, ("negative",), source, index, allow_blank=True))
+    if pair.positive == pair.negative:
+        raise SteerlabError(f"{source}: item {index}: positive and negative texts are both "
+                            f"{pair.positive[:40]!r}")
+    return pair
 
 
 def is_pair_record(record: Any) -> bool:

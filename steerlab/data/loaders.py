@@ -96,7 +96,12 @@ def read_records(path: Path) -> list[Any]:
     """Read a JSON list or JSON-lines file, with a one-line error on bad syntax."""
     if not path.is_file():
         raise SteerlabError(f"{path}: file not found")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SteerlabError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except OSError as exc:
+        raise SteerlabError(f"{path}: cannot read: {exc.strerror or exc}") from None
     if path.suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -131,26 +136,50 @@ def _sha(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
+def _known(directory: Path, pattern: str, strip: str) -> str:
+    names = sorted(p.name.removesuffix(strip) for p in directory.glob(pattern)) \
+        if directory.is_dir() else []
+    return ", ".join(names) or "none"
+
+
 def _resolve(spec: str) -> tuple[Path, Path | None]:
     """Map a dataset spec to (pool file, separate test file or None)."""
     if ":" in spec and not Path(spec).exists():
         scheme, name = spec.split(":", 1)
+        if not name or "/" in name or "\\" in name or name.startswith("."):
+            raise SteerlabError(f"invalid dataset name {name!r} in {spec!r}")
         if scheme == "builtin":
-            return BUILTIN_DIR / f"{name}.json", None
+            path = BUILTIN_DIR / f"{name}.json"
+            if not path.is_file():
+                raise SteerlabError(f"unknown built-in dataset {name!r}; known: "
+                                    f"{_known(BUILTIN_DIR, '*.json', '.json')}")
+            return path, None
         if scheme == "caa":
-            base = data_dir() / "caa" / name
-            if name == "capabilities" or not base.is_dir():
-                known = sorted(p.name for p in (data_dir() / "caa").iterdir() if p.is_dir())
-                raise SteerlabError(f"unknown CAA behaviour {name!r}; known: {', '.join(known)}")
-            return base / "generate.json", base / "test_ab.json"
+            caa = data_dir() / "caa"
+            base = caa / name
+            if name == "capabilities" or not (base / "generate.json").is_file():
+                known = sorted(p.name for p in caa.iterdir()
+                               if (p / "generate.json").is_file()) if caa.is_dir() else []
+                raise SteerlabError(f"unknown CAA behaviour {name!r} under {caa}; known: "
+                                    f"{', '.join(known) or 'none'}")
+            test = base / "test_ab.json"
+            return base / "generate.json", test if test.is_file() else None
         if scheme == "mwe":
+            mwe = data_dir() / "mwe"
             for sub in ("persona", "advanced-ai-risk"):
-                candidate = data_dir() / "mwe" / sub / f"{name}.jsonl"
+                candidate = mwe / sub / f"{name}.jsonl"
                 if candidate.is_file():
                     return candidate, None
-            raise SteerlabError(f"unknown mwe dataset {name!r} under {data_dir() / 'mwe'}")
+            known = sorted(p.stem for p in mwe.glob("*/*.jsonl")) if mwe.is_dir() else []
+            raise SteerlabError(f"unknown mwe dataset {name!r} under {mwe}; known: "
+                                f"{', '.join(known) or 'none'}")
         if scheme == "capabilities":
-            return data_dir() / "caa" / "capabilities" / f"{name}_ab.json", None
+            caps = data_dir() / "caa" / "capabilities"
+            path = caps / f"{name}_ab.json"
+            if not path.is_file():
+                raise SteerlabError(f"unknown capabilities dataset {name!r} under {caps}; "
+                                    f"known: {_known(caps, '*_ab.json', '_ab.json')}")
+            return path, None
         raise SteerlabError(f"unknown dataset scheme {scheme!r} in {spec!r}; "
                             "use caa:, mwe:, builtin:, capabilities: or a file path")
     return Path(spec), None
@@ -166,6 +195,8 @@ def load_dataset(spec: str, split: str = "all", seed: int = 0,
     """
     if split not in SPLITS:
         raise SteerlabError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+    if not 0.0 <= val_fraction < 0.8:
+        raise SteerlabError(f"val_fraction must be in [0, 0.8), got {val_fraction}")
     pool_path, test_path = _resolve(spec)
     pool = parse_items(read_records(pool_path), str(pool_path))
     if test_path is not None:

@@ -33,7 +33,7 @@ from steerlab.extract.methods import (
 from steerlab.extract.record import record
 from steerlab.layers import resolve_layers
 from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences, encode
+from steerlab.prompts import ab_sequences
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
@@ -46,6 +46,10 @@ def pair_sequences(lm: LoadedModel, items: Sequence[ABItem | ContrastPair],
     sequences: list[list[int]] = []
     if not items:
         raise SteerlabError("no contrast items to extract from")
+    kinds = {type(item).__name__ for item in items}
+    if len(kinds) != 1:
+        raise SteerlabError(f"contrast items mix kinds ({', '.join(sorted(kinds))}); "
+                            "use all ABItem or all ContrastPair")
     if isinstance(items[0], ABItem):
         for item in items:
             assert isinstance(item, ABItem)
@@ -76,12 +80,18 @@ def _actadd_pair(lm: LoadedModel, pair: ContrastPair) -> list[list[int]]:
 def _as_items(data: Dataset | Sequence[ABItem | ContrastPair] | tuple[str, str]
               ) -> tuple[list[ABItem | ContrastPair], dict[str, Any]]:
     if isinstance(data, tuple) and len(data) == 2 and all(isinstance(x, str) for x in data):
-        data = load_pairs([data], name=f"{data[0]!r}-{data[1]!r}")
+        positive, negative = str(data[0]), str(data[1])
+        data = load_pairs([(positive, negative)], name=f"{positive!r}-{negative!r}")
     if isinstance(data, Dataset):
         info = {"name": data.name, "sha256": data.sha256, "split": data.split,
                 "n_pairs": len(data)}
         return list(data.items), info
-    items = list(data)  # type: ignore[arg-type]
+    items: list[ABItem | ContrastPair] = []
+    for index, item in enumerate(data):
+        if not isinstance(item, ABItem | ContrastPair):
+            raise SteerlabError(f"extract data item {index}: expected an ABItem or ContrastPair, "
+                                f"got {type(item).__name__}")
+        items.append(item)
     return items, {"name": "in-memory", "sha256": None, "split": None, "n_pairs": len(items)}
 
 

