@@ -182,6 +182,7 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
     if row_steering is not None and len(row_steering) != len(items):
         raise SteerlabError(f"row_steering has {len(row_steering)} rows for {len(items)} items")
     seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in items]
+    instruction = [prompt_ids(lm, item.question, True, system)[1] for item in items]
     pad = _pad_id(lm)
     scores: list[float] = []
     props: list[float] = []
@@ -192,7 +193,9 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
         chunk = seqs[start:start + batch_size]
         rows = row_steering[start:start + batch_size] if row_steering is not None else None
         batch = left_pad([s.prefix for s in chunk], pad)
-        with steer(lm, steering, row_specs=rows), torch.inference_mode():
+        with steer(lm, steering, row_specs=rows,
+                   instruction_lengths=instruction[start:start + batch_size]), \
+                torch.inference_mode():
             logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
                               use_cache=False, logits_to_keep=1).logits[:, -1].float()
         logprobs = torch.log_softmax(logits, dim=-1)
@@ -269,7 +272,7 @@ def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                       leave=False):
         chunk = rows[start:start + batch_size]
         batch = left_pad([ids for ids, _ in chunk], pad)
-        with steer(lm, steering), torch.inference_mode():
+        with steer(lm, steering, prompt_lengths=[n for _, n in chunk]), torch.inference_mode():
             logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
                               use_cache=False).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import random
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from steerlab.data.formats import (
 )
 from steerlab.errors import SteerlabError
 
+_OPTION = re.compile(r"\(([A-Z])\)\s*(.+)")
 SPLITS = ("train", "val", "test", "all")
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -69,6 +71,40 @@ class Dataset:
     def head(self, n: int) -> Dataset:
         """The first n items."""
         return replace(self, items=self.items[:n])
+
+    def open_answers(self) -> Dataset:
+        """A/B items rewritten as open answers: the stem, and the two options' full texts.
+
+        ``"Q\n\nChoices:\n (A) yes\n (B) no"`` with matching ``"(A)"`` becomes
+        ``ABItem("Q", "yes", "no")``; items whose options cannot be parsed are dropped. Score them
+        with :func:`steerlab.generate.score_answers`; extract from them with ``pairs_from``.
+
+        Example:
+            >>> ds = Dataset("x", (ABItem("Q?\n\nChoices:\n (A) yes\n (B) no", "(A)", "(B)"),))
+            >>> ds.open_answers().items[0]
+            ABItem(question='Q?', matching='yes', not_matching='no')
+        """
+        out = []
+        for item in self.items:
+            if not isinstance(item, ABItem):
+                raise SteerlabError(f"{self.name}: open_answers needs A/B items")
+            stem, _, choices = item.question.partition("Choices:")
+            options = dict(_OPTION.findall(choices))
+            match = options.get(item.matching.strip().strip("()"))
+            other = options.get(item.not_matching.strip().strip("()"))
+            if stem.strip() and match and other:
+                out.append(ABItem(stem.strip(), match.strip(), other.strip()))
+        return replace(self, name=f"{self.name}/open", items=tuple(out))
+
+    def answer_pairs(self) -> Dataset:
+        """Open-answer items as contrast pairs (question + answer, read at the last token)."""
+        items = []
+        for item in self.items:
+            if not isinstance(item, ABItem):
+                raise SteerlabError(f"{self.name}: answer_pairs needs A/B items")
+            items.append(ContrastPair(f"{item.question}\n{item.matching}",
+                                      f"{item.question}\n{item.not_matching}"))
+        return replace(self, items=tuple(items))
 
 
 def data_dir() -> Path:

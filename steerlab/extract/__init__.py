@@ -165,7 +165,9 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
         "format_version": FORMAT_VERSION, "model_id": lm.model_id, "model_revision": lm.revision,
         "n_layers": n_layers, "site": site, "method": method, "read_position": read_name,
         "dataset": info, "system_prompt": system, "stats": stats,
-        "resid_norms": {str(k): norm_sum[k] / max(norm_count, 1) for k in wanted},
+        # no calibration (rather than a zero norm) when every sequence is a single token
+        "resid_norms": ({str(k): norm_sum[k] / norm_count for k in wanted}
+                        if norm_count else None),
         "steerlab_version": __version__, "extract_seconds": round(time.time() - started, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -60,8 +60,8 @@ def pca_direction(diffs: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     Example:
         >>> d = torch.tensor([[2.0, 0.1], [3.0, -0.1], [4.0, 0.0]])
         >>> v, s = pca_direction(d)
-        >>> round(abs(v[0].item()), 3)
-        1.0
+        >>> round(v[0].item(), 2), s["sign_agreement"]
+        (1.0, 1.0)
     """
     if diffs.shape[0] < 2:
         raise SteerlabError("pca needs at least 2 pairs")

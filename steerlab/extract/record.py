@@ -18,7 +18,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +53,7 @@ def _hidden_of(value: Any) -> torch.Tensor:
 
 def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
            site: str = "block_output", read: str = "last", batch_size: int = 16,
-           pad_id: int = 0, progress: Any = None) -> Iterator[RecordedBatch]:
+           pad_id: int = 0, progress: Any = None) -> Generator[RecordedBatch, None, None]:
     """Yield activations for ``sequences`` (token id lists) at ``layers`` and ``site``.
 
     ``read="last"`` keeps each row's last real token; ``read="all"`` keeps every position

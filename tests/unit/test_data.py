@@ -237,16 +237,16 @@ def test_missing_steerlab_data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 def test_unknown_names(fake_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert data_dir() == fake_data
-    with pytest.raises(SteerlabError, match="unknown CAA behaviour 'nope'.*known: fakebehav, "
-                                            "pool-only"):
+    with pytest.raises(SteerlabError, match=r"unknown CAA behaviour 'nope'.*known: fakebehav, "
+                                            r"pool-only"):
         load_dataset("caa:nope")
     with pytest.raises(SteerlabError, match="unknown CAA behaviour 'capabilities'"):
         load_dataset("caa:capabilities")
-    with pytest.raises(SteerlabError, match="unknown mwe dataset 'nope'.*fakepersona"):
+    with pytest.raises(SteerlabError, match=r"unknown mwe dataset 'nope'.*fakepersona"):
         load_dataset("mwe:nope")
-    with pytest.raises(SteerlabError, match="unknown capabilities dataset 'nope'.*known: arith"):
+    with pytest.raises(SteerlabError, match=r"unknown capabilities dataset 'nope'.*known: arith"):
         load_dataset("capabilities:nope")
-    with pytest.raises(SteerlabError, match="unknown built-in dataset 'nope'.*optimism"):
+    with pytest.raises(SteerlabError, match=r"unknown built-in dataset 'nope'.*optimism"):
         load_dataset("builtin:nope")
     with pytest.raises(SteerlabError, match="unknown dataset scheme 'hf'"):
         load_dataset("hf:foo")
@@ -255,7 +255,7 @@ def test_unknown_names(fake_data: Path, tmp_path: Path, monkeypatch: pytest.Monk
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("STEERLAB_DATA", str(empty))
-    with pytest.raises(SteerlabError, match="unknown CAA behaviour 'x'.*known: none"):
+    with pytest.raises(SteerlabError, match=r"unknown CAA behaviour 'x'.*known: none"):
         load_dataset("caa:x")
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -24,7 +26,7 @@ N_LAYERS = 4
 
 
 def _vec(layers: tuple[int, ...] = (1, 2), d: int = D, seed: int = 0,
-         **extra: object) -> SteeringVector:
+         **extra: Any) -> SteeringVector:
     gen = torch.Generator().manual_seed(seed)
     return SteeringVector.from_directions(
         {k: torch.randn(d, generator=gen) for k in layers}, model_id="tiny", n_layers=N_LAYERS,
@@ -41,8 +43,11 @@ def _write_raw(path: Path, tensors: dict[str, torch.Tensor],
 
 
 @pytest.fixture(scope="module")
-def lm() -> steerlab.models.LoadedModel:
-    return as_loaded(tiny_model("llama", n_layers=N_LAYERS, hidden=D), tiny_tokenizer())
+def lm() -> Iterator[steerlab.models.LoadedModel]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny model: one thread is fastest, and immune to a busy machine
+    yield as_loaded(tiny_model("llama", n_layers=N_LAYERS, hidden=D), tiny_tokenizer())
+    torch.set_num_threads(before)
 
 
 # --- round trip ------------------------------------------------------------------------------
@@ -339,3 +344,33 @@ def test_no_pickle_in_steerlab() -> None:
                  for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
                  if pattern.search(line)]
     assert offenders == []
+
+
+# --- calibration -------------------------------------------------------------------------------
+
+
+def test_resid_norm_keys_are_strings_before_and_after_save(tmp_path: Path) -> None:
+    vec = SteeringVector.from_directions({0: torch.ones(4)}, resid_norms={0: 8.0})
+    assert vec.resid_norm(0) == 8.0
+    assert SteeringVector.load(vec.save(tmp_path / "v.safetensors")).resid_norm(0) == 8.0
+
+
+def test_calibrate_measures_residual_norms(lm: steerlab.models.LoadedModel) -> None:
+    vec = SteeringVector.from_directions({1: torch.ones(D), 3: torch.ones(D)}, n_layers=N_LAYERS)
+    with pytest.raises(SteerlabError, match="no residual-norm calibration"):
+        vec.coefficient_for_strength(1, 1.0)
+    texts = ["The weather today is sunny and warm.", "Once upon a time"]
+    assert vec.calibrate(lm, texts) is vec
+    tok = lm.tokenizer
+    with torch.inference_mode():
+        hs = [lm.model(torch.tensor([tok(t)["input_ids"]]), output_hidden_states=True)
+              .hidden_states for t in texts]
+    expected = torch.cat([h[2][0, 1:].norm(dim=-1) for h in hs]).mean()  # block 1 output
+    assert vec.resid_norm(1) == pytest.approx(float(expected), rel=1e-5)
+    assert vec.resid_norm(3) is not None and vec.resid_norm(3) > 0
+    assert vec.coefficient_for_strength(1, 0.5) == pytest.approx(
+        0.5 * float(expected) / D**0.5, rel=1e-5)
+    with pytest.raises(SteerlabError, match="at least 2 tokens"):
+        vec.calibrate(lm, ["a"])
+    with pytest.raises(SteerlabError, match="needs a tokenizer"):
+        vec.calibrate(lm.model, texts)

@@ -1,0 +1,371 @@
+"""Tests for steerlab.extract: recording (truncated, padding-aware) and the four methods."""
+
+from __future__ import annotations
+
+import copy
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+import torch
+from sklearn.decomposition import PCA
+from torch import nn
+
+from steerlab.data import ABItem, ContrastPair, load_dataset, load_pairs
+from steerlab.errors import SteerlabError
+from steerlab.extract import extract, pair_sequences
+from steerlab.extract.methods import MeanDiff, pca_direction, probe_direction
+from steerlab.extract.record import record
+from steerlab.layers import find_blocks
+from steerlab.models import LoadedModel, as_loaded
+from steerlab.prompts import ab_sequences
+from steerlab.vector import cosine
+from tests.tiny import ARCHS, tiny_model, tiny_tokenizer
+
+N_LAYERS = 4
+ATOL = 1e-5
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # tiny models are fastest single-threaded; with several threads on a busy 2-core machine
+    # OpenMP oversubscription makes each forward ~100x slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def lm() -> LoadedModel:
+    return as_loaded(tiny_model("llama", n_layers=N_LAYERS), tiny_tokenizer())
+
+
+@pytest.fixture(scope="module")
+def ab_items() -> list[ABItem]:
+    items = load_dataset("builtin:optimism").head(7).items
+    return [i for i in items if isinstance(i, ABItem)]
+
+
+@pytest.fixture(scope="module")
+def pair_items() -> list[ContrastPair]:
+    items = load_dataset("builtin:optimism_pairs").head(8).items
+    return [i for i in items if isinstance(i, ContrastPair)]
+
+
+def _hidden_states(model: nn.Module, seq: list[int]) -> tuple[torch.Tensor, ...]:
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([seq]), output_hidden_states=True)
+    return tuple(out.hidden_states)
+
+
+def _without_final_norm(model: nn.Module) -> nn.Module:
+    """A copy whose last hidden state is the raw output of the last block (no final norm)."""
+    clone = copy.deepcopy(model)
+    base = clone.get_decoder() if hasattr(clone, "get_decoder") else clone
+    for name in ("norm", "ln_f", "final_layer_norm", "final_layernorm"):
+        if isinstance(getattr(base, name, None), nn.Module):
+            setattr(base, name, nn.Identity())
+            return clone
+    raise AssertionError(f"no final norm found in {type(base).__name__}")
+
+
+@contextmanager
+def _count_calls(model: nn.Module) -> Iterator[Counter[str]]:
+    calls: Counter[str] = Counter()
+    _, blocks = find_blocks(model)
+    # pre-hooks, registered first: they see every block the forward enters
+    handles = [b.register_forward_pre_hook(lambda *_a, i=i: calls.update([f"block{i}"]))
+               for i, b in enumerate(blocks)]
+    head = model.get_output_embeddings()
+    handles.append(head.register_forward_pre_hook(lambda *_a: calls.update(["lm_head"])))
+    try:
+        yield calls
+    finally:
+        for h in handles:
+            h.remove()
+
+
+# --- mean_diff against a hand computation ----------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_mean_diff_matches_manual_forward(arch: str, ab_items: list[ABItem]) -> None:
+    tok = tiny_tokenizer()
+    model = tiny_model(arch, n_layers=N_LAYERS)
+    vec = extract(as_loaded(model, tok), ab_items, layers="all", batch_size=4, progress=False)
+    # hidden_states[k + 1] is the output of block k, read at the answer token = the last token
+    # of prefix + answer; the last entry has the final norm applied, so layer n-1 is read from a
+    # copy of the model without it
+    plain, raw_last = model, _without_final_norm(model)
+    diffs: dict[int, list[torch.Tensor]] = {k: [] for k in range(N_LAYERS)}
+    for item in ab_items:
+        ab = ab_sequences(tok, item)
+        assert ab.matching[:-1] == ab.not_matching[:-1]
+        pos, neg = _hidden_states(plain, ab.matching), _hidden_states(plain, ab.not_matching)
+        for k in range(N_LAYERS - 1):
+            diffs[k].append(pos[k + 1][0, -1] - neg[k + 1][0, -1])
+        pos, neg = _hidden_states(raw_last, ab.matching), _hidden_states(raw_last, ab.not_matching)
+        diffs[N_LAYERS - 1].append(pos[N_LAYERS][0, -1] - neg[N_LAYERS][0, -1])
+    assert vec.layers == list(range(N_LAYERS))
+    for k in range(N_LAYERS):
+        expected = torch.stack(diffs[k]).mean(0)
+        assert torch.allclose(vec.directions[k], expected, atol=ATOL), (arch, k)
+        assert vec.directions[k].norm() > 0
+
+
+def test_mean_diff_pairs_read_last_token_and_resid_norms(lm: LoadedModel,
+                                                         pair_items: list[ContrastPair]) -> None:
+    vec = extract(lm, pair_items, layers=[1], batch_size=5, progress=False)
+    assert vec.manifest["read_position"] == "last_token"
+    seqs, _ = pair_sequences(lm, pair_items)
+    hs = [_hidden_states(lm.model, s)[2][0] for s in seqs]  # output of block 1, [T, d]
+    expected = torch.stack([hs[i][-1] - hs[i + 1][-1] for i in range(0, len(hs), 2)]).mean(0)
+    assert torch.allclose(vec.directions[1], expected, atol=ATOL)
+    # residual-norm calibration: mean L2 norm over real tokens, each row's first token excluded
+    norms = torch.cat([h[1:].norm(dim=-1) for h in hs])
+    assert vec.resid_norm(1) == pytest.approx(float(norms.mean()), rel=1e-5)
+    stats = vec.manifest["stats"]["1"]
+    assert stats["n_pairs"] == len(pair_items)
+    assert 0.0 < stats["consistency"] <= 1.0
+
+
+# --- the recorder --------------------------------------------------------------------------
+
+
+def test_truncated_forward_runs_no_deeper_block(lm: LoadedModel) -> None:
+    seqs = [[5, 6, 7, 8], [9, 10, 11]]
+    with _count_calls(lm.model) as calls:
+        batches = list(record(lm.model, seqs, layers=[0, 1], read="last"))
+    assert calls == Counter({"block0": 1, "block1": 1})  # blocks 2, 3 and the LM head skipped
+    with _count_calls(lm.model) as calls:
+        list(record(lm.model, seqs, layers=[2], site="block_input"))
+    # block 2 is entered (its pre-hook reads the input and stops) but block 3 never is
+    assert calls == Counter({"block0": 1, "block1": 1, "block2": 1})
+    with _count_calls(lm.model) as calls:
+        list(record(lm.model, seqs, layers=[3]))
+    assert calls == Counter({f"block{i}": 1 for i in range(4)})
+    # identical to a full forward
+    for row, seq in enumerate(seqs):
+        hs = _hidden_states(lm.model, seq)
+        for k in (0, 1):
+            assert torch.allclose(batches[0].acts[k][row], hs[k + 1][0, -1], atol=1e-6)
+    assert batches[0].lengths == [4, 3]
+
+
+def test_record_all_positions_equal_full_forward(lm: LoadedModel) -> None:
+    seq = [5, 6, 7, 8, 9]
+    (batch,) = record(lm.model, [seq, seq[::-1]], layers=[1], read="all")
+    assert batch.acts[1].shape == (2, 5, 64)
+    assert torch.allclose(batch.acts[1][0], _hidden_states(lm.model, seq)[2][0], atol=1e-6)
+    with pytest.raises(SteerlabError, match="equal length"):
+        list(record(lm.model, [seq, seq[:3]], layers=[1], read="all"))
+
+
+def test_record_hooks_are_removed(lm: LoadedModel) -> None:
+    _, blocks = find_blocks(lm.model)
+
+    def hooks() -> list[tuple[int, ...]]:
+        # transformers installs its own permanent output-capturing hooks; compare with those
+        return [(*b._forward_hooks, *b._forward_pre_hooks) for b in blocks]
+
+    before = hooks()
+    list(record(lm.model, [[1, 2, 3]], layers=[0, 2], site="block_input"))
+    list(record(lm.model, [[1, 2, 3]], layers=[1]))
+    with pytest.raises(SteerlabError):
+        list(record(lm.model, [[1, 2, 3], []], layers=[1, 3]))
+    gen = record(lm.model, [[1, 2], [3, 4]], layers=[1], batch_size=1)
+    next(gen)
+    gen.close()  # abandoned half-way
+    assert hooks() == before
+
+
+def test_record_errors(lm: LoadedModel) -> None:
+    with pytest.raises(SteerlabError, match="out of range"):
+        list(record(lm.model, [[1, 2]], layers=[4]))
+    with pytest.raises(SteerlabError, match="no layers"):
+        list(record(lm.model, [[1, 2]], layers=[]))
+    with pytest.raises(SteerlabError, match="unknown site"):
+        list(record(lm.model, [[1, 2]], layers=[0], site="mlp"))
+    with pytest.raises(SteerlabError, match="read position"):
+        list(record(lm.model, [[1, 2]], layers=[0], read="first"))
+    with pytest.raises(SteerlabError, match="empty token sequence"):
+        list(record(lm.model, [[1, 2], []], layers=[0]))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "gemma3", "opt"])
+def test_batch_size_does_not_change_vector(arch: str, ab_items: list[ABItem]) -> None:
+    lm = as_loaded(tiny_model(arch, n_layers=N_LAYERS), tiny_tokenizer())
+    seqs, _ = pair_sequences(lm, ab_items)
+    assert len({len(s) for s in seqs}) > 1  # rows really are padded
+    one = extract(lm, ab_items, layers="all", batch_size=1, progress=False)
+    seven = extract(lm, ab_items, layers="all", batch_size=7, progress=False)
+    for k in one.layers:
+        assert torch.allclose(one.directions[k], seven.directions[k], atol=ATOL), (arch, k)
+        assert one.resid_norm(k) == pytest.approx(seven.resid_norm(k), rel=1e-5)
+
+
+def test_block_input_equals_previous_block_output(lm: LoadedModel,
+                                                  ab_items: list[ABItem]) -> None:
+    inp = extract(lm, ab_items, layers=[1, 2, 3], site="block_input", progress=False)
+    out = extract(lm, ab_items, layers=[0, 1, 2], site="block_output", progress=False)
+    assert inp.site == "block_input"
+    for k in (1, 2, 3):
+        assert torch.allclose(inp.directions[k], out.directions[k - 1], atol=ATOL)
+    # block 0's input is the embedding output
+    seqs, _ = pair_sequences(lm, ab_items[:1])
+    (batch,) = record(lm.model, seqs, layers=[0], site="block_input")
+    for row, seq in enumerate(seqs):
+        assert torch.allclose(batch.acts[0][row], _hidden_states(lm.model, seq)[0][0, -1])
+
+
+# --- pca / probe / actadd --------------------------------------------------------------------
+
+
+def _diffs(lm: LoadedModel, items: list[Any], layer: int) -> torch.Tensor:
+    seqs, _ = pair_sequences(lm, items)
+    acts = torch.cat([b.acts[layer] for b in record(lm.model, seqs, [layer], batch_size=4)])
+    return (acts[0::2] - acts[1::2]).double()
+
+
+def test_pca_direction(lm: LoadedModel, pair_items: list[ContrastPair]) -> None:
+    vec = extract(lm, pair_items, method="pca", layers=[1, 2], progress=False)
+    for k in (1, 2):
+        direction = vec.directions[k]
+        stats = vec.manifest["stats"][str(k)]
+        assert direction.norm().item() == pytest.approx(1.0, abs=1e-5)
+        diffs = _diffs(lm, pair_items, k)
+        projections = diffs @ direction.double()
+        agreement = float((projections > 0).double().mean())
+        assert agreement >= 0.5
+        assert stats["sign_agreement"] == pytest.approx(agreement)
+        reference = PCA(n_components=1).fit(diffs.numpy())
+        ref = torch.from_numpy(reference.components_[0])
+        assert abs(cosine(direction, ref)) >= 0.9999
+        assert stats["explained_variance"] == pytest.approx(
+            float(reference.explained_variance_ratio_[0]), rel=1e-4)
+
+
+def test_pca_sign_fixed_by_majority() -> None:
+    gen = torch.Generator().manual_seed(0)
+    axis = torch.zeros(8)
+    axis[0] = 1.0
+    diffs = torch.randn(40, 8, generator=gen) * 0.1 + torch.linspace(0.5, 3, 40)[:, None] * axis
+    direction, stats = pca_direction(diffs)
+    assert direction[0] > 0.9 and stats["sign_agreement"] == 1.0
+    flipped, _ = pca_direction(-diffs)
+    assert torch.allclose(flipped, -direction, atol=1e-6)
+    with pytest.raises(SteerlabError, match="at least 2 pairs"):
+        pca_direction(diffs[:1])
+
+
+def test_probe_direction_separates(lm: LoadedModel, pair_items: list[ContrastPair]) -> None:
+    vec = extract(lm, pair_items, method="probe", layers=[2], progress=False)
+    direction = vec.directions[2]
+    assert direction.norm().item() == pytest.approx(1.0, abs=1e-5)
+    seqs, _ = pair_sequences(lm, pair_items)
+    acts = torch.cat([b.acts[2] for b in record(lm.model, seqs, [2])])
+    pos, neg = acts[0::2] @ direction, acts[1::2] @ direction
+    assert pos.mean() > neg.mean()
+    assert vec.manifest["stats"]["2"]["train_accuracy"] >= 0.9
+    # synthetic clusters: the probe recovers the separating axis
+    gen = torch.Generator().manual_seed(1)
+    shift = torch.tensor([4.0, 0, 0, 0, 0, 0])
+    p = torch.randn(60, 6, generator=gen) + shift
+    n = torch.randn(60, 6, generator=gen)
+    w, stats = probe_direction(p, n)
+    assert w[0] > 0.9 and stats["train_accuracy"] > 0.95
+
+
+def test_actadd_love_hate(lm: LoadedModel) -> None:
+    tok = lm.tokenizer
+    love, hate = tok("Love")["input_ids"], tok("Hate")["input_ids"]
+    assert len(love) != len(hate)  # so padding is exercised
+    vec = extract(lm, ("Love", "Hate"), method="actadd", layers=[0, 2], progress=False)
+    width = max(len(love), len(hate))
+    space = tok(" ", add_special_tokens=False)["input_ids"]
+    assert len(space) == 1
+    assert vec.site == "block_input"
+    assert vec.manifest["read_position"] == "all_positions"
+    for k in (0, 2):
+        assert vec.directions[k].shape == (width, 64)
+    padded = [love + space * (width - len(love)), hate + space * (width - len(hate))]
+    for k in (0, 2):
+        pos, neg = (_hidden_states(lm.model, s)[k][0] for s in padded)  # input of block k
+        assert torch.allclose(vec.directions[k], pos - neg, atol=ATOL)
+    out = extract(lm, ("Love", "Hate"), method="actadd", layers=[1], site="block_output",
+                  progress=False)
+    assert out.site == "block_output" and out.directions[1].shape == (width, 64)
+    assert vec.manifest["dataset"]["n_pairs"] == 1
+
+
+def test_manifest_contents(lm: LoadedModel) -> None:
+    ds = load_dataset("builtin:optimism", split="train").head(4)
+    vec = extract(lm, ds, layers="1-2", progress=False)
+    m = vec.manifest
+    assert m["method"] == "mean_diff" and m["site"] == "block_output"
+    assert m["read_position"] == "answer_token"
+    assert m["n_layers"] == N_LAYERS and m["hidden_size"] == 64
+    assert m["dataset"] == {"name": "builtin:optimism", "sha256": ds.sha256, "split": "train",
+                            "n_pairs": 4}
+    assert len(m["dataset"]["sha256"]) == 64
+    assert set(m["resid_norms"]) == {"1", "2"} and all(v > 0 for v in m["resid_norms"].values())
+    assert set(m["stats"]) == {"1", "2"} and m["stats"]["1"]["n_pairs"] == 4
+    assert m["format_version"] == 1 and m["model_id"]
+    assert vec.coefficient_for_strength(1, 1.0) > 0
+    mem = extract(lm, [ContrastPair("a b", "c d")], layers=[0], progress=False)
+    assert mem.manifest["dataset"]["name"] == "in-memory"
+
+
+def test_bare_model_with_tokenizer(lm: LoadedModel) -> None:
+    a = extract(lm.model, [ContrastPair("good", "bad")], layers=[1], tokenizer=lm.tokenizer,
+                progress=False)
+    b = extract(lm, [ContrastPair("good", "bad")], layers=[1], progress=False)
+    assert torch.equal(a.directions[1], b.directions[1])
+    with pytest.raises(SteerlabError, match="needs a tokenizer"):
+        extract(lm.model, [ContrastPair("good", "bad")], layers=[1], progress=False)
+
+
+def test_extract_errors(lm: LoadedModel, ab_items: list[ABItem]) -> None:
+    with pytest.raises(SteerlabError, match="unknown method 'cca'"):
+        extract(lm, ab_items, method="cca")
+    with pytest.raises(SteerlabError, match="no contrast items"):
+        extract(lm, [], progress=False)
+    with pytest.raises(SteerlabError, match="no contrast items"):
+        extract(lm, load_pairs([]), progress=False)
+    with pytest.raises(SteerlabError, match="exactly one"):
+        extract(lm, [ContrastPair("a", "b"), ContrastPair("c", "d")], method="actadd")
+    with pytest.raises(SteerlabError, match="exactly one"):
+        extract(lm, ab_items[:1], method="actadd")
+    with pytest.raises(SteerlabError, match="mix kinds"):
+        extract(lm, [ab_items[0], ContrastPair("a", "b")], progress=False)
+    with pytest.raises(SteerlabError, match="item 1: expected an ABItem or ContrastPair"):
+        extract(lm, [ab_items[0], "text"], progress=False)  # type: ignore[list-item]
+    with pytest.raises(SteerlabError, match="at least 2 pairs"):
+        extract(lm, ab_items[:1], method="pca", progress=False)
+    with pytest.raises(SteerlabError, match="out of range"):
+        extract(lm, ab_items, layers=[9], progress=False)
+
+
+def test_mean_diff_accumulator_is_streaming() -> None:
+    gen = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(10, 5, generator=gen), torch.randn(10, 5, generator=gen)
+    acc = MeanDiff()
+    for i in range(0, 10, 3):
+        acc.update(pos[i:i + 3], neg[i:i + 3])
+    assert torch.allclose(acc.direction(), (pos - neg).mean(0), atol=1e-6)
+    same = MeanDiff()
+    same.update(torch.ones(4, 3), torch.zeros(4, 3))
+    assert same.stats()["consistency"] == pytest.approx(1.0)
+    with pytest.raises(SteerlabError, match="at least one pair"):
+        MeanDiff().direction()
+
+
+def test_single_token_data_has_no_norm_calibration(lm: LoadedModel) -> None:
+    assert len(lm.tokenizer("a")["input_ids"]) == 1
+    vec = extract(lm, [ContrastPair("a", "b")], layers=[1], progress=False)
+    assert vec.manifest["resid_norms"] is None  # not a silent 0 that would zero every strength
+    with pytest.raises(SteerlabError, match="no residual-norm calibration"):
+        vec.coefficient_for_strength(1, 1.0)
