@@ -39,7 +39,7 @@ def parse_values(text: str) -> list[float]:
             start, stop, step = (float(x) for x in text.split(":"))
             if step <= 0:
                 raise ValueError
-            count = int(round((stop - start) / step)) + 1
+            count = round((stop - start) / step) + 1
             return [round(start + i * step, 10) for i in range(count)]
         return [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -146,8 +146,8 @@ def generate(
     lm = steerlab.load_model(model)
     spec = (_spec(vector, lm, layer, coefficient, strength, positions, operator)
             if vector else None)
-    steered = steerlab.generate(lm, prompts, spec, max_new_tokens=max_new_tokens,  # type: ignore[arg-type]
-                                chat=chat)
+    steered = steerlab.generate(lm, prompts, spec,  # type: ignore[arg-type]
+                                max_new_tokens=max_new_tokens, chat=chat)
     plain = (steerlab.generate(lm, prompts, None, max_new_tokens=max_new_tokens, chat=chat)
              if compare and spec is not None else None)
     for i, prompt in enumerate(prompts):

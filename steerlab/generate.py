@@ -109,7 +109,7 @@ def generate(model: LoadedModel | Any, prompts: Sequence[str] | str, steering: S
             torch.manual_seed(seed + start)
         with steer(lm, steering, row_specs=rows, instruction_lengths=[n for _, n in chunk]), \
                 torch.inference_mode():
-            out = lm.model.generate(
+            out = lm.model.generate(  # type: ignore[operator]
                 **{k: v.to(lm.device) for k, v in batch.items()}, max_new_tokens=max_new_tokens,
                 do_sample=do_sample, temperature=temperature if do_sample else None,
                 top_p=top_p if do_sample else None, top_k=None, pad_token_id=pad)
@@ -173,7 +173,8 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
     """CAA behaviour score of ``data`` under ``steering`` (or per-row ``row_steering``).
 
     Example:
-        >>> res = score_ab(lm, test, SteeringSpec(vec, layers=[12], coefficient=4))  # doctest: +SKIP
+        >>> spec = SteeringSpec(vec, layers=[12], coefficient=4)             # doctest: +SKIP
+        >>> res = score_ab(lm, test, spec)                                   # doctest: +SKIP
         >>> print(res)                                                      # doctest: +SKIP
         0.712 [0.650, 0.774] (n=50)
     """
@@ -227,8 +228,9 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
     if unit not in ("coefficient", "strength"):
         raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
     items = _ab_items(data)
-    specs = [SteeringSpec(vector, layers=layers, positions=positions, **{unit: float(v)})
-             for v in values]
+    specs = [SteeringSpec(vector, layers=layers, positions=positions,
+                          coefficient=float(v) if unit == "coefficient" else None,
+                          strength=float(v) if unit == "strength" else None) for v in values]
     rows = [[spec] for _item in items for spec in specs]
     repeated = [item for item in items for _ in specs]
     result = score_ab(model, repeated, row_steering=rows,
@@ -252,7 +254,8 @@ def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
     the model would *say*, so it shows steering in models too small to follow A/B formats.
 
     Example:
-        >>> print(score_answers(lm, load_dataset("builtin:optimism_open", split="test")))  # doctest: +SKIP
+        >>> test = load_dataset("builtin:optimism_open", split="test")      # doctest: +SKIP
+        >>> print(score_answers(lm, test))                                   # doctest: +SKIP
         0.402 [0.350, 0.454] (n=39)
     """
     lm = as_loaded(model, tokenizer)
@@ -272,7 +275,8 @@ def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                       leave=False):
         chunk = rows[start:start + batch_size]
         batch = left_pad([ids for ids, _ in chunk], pad)
-        with steer(lm, steering, prompt_lengths=[n for _, n in chunk]), torch.inference_mode():
+        lengths = [n for _, n in chunk]
+        with steer(lm, steering, prompt_lengths=lengths), torch.inference_mode():
             logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
                               use_cache=False).logits.float()
         logprobs = torch.log_softmax(logits[:, :-1], dim=-1)

