@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 
-.PHONY: demo test test-unit test-integration bench lint setup model clean
+.PHONY: demo test test-unit lint setup model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,9 +31,6 @@ test: model
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
-
-bench: model
-	$(BIN)/python bench/run.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
