@@ -14,6 +14,7 @@ Skipped when steering-vectors is not installed (``pip install --no-deps steering
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +27,12 @@ from steerlab.models import as_loaded
 from steerlab.vector import cosine
 from tests.tiny import tiny_model, tiny_tokenizer
 
-sv = pytest.importorskip("steering_vectors")
+try:
+    import steering_vectors as sv
+except ImportError:  # a missing peer is a failure in CI (the Makefile installs it)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        raise
+    sv = pytest.importorskip("steering_vectors")
 
 N_LAYERS = 6
 LAYERS = [0, 2, 3, 5]
