@@ -91,10 +91,10 @@ def extract(
     import steerlab
 
     _check_limit(limit)
-    lm = steerlab.load_model(model)
-    dataset = steerlab.load_dataset(data, split=split, seed=seed)
+    dataset = steerlab.load_dataset(data, split=split, seed=seed)  # bad data fails before the load
     if limit:
         dataset = dataset.subset(limit, seed)
+    lm = steerlab.load_model(model)
     vec = steerlab.extract(lm, dataset, method=method, layers=layers, site=site,
                            batch_size=batch_size)
     vec.save(output)
@@ -194,11 +194,11 @@ def score(
     _check_limit(limit)
     if json_out is not None and not json_out.parent.is_dir():
         raise SteerlabError(f"--json {json_out}: directory {json_out.parent} does not exist")
-    lm = steerlab.load_model(model)
-    vec = steerlab.SteeringVector.load(vector, model=lm)
     dataset = steerlab.load_dataset(data, split=split, seed=seed)
     if limit:
         dataset = dataset.subset(limit, seed)
+    lm = steerlab.load_model(model)
+    vec = steerlab.SteeringVector.load(vector, model=lm)
     results = steerlab.score_coefficients(lm, dataset, vec, layer, values, unit=unit,
                                           positions=positions, progress=True)
     table = Table(title=escape(f"{data} ({split}), layer {layer}, {vec.method}"))
