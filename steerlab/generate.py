@@ -27,7 +27,7 @@ from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences, chat_prompt, encode
+from steerlab.prompts import ABSequences, ab_sequences, chat_prompt, encode, prompt_ids
 from steerlab.steer import SteeringSpec, steer
 from steerlab.vector import SteeringVector
 
@@ -60,23 +60,6 @@ def _pad_id(lm: LoadedModel) -> int:
     return 0
 
 
-def prompt_ids(lm: LoadedModel, prompt: str, chat: bool, system: str | None = None
-               ) -> tuple[list[int], int]:
-    """Token ids of a prompt and its instruction length (where CAA starts steering)."""
-    if chat and lm.has_chat_template:
-        full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, prompt, system=system))
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}]
-        head = lm.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                add_generation_prompt=False)
-        return full, min(len(encode(lm.tokenizer, str(head))), len(full))
-    if chat:
-        full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, prompt, system=system))
-        return full, len(full)
-    ids = list(lm.tokenizer(prompt)["input_ids"])
-    return ids, len(ids)
-
-
 def generate(model: LoadedModel | Any, prompts: Sequence[str] | str, steering: Steering = None,
              *, max_new_tokens: int = 48, chat: bool = True, batch_size: int = 8,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
@@ -96,7 +79,7 @@ def generate(model: LoadedModel | Any, prompts: Sequence[str] | str, steering: S
         prompts = [prompts]
     if row_steering is not None and len(row_steering) != len(prompts):
         raise SteerlabError(f"row_steering has {len(row_steering)} rows for {len(prompts)} prompts")
-    encoded = [prompt_ids(lm, p, chat, system) for p in prompts]
+    encoded = [prompt_ids(lm.tokenizer, p, chat, system) for p in prompts]
     outputs: list[str] = []
     pad = _pad_id(lm)
     for start in tqdm(range(0, len(prompts), batch_size), disable=not progress, desc="generate",
@@ -183,7 +166,19 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
     if row_steering is not None and len(row_steering) != len(items):
         raise SteerlabError(f"row_steering has {len(row_steering)} rows for {len(items)} items")
     seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in items]
-    instruction = [prompt_ids(lm, item.question, True, system)[1] for item in items]
+    return score_sequences(lm, seqs, steering, row_steering=row_steering, batch_size=batch_size,
+                           progress=progress)
+
+
+def score_sequences(lm: LoadedModel, seqs: Sequence[ABSequences], steering: Steering = None, *,
+                    row_steering: Sequence[Sequence[SteeringSpec]] | None = None,
+                    batch_size: int = 16, progress: bool = False) -> ABResult:
+    """The scoring pass of :func:`score_ab` on already tokenized items (one forward per batch).
+
+    Example:
+        >>> seqs = [ab_sequences(lm.tokenizer, item) for item in test]      # doctest: +SKIP
+        >>> score_sequences(lm, seqs).mean                                   # doctest: +SKIP
+    """
     pad = _pad_id(lm)
     scores: list[float] = []
     props: list[float] = []
@@ -195,7 +190,7 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
         rows = row_steering[start:start + batch_size] if row_steering is not None else None
         batch = left_pad([s.prefix for s in chunk], pad)
         with steer(lm, steering, row_specs=rows,
-                   instruction_lengths=instruction[start:start + batch_size]), \
+                   instruction_lengths=[s.instruction_length for s in chunk]), \
                 torch.inference_mode():
             logits = lm.model(**{k: v.to(lm.device) for k, v in batch.items()},
                               use_cache=False, logits_to_keep=1).logits[:, -1].float()
@@ -231,10 +226,12 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
     specs = [SteeringSpec(vector, layers=layers, positions=positions,
                           coefficient=float(v) if unit == "coefficient" else None,
                           strength=float(v) if unit == "strength" else None) for v in values]
-    rows = [[spec] for _item in items for spec in specs]
-    repeated = [item for item in items for _ in specs]
-    result = score_ab(model, repeated, row_steering=rows,
-                      batch_size=max(batch_size, len(specs)), system=system, progress=progress)
+    lm = as_loaded(model)
+    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in items]  # once per item
+    rows = [[spec] for _seq in seqs for spec in specs]
+    repeated = [seq for seq in seqs for _ in specs]
+    result = score_sequences(lm, repeated, row_steering=rows,
+                             batch_size=max(batch_size, len(specs)), progress=progress)
     out: dict[float, ABResult] = {}
     k = len(specs)
     for j, value in enumerate(values):

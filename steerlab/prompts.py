@@ -34,12 +34,58 @@ def chat_prompt(tokenizer: Any, user_text: str, assistant_prefix: str = "",
         'Question: Hi?\\nAnswer: ('
     """
     if getattr(tokenizer, "chat_template", None):
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": user_text}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        text = tokenizer.apply_chat_template(chat_messages(user_text, system), tokenize=False,
+                                             add_generation_prompt=True)
         return str(text) + assistant_prefix
     head = f"{system}\n\n" if system else ""
     return f"{head}Question: {user_text}\nAnswer: {assistant_prefix}"
+
+
+def chat_messages(user_text: str, system: str | None = None) -> list[dict[str, str]]:
+    """The message list of a one-turn chat (optional system message first).
+
+    Example:
+        >>> chat_messages("Hi", "Be brief")[0]["role"]
+        'system'
+    """
+    return ([{"role": "system", "content": system}] if system else []) + [
+        {"role": "user", "content": user_text}]
+
+
+def instruction_length(tokenizer: Any, user_text: str, system: str | None = None) -> int:
+    """Tokens up to the end of the user turn: where CAA's ``after_instruction`` starts.
+
+    Without a chat template the whole ``Question: ...\nAnswer: `` prompt counts.
+    """
+    if getattr(tokenizer, "chat_template", None):
+        head = tokenizer.apply_chat_template(chat_messages(user_text, system), tokenize=False,
+                                             add_generation_prompt=False)
+        return len(encode(tokenizer, str(head)))
+    return len(encode(tokenizer, chat_prompt(tokenizer, user_text, system=system)))
+
+
+def encode_plain(tokenizer: Any, text: str) -> list[int]:
+    """Plain (non-chat) token ids with the tokenizer's own special tokens (BOS if it adds one)."""
+    return list(tokenizer(text)["input_ids"])
+
+
+def prompt_ids(tokenizer: Any, prompt: str, chat: bool = True,
+               system: str | None = None) -> tuple[list[int], int]:
+    """Token ids of a generation prompt and its instruction length.
+
+    Example:
+        >>> class T:
+        ...     chat_template = None
+        ...     def __call__(self, text, add_special_tokens=True):
+        ...         return {"input_ids": list(range(len(text.split())))}
+        >>> prompt_ids(T(), "a b c", chat=False)
+        ([0, 1, 2], 3)
+    """
+    if not chat:
+        ids = encode_plain(tokenizer, prompt)
+        return ids, len(ids)
+    full = encode(tokenizer, chat_prompt(tokenizer, prompt, system=system))
+    return full, min(instruction_length(tokenizer, prompt, system), len(full))
 
 
 def encode(tokenizer: Any, text: str) -> list[int]:
@@ -58,6 +104,7 @@ class ABSequences:
     prefix: list[int]
     matching_id: int
     not_matching_id: int
+    instruction_length: int
 
     @property
     def matching(self) -> list[int]:
@@ -82,4 +129,6 @@ def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABS
     if common >= min(len(a), len(b)):
         raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "
                             "sequences that do not differ")
-    return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common])
+    return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common],
+                       instruction_length=min(instruction_length(tokenizer, item.question, system),
+                                              common))

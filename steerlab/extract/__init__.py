@@ -33,7 +33,7 @@ from steerlab.extract.methods import (
 from steerlab.extract.record import record
 from steerlab.layers import resolve_layers
 from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences
+from steerlab.prompts import ab_sequences, encode_plain
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
@@ -58,18 +58,14 @@ def pair_sequences(lm: LoadedModel, items: Sequence[ABItem | ContrastPair],
         return sequences, "answer_token"
     for item in items:
         assert isinstance(item, ContrastPair)
-        sequences += [encode_plain(lm, item.positive), encode_plain(lm, item.negative)]
+        sequences += [encode_plain(lm.tokenizer, item.positive),
+                      encode_plain(lm.tokenizer, item.negative)]
     return sequences, "last_token"
-
-
-def encode_plain(lm: LoadedModel, text: str) -> list[int]:
-    """Plain (non-chat) token ids with the tokenizer's own special tokens (BOS if it adds one)."""
-    return list(lm.tokenizer(text)["input_ids"])
 
 
 def _actadd_pair(lm: LoadedModel, pair: ContrastPair) -> list[list[int]]:
     """ActAdd: tokenize both prompts, right-pad the shorter with space tokens (Turner et al.)."""
-    pos, neg = encode_plain(lm, pair.positive), encode_plain(lm, pair.negative)
+    pos, neg = encode_plain(lm.tokenizer, pair.positive), encode_plain(lm.tokenizer, pair.negative)
     space = lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
     if len(space) != 1:
         raise SteerlabError("actadd: the tokenizer has no single space token for padding")
