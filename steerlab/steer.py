@@ -359,15 +359,19 @@ def _model_width(module: nn.Module) -> int | None:
 
 def as_specs(spec: SteeringSpec | SteeringVector | Sequence[SteeringSpec] | None,
              **kwargs: Any) -> list[SteeringSpec]:
-    """Normalise the forms ``steer()`` accepts into a list of specs."""
-    if spec is None:
-        return []
+    """Normalise the forms ``steer()`` accepts into a list of specs.
+
+    Keywords (``layers``, ``coefficient``, ``positions``...) describe a bare vector; given with
+    ready specs they would be silently ignored, so any non-default one is an error.
+    """
     if isinstance(spec, SteeringVector):
         return [SteeringSpec(spec, **kwargs)]
-    if kwargs and any(v is not None for k, v in kwargs.items() if k not in ("positions",
-                                                                             "operator")):
-        raise SteerlabError("layers/coefficient/strength keywords go with a SteeringVector, "
-                            "not with ready SteeringSpecs")
+    defaults = {"positions": "all", "operator": "add", "preserve_norm": False}
+    if any(value != defaults.get(key) for key, value in kwargs.items()):
+        raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm "
+                            "keywords go with a SteeringVector, not with ready SteeringSpecs")
+    if spec is None:
+        return []
     if isinstance(spec, SteeringSpec):
         return [spec]
     return list(spec)
@@ -464,16 +468,8 @@ def attach(model: LoadedModel | nn.Module,
         >>> handle.remove()                                 # doctest: +SKIP
     """
     module = model.model if isinstance(model, LoadedModel) else model
-    kwargs = {"layers": layers, "coefficient": coefficient, "strength": strength,
-              "positions": positions, "operator": operator, "preserve_norm": preserve_norm}
-    if isinstance(spec, SteeringVector):
-        specs = as_specs(spec, **kwargs)
-    else:
-        if any(v is not None for v in (layers, coefficient, strength)) or \
-                positions != "all" or operator != "add" or preserve_norm:
-            raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm "
-                                "keywords go with a SteeringVector, not with ready SteeringSpecs")
-        specs = as_specs(spec)
+    specs = as_specs(spec, layers=layers, coefficient=coefficient, strength=strength,
+                     positions=positions, operator=operator, preserve_norm=preserve_norm)
     path, blocks = find_blocks(module)
     n_layers = len(blocks)
     hidden = _model_width(module)
@@ -487,6 +483,8 @@ def attach(model: LoadedModel | nn.Module,
                                 f"model's {hidden}")
     plan = compile_terms(specs, row_specs, n_layers)
     tracker = PositionTracker(prompt_lengths, instruction_lengths)
+    if not plan and row_specs is None:
+        return SteeringHandle([], tracker)  # nothing to steer: leave the model untouched
     parent = module.get_submodule(path.rsplit(".", 1)[0]) if "." in path else module
 
     def observe(_module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
