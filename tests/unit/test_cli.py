@@ -193,18 +193,13 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
 
 @pytest.fixture(scope="module")
 def models(cli: Cli, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Models]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        root = tmp_path_factory.mktemp("models")
-        tok = tiny_tokenizer()
-        paths = Models(d64=root / "llama-d64", d32=root / "llama-d32")
-        for path, hidden in ((paths.d64, 64), (paths.d32, 32)):
-            tiny_model("llama", hidden=hidden).save_pretrained(path)
-            tok.save_pretrained(path)
-        yield paths
-    finally:
-        torch.set_num_threads(before)
+    root = tmp_path_factory.mktemp("models")
+    tok = tiny_tokenizer()
+    paths = Models(d64=root / "llama-d64", d32=root / "llama-d32")
+    for path, hidden in ((paths.d64, 64), (paths.d32, 32)):
+        tiny_model("llama", hidden=hidden).save_pretrained(path)
+        tok.save_pretrained(path)
+    yield paths
 
 
 @pytest.fixture(scope="module")

@@ -28,16 +28,6 @@ N_LAYERS = 4
 ATOL = 1e-5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    # tiny models are fastest single-threaded; with several threads on a busy 2-core machine
-    # OpenMP oversubscription makes each forward ~100x slower
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lm() -> LoadedModel:
     return as_loaded(tiny_model("llama", n_layers=N_LAYERS), tiny_tokenizer())

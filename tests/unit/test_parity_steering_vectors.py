@@ -15,11 +15,9 @@ Skipped when steering-vectors is not installed (``pip install --no-deps steering
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 
 from steerlab.data import ABItem, ContrastPair, load_dataset
 from steerlab.extract import extract, pair_sequences
@@ -36,14 +34,6 @@ except ImportError:  # a missing peer is a failure in CI (the Makefile installs 
 
 N_LAYERS = 6
 LAYERS = [0, 2, 3, 5]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _as_text_pairs(tok: Any, sequences: list[list[int]]) -> list[tuple[str, str]]:

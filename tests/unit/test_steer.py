@@ -144,15 +144,6 @@ def _forward(model: nn.Module, batch: dict[str, torch.Tensor], **steer_kwargs: A
     return model(**batch, use_cache=False).logits
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models run fastest single-threaded, and stay fast on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def llama() -> nn.Module:
     return tiny_model("llama")

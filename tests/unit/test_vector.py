@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +42,8 @@ def _write_raw(path: Path, tensors: dict[str, torch.Tensor],
 
 
 @pytest.fixture(scope="module")
-def lm() -> Iterator[steerlab.models.LoadedModel]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny model: one thread is fastest, and immune to a busy machine
-    yield as_loaded(tiny_model("llama", n_layers=N_LAYERS, hidden=D), tiny_tokenizer())
-    torch.set_num_threads(before)
+def lm() -> steerlab.models.LoadedModel:
+    return as_loaded(tiny_model("llama", n_layers=N_LAYERS, hidden=D), tiny_tokenizer())
 
 
 # --- round trip ------------------------------------------------------------------------------
