@@ -20,11 +20,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from steerlab.errors import SteerlabError
+from steerlab.eval.app import eval_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Extract, apply and evaluate steering vectors.")
 models_app = typer.Typer(no_args_is_help=True, help="Built-in model aliases.")
 app.add_typer(models_app, name="models")
+app.add_typer(eval_app, name="eval")
 console = Console()
 
 

@@ -1,0 +1,367 @@
+"""The sweep engine: score a layer × coefficient grid without redoing shared work.
+
+A naive sweep runs the whole model once per cell (and often once per item). The engine runs
+each batch of items **once** unsteered (that pass also gives every coefficient-0 cell), keeping
+each block's input and call arguments. For a cell at layer L it then restarts from the stored
+input of the first steered block and runs only the blocks from there up, plus the final norm
+and the LM head at the last position. All non-zero coefficients of one layer ride in that one
+tail forward as per-row specs (each item repeated once per coefficient). Items are batched
+by length to cut padding. On the first batch the engine replays the tail unsteered and checks
+it reproduces the model's own logits; an architecture where that fails falls back to whole
+forwards with per-row specs (still batched), with a warning. Scores equal the naive loop's
+(|Δ| < 1e-4, tested on eight architectures).
+
+Example:
+    >>> res = sweep_ab(lm, val, vec, layers=[8, 12], values=[-2, 0, 2])   # doctest: +SKIP
+    >>> print(res[(12, 2.0)])                                           # doctest: +SKIP
+    0.571 [0.521, 0.620] (n=50)
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from steerlab.data.formats import ABItem
+from steerlab.data.loaders import Dataset
+from steerlab.errors import SteerlabError
+from steerlab.generate import ABResult, _ab_items, _pad_id, left_pad, score_ab
+from steerlab.layers import find_blocks
+from steerlab.models import LoadedModel, as_loaded
+from steerlab.prompts import ABSequences, ab_sequences
+from steerlab.steer import (
+    PositionTracker,
+    SteeringSpec,
+    _split_output,
+    _Term,
+    apply_terms,
+    compile_terms,
+)
+from steerlab.vector import SteeringVector
+
+LayerKey = int | tuple[int, ...]
+_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f")
+
+
+@dataclass
+class _Call:
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class _Head:
+    """Final norm + LM head of a model, applied to chosen positions only."""
+
+    def __init__(self, model: nn.Module, blocks_path: str):
+        parent_path = blocks_path.rsplit(".", 1)[0] if "." in blocks_path else ""
+        parent = model.get_submodule(parent_path) if parent_path else model
+        self.norm: nn.Module | None = next(
+            (getattr(parent, n) for n in _NORM_NAMES if isinstance(getattr(parent, n, None),
+                                                                   nn.Module)), None)
+        get_out = getattr(model, "get_output_embeddings", None)
+        self.lm_head: nn.Module | None = get_out() if callable(get_out) else None
+        self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        self.supported = (self.norm is not None and self.lm_head is not None
+                          and getattr(parent, "project_out", None) is None)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        assert self.norm is not None and self.lm_head is not None
+        logits = self.lm_head(self.norm(hidden)).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def _expand(value: Any, batch: int, times: int) -> Any:
+    """Repeat every batch-major tensor in ``value`` ``times`` times per row (row-major)."""
+    if times == 1:
+        return value
+    if isinstance(value, torch.Tensor):
+        if value.ndim >= 2 and value.shape[0] == batch:
+            return value.repeat_interleave(times, dim=0)
+        return value
+    if isinstance(value, tuple):
+        return tuple(_expand(v, batch, times) for v in value)
+    if isinstance(value, list):
+        return [_expand(v, batch, times) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v, batch, times) for k, v in value.items()}
+    return value
+
+
+def _capture_calls(model: nn.Module, blocks: nn.ModuleList, head: _Head, starts: set[int],
+                   run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[int, _Call],
+                                                             torch.Tensor]:
+    """Run ``run()`` recording each block's call from min(starts) up and the final hidden."""
+    calls: dict[int, _Call] = {}
+    final: list[torch.Tensor] = []
+    handles = []
+    first = min(starts)
+
+    def block_hook(index: int) -> Any:
+        def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            calls[index] = _Call(args, dict(kwargs))
+        return hook
+
+    def norm_hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
+        final.append(args[0])
+
+    try:
+        for index in range(first, len(blocks)):
+            handles.append(blocks[index].register_forward_pre_hook(block_hook(index),
+                                                                   with_kwargs=True))
+        assert head.norm is not None
+        handles.append(head.norm.register_forward_pre_hook(norm_hook))
+        logits = run()
+    finally:
+        for handle in handles:
+            handle.remove()
+    if len(final) != 1 or len(calls) != len(blocks) - first:
+        raise _Unsupported("blocks or final norm were not called exactly once")
+    return logits, calls, final[0]
+
+
+class _Unsupported(Exception):
+    """The model's forward does not decompose into blocks → norm → head as expected."""
+
+
+def _block_input(call: _Call) -> torch.Tensor:
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        return call.args[0]
+    hidden = call.kwargs.get("hidden_states")
+    if not isinstance(hidden, torch.Tensor):
+        raise _Unsupported("block input is neither the first argument nor hidden_states=")
+    return hidden
+
+
+def _run_block(block: nn.Module, call: _Call, hidden: torch.Tensor) -> torch.Tensor:
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        out = block(hidden, *call.args[1:], **call.kwargs)
+    else:
+        out = block(*call.args, **{**call.kwargs, "hidden_states": hidden})
+    return _split_output(out)[0]
+
+
+class SweepEngine:
+    """Prefix-reusing scorer of A/B items under many (layers, value) cells.
+
+    Example:
+        >>> engine = SweepEngine(lm)                                         # doctest: +SKIP
+        >>> results = engine.score(seqs, vec, [[10], [12]], [-1.0, 0.0, 1.0])  # doctest: +SKIP
+    """
+
+    def __init__(self, model: LoadedModel | Any, *, batch_size: int = 16,
+                 progress: bool = False):
+        self.lm = as_loaded(model)
+        self.module = self.lm.model
+        self.path, self.blocks = find_blocks(self.module)
+        self.head = _Head(self.module, self.path)
+        self.batch_size = batch_size
+        self.progress = progress
+        self.prefix_reuse = self.head.supported
+        self._verified = False
+
+    def score(self, seqs: Sequence[ABSequences], vector: SteeringVector,
+              layer_groups: Sequence[Sequence[int]], values: Sequence[float], *,
+              unit: str = "coefficient", positions: str = "all") -> dict[tuple[LayerKey, float],
+                                                                         ABResult]:
+        """Score every (layer group, value) cell; keys are ``(layer or tuple, value)``."""
+        if unit not in ("coefficient", "strength"):
+            raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
+        n_layers = len(self.blocks)
+        groups = [tuple(g) for g in layer_groups]
+        for group in groups:
+            if not group:
+                raise SteerlabError("empty layer group in sweep")
+            SteeringSpec(vector, layers=list(group)).resolved_layers(n_layers)
+        values = [float(v) for v in values]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prefix))
+        per_cell: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {
+            (self._key(g), v): [] for g in groups for v in values}
+        batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
+        for batch_index in tqdm(batches, disable=not self.progress, desc="sweep", leave=False):
+            chunk = [seqs[i] for i in batch_index]
+            cell_rows = self._score_batch(chunk, vector, groups, values, unit, positions)
+            for key, rows in cell_rows.items():
+                per_cell[key] += [(float(i), *row) for i, row in zip(batch_index, rows, strict=True)]
+        out: dict[tuple[LayerKey, float], ABResult] = {}
+        for key, rows in per_cell.items():
+            rows.sort(key=lambda r: r[0])
+            out[key] = ABResult(tuple(r[1] for r in rows), tuple(r[2] for r in rows),
+                                tuple(r[3] for r in rows), tuple(r[4] for r in rows))
+        return out
+
+    @staticmethod
+    def _key(group: tuple[int, ...]) -> LayerKey:
+        return group[0] if len(group) == 1 else group
+
+    def _spec(self, vector: SteeringVector, group: tuple[int, ...], value: float, unit: str,
+              positions: str) -> SteeringSpec:
+        return SteeringSpec(vector, layers=list(group), positions=positions,
+                            coefficient=value if unit == "coefficient" else None,
+                            strength=value if unit == "strength" else None)
+
+    def _score_batch(self, chunk: Sequence[ABSequences], vector: SteeringVector,
+                     groups: list[tuple[int, ...]], values: list[float], unit: str,
+                     positions: str) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
+        batch = left_pad([s.prefix for s in chunk], _pad_id(self.lm))
+        batch = {k: v.to(self.lm.device) for k, v in batch.items()}
+        size = len(chunk)
+        mask = batch["attention_mask"]
+        real = (mask.cumsum(-1) - 1).clamp_min(0)
+        valid = mask.bool()
+        lengths = mask.sum(-1).cpu()
+        instr = torch.tensor([s.instruction_length for s in chunk])
+        matching = torch.tensor([s.matching_id for s in chunk])
+        other = torch.tensor([s.not_matching_id for s in chunk])
+        out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
+        site = vector.site
+        starts = {min(k + (1 if site == "block_output" else 0) for k in g) for g in groups}
+
+        def forward() -> torch.Tensor:
+            result = self.module(**batch, use_cache=False, logits_to_keep=1)
+            return result.logits[:, -1].float()
+
+        with torch.inference_mode():
+            if self.prefix_reuse:
+                try:
+                    base, calls, final = _capture_calls(self.module, self.blocks, self.head,
+                                                        starts | {len(self.blocks)}, forward)
+                    if not self._verified:
+                        self._verify(base, calls, final, starts)
+                except _Unsupported as exc:
+                    self._fall_back(str(exc))
+            if not self.prefix_reuse:
+                base = forward()
+            zero = _read(base, matching, other)
+            for group in groups:
+                nonzero = [v for v in values if v != 0.0]
+                for v in values:
+                    if v == 0.0:
+                        out[(self._key(group), v)] = zero
+                if not nonzero:
+                    continue
+                times = len(nonzero)
+                rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
+                        for v in nonzero]
+                plan = compile_terms([], rows, len(self.blocks))
+                tracker = PositionTracker(lengths.repeat_interleave(times).tolist(),
+                                          instr.repeat_interleave(times).tolist())
+                tracker.set_call(real.repeat_interleave(times, 0),
+                                 valid.repeat_interleave(times, 0))
+                if self.prefix_reuse:
+                    start = min(k + (1 if site == "block_output" else 0) for k in group)
+                    logits = self._tail(start, calls, final, plan, tracker, size, times)
+                else:
+                    logits = self._full(batch, rows, instr, times)
+                scored = _read(logits, matching.repeat_interleave(times),
+                               other.repeat_interleave(times))
+                for j, v in enumerate(nonzero):
+                    out[(self._key(group), v)] = scored[j::times]
+        return out
+
+    def _tail(self, start: int, calls: dict[int, _Call], final: torch.Tensor,
+              plan: dict[tuple[str, int], list[_Term]], tracker: PositionTracker, size: int,
+              times: int) -> torch.Tensor:
+        n = len(self.blocks)
+        source = _block_input(calls[start]) if start < n else final
+        hidden = source.repeat_interleave(times, dim=0)
+        if ("block_output", start - 1) in plan:
+            hidden = apply_terms(hidden, plan[("block_output", start - 1)], tracker)
+        for index in range(start, n):
+            call = calls[index]
+            call = _Call(_expand(call.args, size, times), _expand(call.kwargs, size, times))
+            if ("block_input", index) in plan:
+                hidden = apply_terms(hidden, plan[("block_input", index)], tracker)
+            hidden = _run_block(self.blocks[index], call, hidden)
+            if ("block_output", index) in plan:
+                hidden = apply_terms(hidden, plan[("block_output", index)], tracker)
+        return self.head(hidden[:, -1:])[:, -1]
+
+    def _full(self, batch: dict[str, torch.Tensor], rows: list[list[SteeringSpec]],
+              instr: torch.Tensor, times: int) -> torch.Tensor:
+        from steerlab.steer import steer
+
+        expanded = {k: v.repeat_interleave(times, 0) for k, v in batch.items()}
+        with steer(self.lm, None, row_specs=rows,
+                   instruction_lengths=instr.repeat_interleave(times).tolist()):
+            result = self.module(**expanded, use_cache=False, logits_to_keep=1)
+        return result.logits[:, -1].float()
+
+    def _verify(self, base: torch.Tensor, calls: dict[int, _Call], final: torch.Tensor,
+                starts: set[int]) -> None:
+        """Replay the tail unsteered once and compare with the model's own logits."""
+        empty = PositionTracker()
+        replay = self._tail(min(starts), calls, final, {}, empty, base.shape[0], 1)
+        if not torch.allclose(replay, base, atol=1e-4, rtol=1e-4):
+            delta = float((replay - base).abs().max())
+            raise _Unsupported(f"tail replay differs from the model's logits by {delta:.2e}")
+        self._verified = True
+
+    def _fall_back(self, reason: str) -> None:
+        warnings.warn(f"sweep engine: prefix reuse disabled for this model ({reason}); "
+                      "using whole forwards with per-row specs", stacklevel=3)
+        self.prefix_reuse = False
+
+
+def _read(logits: torch.Tensor, matching: torch.Tensor,
+          other: torch.Tensor) -> list[tuple[float, ...]]:
+    """(score, propensity, p_matching, p_not_matching) per row from last-position logits."""
+    logprobs = torch.log_softmax(logits, dim=-1)
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    match, not_match = matching.to(logits.device), other.to(logits.device)
+    lp_m, lp_n = logprobs[rows, match], logprobs[rows, not_match]
+    score = torch.sigmoid(lp_m - lp_n)
+    prop = logits[rows, match] - logits[rows, not_match]
+    return list(zip(score.tolist(), prop.tolist(), lp_m.exp().tolist(), lp_n.exp().tolist(),
+                    strict=True))
+
+
+def _groups(layers: Sequence[int | Sequence[int]]) -> list[tuple[int, ...]]:
+    return [tuple(x) if isinstance(x, Sequence) else (int(x),) for x in layers]
+
+
+def sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+             vector: SteeringVector, layers: Sequence[int | Sequence[int]],
+             values: Sequence[float], *, unit: str = "coefficient", positions: str = "all",
+             batch_size: int = 16, system: str | None = None,
+             progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
+    """CAA behaviour score for every layer (or layer group) × value, by the sweep engine.
+
+    Example:
+        >>> res = sweep_ab(lm, val, vec, layers=[10, 12], values=[-1, 0, 1])  # doctest: +SKIP
+        >>> res[(12, 1.0)].mean                                              # doctest: +SKIP
+        0.58
+    """
+    lm = as_loaded(model)
+    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in _ab_items(data)]
+    engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
+    return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
+
+
+def naive_sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                   vector: SteeringVector, layers: Sequence[int | Sequence[int]],
+                   values: Sequence[float], *, unit: str = "coefficient",
+                   positions: str = "all", batch_size: int = 1, system: str | None = None,
+                   progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
+    """The reference loop: one steering context per cell, ``batch_size`` items per forward.
+
+    Example:
+        >>> ref = naive_sweep_ab(lm, val, vec, [12], [-1, 1])            # doctest: +SKIP
+    """
+    lm = as_loaded(model)
+    out: dict[tuple[LayerKey, float], ABResult] = {}
+    cells = [(g, float(v)) for g in _groups(layers) for v in values]
+    for group, value in tqdm(cells, disable=not progress, desc="naive sweep", leave=False):
+        spec = SteeringSpec(vector, layers=list(group), positions=positions,
+                            coefficient=value if unit == "coefficient" else None,
+                            strength=value if unit == "strength" else None)
+        key = group[0] if len(group) == 1 else group
+        out[(key, value)] = score_ab(lm, data, spec, batch_size=batch_size, system=system)
+    return out

@@ -1,0 +1,6 @@
+"""Placeholder for `steerlab eval` (being written)."""
+
+
+def command() -> None:
+    """Not written yet."""
+    raise NotImplementedError
