@@ -1,15 +1,22 @@
 """The sweep engine: score a layer × coefficient grid without redoing shared work.
 
-A naive sweep runs the whole model once per cell (and often once per item). The engine runs
-each batch of items **once** unsteered (that pass also gives every coefficient-0 cell), keeping
-each block's input and call arguments. For a cell at layer L it then restarts from the stored
-input of the first steered block and runs only the blocks from there up, plus the final norm
-and the LM head at the last position. All non-zero coefficients of one layer ride in that one
-tail forward as per-row specs (each item repeated once per coefficient). Items are batched
-by length to cut padding. On the first batch the engine replays the tail unsteered and checks
-it reproduces the model's own logits; an architecture where that fails falls back to whole
-forwards with per-row specs (still batched), with a warning. Scores equal the naive loop's
-(|Δ| < 1e-4, tested on eight architectures).
+A naive sweep runs the whole model once per cell (and often once per item). The engine shares
+the work no cell changes, in one of two ways, picking per batch whichever computes less:
+
+* **Layer prefix** (steering at every position): each batch runs **once** unsteered (which
+  also gives every coefficient-0 cell), keeping each block's input and call arguments. A cell
+  at layer L restarts from the stored input of the first steered block and runs only the
+  blocks from there up, plus the final norm and the LM head at the last position.
+* **Token prefix** (steering only from some position on, e.g. CAA's ``after_instruction``):
+  tokens before the first steered position are the same in every cell at every layer, so
+  they run once with the KV cache on; each cell runs only the remaining tokens on a copy of
+  that cache.
+
+Either way all non-zero coefficients of a layer ride in one forward as per-row specs (each item
+repeated once per coefficient), and items are batched by length to cut padding. On the first
+batch the layer-prefix path replays the tail unsteered and checks it reproduces the model's own
+logits; an architecture where that fails falls back to whole forwards with per-row specs, with a
+warning. Scores equal the naive loop's (|Δ| < 1e-4, tested on eight architectures).
 
 Example:
     >>> res = sweep_ab(lm, val, vec, layers=[8, 12], values=[-2, 0, 2])   # doctest: +SKIP
@@ -19,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -165,6 +173,7 @@ class SweepEngine:
         self.batch_size = batch_size
         self.progress = progress
         self.prefix_reuse = self.head.supported
+        self.token_reuse = True
         self._verified = False
 
     def score(self, seqs: Sequence[ABSequences], vector: SteeringVector,
@@ -189,7 +198,8 @@ class SweepEngine:
             chunk = [seqs[i] for i in batch_index]
             cell_rows = self._score_batch(chunk, vector, groups, values, unit, positions)
             for key, rows in cell_rows.items():
-                per_cell[key] += [(float(i), *row) for i, row in zip(batch_index, rows, strict=True)]
+                pairs = zip(batch_index, rows, strict=True)
+                per_cell[key] += [(float(i), *row) for i, row in pairs]
         out: dict[tuple[LayerKey, float], ABResult] = {}
         for key, rows in per_cell.items():
             rows.sort(key=lambda r: r[0])
@@ -228,6 +238,17 @@ class SweepEngine:
             result = self.module(**batch, use_cache=False, logits_to_keep=1)
             return result.logits[:, -1].float()
 
+        first = _first_steered(positions, real, valid, lengths, instr)
+        width = int(mask.shape[1])
+        n_blocks = len(self.blocks)
+        # block-token evaluations per batch (per coefficient) of the two kinds of reuse
+        token_cost = first * n_blocks + (width - first) * n_blocks * len(groups)
+        layer_cost = width * n_blocks + width * sum(
+            n_blocks - min(k + (1 if site == "block_output" else 0) for k in g) for g in groups)
+        if self.token_reuse and first > 0 and token_cost < layer_cost:
+            with torch.inference_mode():
+                return self._score_suffix(batch, first, chunk, vector, groups, values, unit,
+                                          positions, lengths, instr, matching, other)
         with torch.inference_mode():
             if self.prefix_reuse:
                 try:
@@ -264,6 +285,49 @@ class SweepEngine:
                                other.repeat_interleave(times))
                 for j, v in enumerate(nonzero):
                     out[(self._key(group), v)] = scored[j::times]
+        return out
+
+    def _score_suffix(self, batch: dict[str, torch.Tensor], first: int,
+                      chunk: Sequence[ABSequences], vector: SteeringVector,
+                      groups: list[tuple[int, ...]], values: list[float], unit: str,
+                      positions: str, lengths: torch.Tensor, instr: torch.Tensor,
+                      matching: torch.Tensor, other: torch.Tensor,
+                      ) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
+        """Token-prefix reuse: tokens before ``first`` (padded index) run once, cached."""
+        from steerlab.steer import steer
+
+        size = len(chunk)
+        head = {k: v[:, :first] for k, v in batch.items()}
+        cache = self.module(**head, use_cache=True).past_key_values
+
+        def suffix(rows: list[list[SteeringSpec]] | None, times: int) -> torch.Tensor:
+            forked = copy.deepcopy(cache)
+            if times > 1:
+                forked.batch_repeat_interleave(times)
+            tail = {k: (v if k == "attention_mask" else v[:, first:]).repeat_interleave(times, 0)
+                    for k, v in batch.items()}
+            with steer(self.lm, None, row_specs=rows,
+                       prompt_lengths=lengths.repeat_interleave(times).tolist(),
+                       instruction_lengths=instr.repeat_interleave(times).tolist()):
+                result = self.module(**tail, past_key_values=forked, use_cache=True,
+                                     logits_to_keep=1)
+            return result.logits[:, -1].float()
+
+        out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
+        zero = _read(suffix(None, 1), matching, other) if 0.0 in values else []
+        nonzero = [v for v in values if v != 0.0]
+        for group in groups:
+            if 0.0 in values:
+                out[(self._key(group), 0.0)] = zero
+            if not nonzero:
+                continue
+            times = len(nonzero)
+            rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
+                    for v in nonzero]
+            scored = _read(suffix(rows, times), matching.repeat_interleave(times),
+                           other.repeat_interleave(times))
+            for j, v in enumerate(nonzero):
+                out[(self._key(group), v)] = scored[j::times]
         return out
 
     def _tail(self, start: int, calls: dict[int, _Call], final: torch.Tensor,
@@ -308,6 +372,16 @@ class SweepEngine:
         warnings.warn(f"sweep engine: prefix reuse disabled for this model ({reason}); "
                       "using whole forwards with per-row specs", stacklevel=3)
         self.prefix_reuse = False
+
+
+def _first_steered(positions: str, real: torch.Tensor, valid: torch.Tensor,
+                   lengths: torch.Tensor, instr: torch.Tensor) -> int:
+    """Padded index of the first column any row steers (every earlier column is untouched)."""
+    tracker = PositionTracker(lengths.tolist(), instr.tolist())
+    tracker.set_call(real, valid)
+    steered = tracker.mask(positions).any(dim=0)
+    hits = steered.nonzero()
+    return int(hits[0]) if len(hits) else int(steered.shape[0])
 
 
 def _read(logits: torch.Tensor, matching: torch.Tensor,
