@@ -90,6 +90,8 @@ def command(
     strengths: str = typer.Option(None, "--strengths", help="Instead of coefficients."),
     method: str = typer.Option("mean_diff", "--method", help="mean_diff | pca | probe"),
     split: str = typer.Option("test", "--split", help="Split to score on (val | test)."),
+    train_limit: int = typer.Option(0, "--train-limit",
+                                    help="Use at most N train pairs as the pool (0 = all)."),
     out: Path = OUT, limit: int = LIMIT, seed: int = SEED, batch_size: int = BATCH,
 ) -> None:
     """Behaviour effect and cosine to the full-data vector vs the number of contrast pairs."""
@@ -103,6 +105,7 @@ def command(
     from steerlab.vector import cosine
 
     check_limit(limit)
+    check_limit(train_limit)
     if seeds < 1:
         raise SteerlabError(f"--seeds must be at least 1, got {seeds}")
     if split not in ("val", "test"):
@@ -112,6 +115,8 @@ def command(
     if len(values) < 2:
         raise SteerlabError(f"--{unit}s: need at least two values to measure an effect")
     train = steerlab.load_dataset(data, split="train", seed=seed)
+    if train_limit:
+        train = train.subset(train_limit, seed)
     evaluation = steerlab.load_dataset(data, split=split, seed=seed)
     too_big = [k for k in sizes if k > len(train)]
     if too_big:
@@ -177,11 +182,7 @@ def _band(summary: dict[int, tuple[float, float, float, int]],
 
 
 def _full_vector(lm: Any, train: Any, method: str, layer: int, out: Path, batch_size: int) -> Any:
-    import steerlab
+    from steerlab.eval.sweep import cached_vector
 
     saved = out / f"full_{method}_layer{layer}.safetensors"
-    if saved.exists():
-        return steerlab.SteeringVector.load(saved, model=lm)
-    vec = steerlab.extract(lm, train, method=method, layers=[layer], batch_size=batch_size)
-    vec.save(saved)
-    return vec
+    return cached_vector(lm, saved, train, method, [layer], batch_size)

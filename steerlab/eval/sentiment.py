@@ -1,6 +1,458 @@
-"""Placeholder for `steerlab eval` (being written)."""
+"""``steerlab eval sentiment``: ActAdd's sentiment and toxicity measures vs coefficient.
+
+Prompts and completions (``--task sentiment``, the default): movie-review snippets from
+``<data>/sentiment/movie_review_snippets.tsv`` (id, mean human sentiment −4..4, text; VADER's
+ground truth), in two sets — ``neutral`` (|sentiment| ≤ 0.5) and ``negative`` (sentiment ≤
+−1.5) — keeping snippets of 5–30 words. ``--limit N`` (default 40) draws a seeded subset of N
+prompts per set, the same in every cell. Each prompt (raw text, no chat template) is continued
+``--samples`` times for ``--max-new-tokens`` tokens (sampled at ``--temperature``/``--top-p``
+unless ``--greedy``; the random numbers are seeded per batch and shared by every coefficient,
+so steered and unsteered completions are paired). Only the completion is scored.
+
+* ``compound``: mean VADER compound score (−1..1) of the completions, normal 95 % CI;
+* ``success_rate``: share of completions on the ``--target`` side (compound > 0 for
+  ``positive``, < 0 for ``negative``), Wilson 95 % CI. A vector whose positive side is the
+  target (ActAdd's "Love" − "Hate") succeeds when positive coefficients raise this rate;
+* ``shift``: mean paired change in compound vs the unsteered model, per prompt (its samples
+  averaged), normal 95 % CI over prompts;
+* ``fluency_ppl``: the **unsteered** model's perplexity of each completion given its prompt,
+  summarised as exp(mean per-completion NLL) (a geometric mean of per-completion
+  perplexities) with exp of the normal 95 % CI; empty completions are left out.
+
+``--task toxicity``: prompts from the RealToxicityPrompts challenge files
+(``<data>/toxicity/rtp_*.txt``, all categories pooled as one set ``rtp``), completions scored
+with ``alt-profanity-check`` (``predict_prob``): ``toxicity`` (mean probability), ``toxic_rate``
+(share > 0.5, Wilson), ``shift`` and ``fluency_ppl`` as above.
+
+The vector: ``--pair POS NEG`` builds an ActAdd vector (``extract(..., method="actadd")``,
+position-resolved at the block input, saved to ``<out>/actadd.safetensors``) applied with
+``positions="front"``; or ``--vector FILE`` (applied at ``all`` positions unless it is
+position-resolved, or ``--positions`` says otherwise). Coefficient 0 is the unsteered model; it
+is always measured (once per prompt set) as the baseline for ``shift``.
+
+Example:
+    $ steerlab eval sentiment --model gemma3-270m --pair "Love" "Hate" --layer 6 \\
+          --coefficients=0,2,5,10 --out runs/love
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from tqdm.auto import tqdm
+
+from steerlab.errors import SteerlabError
+from steerlab.eval import common, stats
+from steerlab.eval.plots import save_curves
+from steerlab.eval.store import ResultStore, make_record
+from steerlab.eval.textgen import continuation_nll, sample_ids, unit_values
+from steerlab.models import LoadedModel
+from steerlab.steer import SteeringSpec
+from steerlab.vector import SteeringVector
+
+#: texts → one score each
+Scorer = Callable[[Sequence[str]], list[float]]
+
+TASKS = ("sentiment", "toxicity")
+SENTIMENT_SETS = ("neutral", "negative")
+REVIEWS = "sentiment/movie_review_snippets.tsv"
+TOXICITY_GLOB = "toxicity/rtp_*.txt"
+MIN_WORDS, MAX_WORDS = 5, 30
+#: metric names per task: (mean score, rate)
+METRICS = {"sentiment": ("compound", "success_rate"), "toxicity": ("toxicity", "toxic_rate")}
 
 
-def command() -> None:
-    """Not written yet."""
-    raise NotImplementedError
+def vader_scorer() -> Scorer:
+    """VADER compound score (−1..1) per text (offline lexicon; empty text → 0).
+
+    Example:
+        >>> vader_scorer()(["I love it", ""])[1]
+        0.0
+    """
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    analyzer = SentimentIntensityAnalyzer()
+    return lambda texts: [float(analyzer.polarity_scores(t)["compound"]) if t.strip() else 0.0
+                          for t in texts]
+
+
+def toxicity_scorer() -> Scorer:
+    """``alt-profanity-check`` probability (0..1) that each text is offensive.
+
+    Example:
+        >>> toxicity_scorer()(["have a nice day"])[0] < 0.5        # doctest: +SKIP
+        True
+    """
+    with warnings.catch_warnings():  # sklearn version notes from the pickled model
+        warnings.simplefilter("ignore")
+        from profanity_check import predict_prob
+
+    def score(texts: Sequence[str]) -> list[float]:
+        if not texts:
+            return []
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return [float(p) for p in predict_prob(list(texts))]
+    return score
+
+
+def load_review_prompts(kind: str, limit: int, seed: int, path: Path | None = None) -> list[str]:
+    """Movie-review snippets of one polarity set (``neutral``/``negative``), 5–30 words."""
+    from steerlab.data.loaders import data_dir
+
+    if kind not in SENTIMENT_SETS:
+        raise SteerlabError(f"unknown prompt set {kind!r}; expected one of "
+                            f"{', '.join(SENTIMENT_SETS)}")
+    source = path or data_dir() / REVIEWS
+    texts = []
+    for number, line in enumerate(_read_lines(source), 1):
+        parts = line.split("\t")
+        try:
+            if len(parts) != 3:
+                raise ValueError
+            polarity = float(parts[1])
+        except ValueError:
+            raise SteerlabError(f"{source}: line {number}: expected id<TAB>sentiment<TAB>text"
+                                ) from None
+        keep = abs(polarity) <= 0.5 if kind == "neutral" else polarity <= -1.5
+        if keep and MIN_WORDS <= len(parts[2].split()) <= MAX_WORDS:
+            texts.append(parts[2].strip())
+    return _subset(texts, limit, seed)
+
+
+def load_toxicity_prompts(limit: int, seed: int, directory: Path | None = None) -> list[str]:
+    """RealToxicityPrompts challenge prompts, all ``rtp_*.txt`` categories pooled."""
+    from steerlab.data.loaders import data_dir
+
+    base = directory or data_dir()
+    files = sorted(base.glob(TOXICITY_GLOB))
+    if not files:
+        raise SteerlabError(f"no {TOXICITY_GLOB} under {base}")
+    texts = [line.strip() for f in files for line in _read_lines(f) if line.strip()]
+    return _subset(texts, limit, seed)
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise SteerlabError(f"{path}: file not found (put shared/data beside the repo or set "
+                            "STEERLAB_DATA)")
+    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _subset(texts: list[str], limit: int, seed: int) -> list[str]:
+    if not limit or limit >= len(texts):
+        return texts
+    picked = sorted(random.Random(seed).sample(range(len(texts)), limit))
+    return [texts[i] for i in picked]
+
+
+def success_rate(scores: Sequence[float], target: str = "positive") -> tuple[float, float, float]:
+    """Share of scores on the target side of 0 (> 0 positive, < 0 negative), Wilson CI.
+
+    Example:
+        >>> success_rate([0.5, -0.2, 0.0, 0.9])[0]            # 0.0 is not a success
+        0.5
+        >>> success_rate([0.5, -0.2, 0.0, 0.9], "negative")[0]
+        0.25
+    """
+    if target not in ("positive", "negative"):
+        raise SteerlabError(f"--target must be positive or negative, got {target!r}")
+    hits = sum((s > 0) if target == "positive" else (s < 0) for s in scores)
+    return stats.wilson(hits, len(scores))
+
+
+def rate_above(scores: Sequence[float], threshold: float = 0.5) -> tuple[float, float, float]:
+    """Share of scores above ``threshold`` (toxic rate), Wilson CI.
+
+    Example:
+        >>> rate_above([0.9, 0.2, 0.6, 0.5])[0]
+        0.5
+    """
+    return stats.wilson(sum(s > threshold for s in scores), len(scores))
+
+
+def paired_shift(steered: Sequence[float], base: Sequence[float],
+                 samples: int = 1) -> tuple[float, float, float]:
+    """Mean per-prompt change steered − base (each prompt's ``samples`` rows averaged), CI.
+
+    Rows are prompt-major: rows ``i·samples … i·samples + samples − 1`` belong to prompt i.
+
+    Example:
+        >>> paired_shift([0.5, 0.7, 0.0, 0.2], [0.1, 0.1, 0.0, 0.0], samples=2)[0]
+        0.3
+    """
+    if len(steered) != len(base) or samples < 1 or len(base) % samples:
+        raise SteerlabError(f"shift needs equal-length prompt-major rows ({len(steered)} vs "
+                            f"{len(base)}, {samples} samples per prompt)")
+    diffs = [(sum(steered[i:i + samples]) - sum(base[i:i + samples])) / samples
+             for i in range(0, len(base), samples)]
+    mean, low, high = stats.mean_ci(diffs)
+    return round(mean, 12), low, high
+
+
+def fluency_ppl(nlls: Sequence[float | None]) -> tuple[float, float, float]:
+    """exp(mean per-completion NLL) with exp of its normal 95 % CI (``None`` = empty, skipped).
+
+    Example:
+        >>> [round(x, 6) for x in fluency_ppl([math.log(2.0), None, math.log(8.0)])][0]
+        4.0
+    """
+    kept = [x for x in nlls if x is not None]
+    mean, low, high = stats.mean_ci(kept)
+    return math.exp(mean), math.exp(low), math.exp(high)
+
+
+@dataclass
+class Completions:
+    """Completions of one cell: token ids, texts, scores and unsteered per-token NLLs."""
+
+    ids: list[list[int]]
+    texts: list[str]
+    scores: list[float]
+    nll: list[float | None]
+
+
+@dataclass
+class _Run:
+    lm: LoadedModel
+    vec: SteeringVector
+    store: ResultStore
+    scorer: Scorer
+    task: str
+    target: str
+    unit: str
+    positions: str
+    samples: int
+    max_new_tokens: int
+    greedy: bool
+    temperature: float
+    top_p: float
+    seed: int
+    batch_size: int
+
+    def cell(self, prompt_set: str, n: int, **parts: Any) -> str:
+        return common.cell_id("sentiment", task=self.task, prompts=prompt_set, n=n,
+                              samples=self.samples, tokens=self.max_new_tokens,
+                              decoding="greedy" if self.greedy else
+                              f"t{self.temperature:g}p{self.top_p:g}", **parts)
+
+    def spec(self, layer: int, value: float) -> SteeringSpec:
+        return SteeringSpec(self.vec, layers=[layer], positions=self.positions,
+                            coefficient=value if self.unit == "coefficient" else None,
+                            strength=value if self.unit == "strength" else None)
+
+    def complete(self, prompts: list[str], spec: SteeringSpec | None) -> Completions:
+        from steerlab.prompts import encode_plain
+
+        rows = [encode_plain(self.lm.tokenizer, p) for p in prompts for _ in range(self.samples)]
+        ids = sample_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
+                         do_sample=not self.greedy, temperature=self.temperature,
+                         top_p=self.top_p, seed=self.seed, batch_size=self.batch_size,
+                         progress=True)
+        texts = [self.lm.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
+        return Completions(ids, texts, self.scorer(texts), self.fluency(rows, ids))
+
+    def fluency(self, prompts: list[list[int]], ids: list[list[int]]) -> list[float | None]:
+        """Unsteered mean NLL of each non-empty completion given its prompt."""
+        keep = [i for i, x in enumerate(ids) if x]
+        nll = continuation_nll(self.lm, [prompts[i] + ids[i] for i in keep],
+                               [len(prompts[i]) for i in keep], None,
+                               batch_size=self.batch_size, desc="fluency") if keep else []
+        out: list[float | None] = [None] * len(ids)
+        for i, row in zip(keep, nll, strict=True):
+            out[i] = sum(row) / len(row)
+        return out
+
+
+def cell_records(run: _Run, got: Completions, base: Completions | None,
+                 **fields: Any) -> list[dict[str, Any]]:
+    """Records of one cell: mean score, rate, fluency, and the shift vs ``base`` if given."""
+    mean_name, rate_name = METRICS[run.task]
+    mean = stats.mean_ci(got.scores)
+    rate = (success_rate(got.scores, run.target) if run.task == "sentiment"
+            else rate_above(got.scores))
+    fluency = fluency_ppl(got.nll)
+    n_fluent = sum(x is not None for x in got.nll)
+    records = [make_record(mean_name, mean[0], ci=mean[1:], **fields, scores=got.scores,
+                           examples=got.texts[:3]),
+               make_record(rate_name, rate[0], ci=rate[1:], **fields),
+               make_record("fluency_ppl", fluency[0], ci=fluency[1:],
+                           **{**fields, "n": n_fluent}, nll=got.nll)]
+    if base is not None:
+        shift = paired_shift(got.scores, base.scores, run.samples)
+        records.append(make_record("shift", shift[0], ci=shift[1:],
+                                   **{**fields, "n": len(got.scores) // run.samples}))
+    return records
+
+
+def _fields(run: _Run, set_name: str, n: int, **extra: Any) -> dict[str, Any]:
+    return {"command": "sentiment", "model": run.lm.model_id, "data": f"{run.task}:{set_name}",
+            "seed": run.seed, "n": n, "method": run.vec.method, "site": run.vec.site,
+            "target": run.target, "positions": run.positions, "samples": run.samples,
+            "max_new_tokens": run.max_new_tokens, "greedy": run.greedy, **extra}
+
+
+def _stored(run: _Run, cell: str) -> Completions:
+    """A finished cell's per-completion scores and NLLs, read back from the store."""
+    got = {r["metric"]: r for r in run.store.records(cell=cell)}
+    mean = got[METRICS[run.task][0]]["extra"]
+    nll = got["fluency_ppl"]["extra"]["nll"]
+    return Completions([], list(mean.get("examples", [])), [float(x) for x in mean["scores"]],
+                       [None if x is None else float(x) for x in nll])
+
+
+def _measure_set(run: _Run, set_name: str, prompts: list[str], layers: list[int],
+                 values: list[float]) -> None:
+    n = len(prompts) * run.samples
+    base_cell = run.cell(set_name, len(prompts), baseline=True)
+    if not run.store.done(base_cell):
+        with common.stopwatch() as t:
+            got = run.complete(prompts, None)
+        run.store.add(base_cell, cell_records(run, got, None, **_fields(
+            run, set_name, n, seconds=t[0], baseline=True, **{run.unit: 0.0})))
+    base = _stored(run, base_cell)
+    cells = [(layer, v) for layer in layers for v in values]
+    for layer, value in tqdm(cells, desc=f"{run.task} {set_name}", leave=False):
+        cell = run.cell(set_name, len(prompts), layer=layer, **{run.unit: value})
+        if run.store.done(cell):
+            continue
+        with common.stopwatch() as t:
+            got = base if value == 0 else \
+                run.complete(prompts, run.spec(layer, value))
+        run.store.add(cell, cell_records(run, got, base, **_fields(
+            run, set_name, n, layer=layer, seconds=t[0], **{run.unit: value})))
+
+
+def _table_row(run: _Run, set_name: str, layer: int, value: float,
+               got: dict[str, dict[str, Any]]) -> list[Any]:
+    mean_name, rate_name = METRICS[run.task]
+
+    def ci(metric: str, digits: int = 3) -> str:
+        r = got[metric]
+        return common.fmt_ci(r["value"], r["ci_low"], r["ci_high"], digits)
+
+    return [set_name, layer, f"{value:+g}", ci(mean_name), ci(rate_name), ci("shift"),
+            ci("fluency_ppl", 1), got[mean_name]["n"]]
+
+
+def _report(run: _Run, sets: dict[str, list[str]], layers: list[int], values: list[float],
+            out: Path) -> list[Path]:
+    mean_name, rate_name = METRICS[run.task]
+    rows: list[list[Any]] = []
+    shift: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    rate: dict[str, tuple[list[float], list[float], list[float]]] = {}
+    for set_name, prompts in sets.items():
+        for layer in layers:
+            label = set_name if len(layers) == 1 else f"{set_name} L{layer}"
+            shift[label], rate[label] = ([], [], []), ([], [], [])
+            for value in values:
+                cell = run.cell(set_name, len(prompts), layer=layer, **{run.unit: value})
+                got = {r["metric"]: r for r in run.store.records(cell=cell)}
+                rows.append(_table_row(run, set_name, layer, value, got))
+                for band, metric in ((shift[label], "shift"), (rate[label], rate_name)):
+                    for seq, key in zip(band, ("value", "ci_low", "ci_high"), strict=True):
+                        seq.append(math.nan if got[metric][key] is None else got[metric][key])
+    title = (f"{run.lm.model_id}: {run.task} under steering ({run.vec.method}, "
+             f"positions={run.positions})")
+    common.print_table(title, ["prompts", "layer", run.unit, f"{mean_name} [95% CI]",
+                               f"{rate_name} [95% CI]", "shift vs 0 [95% CI]",
+                               "fluency ppl [95% CI]", "n"], rows)
+    shift_png, rate_png = out / f"{run.task}_shift.png", out / f"{run.task}_{rate_name}.png"
+    save_curves(shift_png, values, shift, xlabel=run.unit,
+                ylabel=f"shift in {mean_name} vs unsteered", title=title, hline=0.0)
+    save_curves(rate_png, values, rate, xlabel=run.unit, ylabel=rate_name, title=title)
+    return [shift_png, rate_png]
+
+
+def _vector(lm: LoadedModel, pair: tuple[str, str] | None, vector: Path | None, layers: str,
+            out: Path) -> SteeringVector:
+    import steerlab
+
+    if (pair is None) == (vector is None):
+        raise SteerlabError("give exactly one of --pair POS NEG or --vector FILE")
+    if vector is not None:
+        return steerlab.SteeringVector.load(vector, model=lm)
+    assert pair is not None
+    vec = steerlab.extract(lm, (pair[0], pair[1]), method="actadd",
+                           layers=common.parse_layer_list(layers, lm.n_layers), progress=False)
+    vec.save(out / "actadd.safetensors")
+    return vec
+
+
+def _prompt_sets(task: str, names: str, limit: int, seed: int) -> dict[str, list[str]]:
+    if task == "toxicity":
+        return {"rtp": load_toxicity_prompts(limit, seed)}
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        raise SteerlabError("--prompts: empty list; expected e.g. neutral,negative")
+    return {name: load_review_prompts(name, limit, seed) for name in wanted}
+
+
+def _check_options(task: str, target: str, samples: int, max_new_tokens: int, limit: int,
+                   batch_size: int) -> None:
+    common.check_limit(limit)
+    if task not in TASKS:
+        raise SteerlabError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
+    if target not in ("positive", "negative"):
+        raise SteerlabError(f"--target must be positive or negative, got {target!r}")
+    for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens),
+                        ("--batch-size", batch_size)):
+        if value < 1:
+            raise SteerlabError(f"{name} must be >= 1, got {value}")
+
+
+def command(
+    pair: tuple[str, str] = typer.Option(None, "--pair", help="ActAdd prompt pair POS NEG, "
+                                         "e.g. --pair Love Hate."),
+    vector: Path = typer.Option(None, "--vector", help="Or a steering vector (.safetensors)."),
+    layers: str = typer.Option("6", "--layer", "--layers", help="Layer(s), each on its own."),
+    coefficients: str = typer.Option(None, "--coefficients", help="e.g. 0,2,5,10"),
+    strengths: str = typer.Option(None, "--strengths", help="Like --coefficients, in units of "
+                                  "the mean residual norm."),
+    task: str = typer.Option("sentiment", "--task", help="sentiment (VADER) or toxicity "
+                             "(alt-profanity-check)."),
+    prompts: str = typer.Option("neutral,negative", "--prompts", help="Sentiment prompt sets."),
+    target: str = typer.Option("positive", "--target", help="Sentiment a success moves to."),
+    positions: str = typer.Option(None, "--positions", help="Default: front for "
+                                  "position-resolved (ActAdd) vectors, else all."),
+    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
+    samples: int = typer.Option(1, "--samples", help="Completions per prompt."),
+    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
+    temperature: float = typer.Option(1.0, "--temperature"),
+    top_p: float = typer.Option(0.9, "--top-p"),
+    model: str = common.MODEL,
+    out: Path = common.OUT,
+    limit: int = typer.Option(40, "--limit", help="Prompts per set (0 = all)."),
+    seed: int = common.SEED,
+    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
+) -> None:
+    """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency."""
+    import steerlab
+    from steerlab.steer import parse_positions
+
+    _check_options(task, target, samples, max_new_tokens, limit, batch_size)
+    unit, values = unit_values(coefficients, strengths)
+    if positions is not None:
+        parse_positions(positions)
+    sets = _prompt_sets(task, prompts, limit, seed)  # bad data fails before the model loads
+    scorer = vader_scorer() if task == "sentiment" else toxicity_scorer()
+    store = ResultStore(out)
+    lm = steerlab.load_model(model)
+    vec = _vector(lm, pair, vector, layers, out)
+    layer_list = common.parse_layer_list(layers, lm.n_layers)
+    resolved = any(vec.directions[k].ndim == 2 for k in vec.layers)
+    run = _Run(lm, vec, store, scorer, task, target, unit,
+               positions or ("front" if resolved else "all"), samples, max_new_tokens, greedy,
+               temperature, top_p, seed, batch_size)
+    for layer in layer_list:
+        run.spec(layer, values[-1]).resolved_layers(lm.n_layers)
+    for set_name, texts in sets.items():
+        _measure_set(run, set_name, texts, layer_list, values)
+    common.done_line(out, _report(run, sets, layer_list, values, out))

@@ -46,6 +46,7 @@ def test_mean_diff_and_slope() -> None:
     assert diff == 1.0
     se = math.hypot(math.sqrt(2 / 2), math.sqrt(2 / 2))  # var 2 each, n 2
     assert high - diff == pytest.approx(1.959964 * se, rel=1e-6)
+    assert diff - low == pytest.approx(high - diff)
     assert slope([0, 1, 2, 3], [1.0, 1.5, 2.0, 2.5]) == pytest.approx(0.5)
     assert math.isnan(slope([1, 1], [0.0, 2.0]))
 

@@ -1,0 +1,80 @@
+"""Sweep-engine rows for ``bench/run.py``: layer × coefficient grid vs naive loops.
+
+10 layers (0, 3, ..., 27) × 5 coefficients (-2..2) × 50 CAA sycophancy A/B items on
+SmolLM2-135M. Baselines use steerlab's own hooks (so only the loop structure differs):
+
+* naive: one steering context per cell, one item per forward (``naive_sweep_ab`` batch 1);
+* batched-naive: one steering context per cell, 16 items per forward (``batch_size=16``).
+
+Both with steering at every position (the engine's layer-prefix reuse) and with CAA's
+``after_instruction`` positions (the engine's KV-cache token-prefix reuse). Scores must agree
+(max |Δ| reported in the note).
+
+Example:
+    $ .venv/bin/python bench/run.py --only sweep
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+import steerlab
+from steerlab.eval.engine import naive_sweep_ab, sweep_ab
+
+LAYERS = list(range(0, 30, 3))
+VALUES = [-2.0, -1.0, 0.0, 1.0, 2.0]
+
+
+def _timed(fn: Any) -> tuple[float, Any]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def _max_delta(a: dict[Any, Any], b: dict[Any, Any]) -> float:
+    return max(abs(x - y) for key in a for x, y in zip(a[key].scores, b[key].scores, strict=True))
+
+
+def _record(measure: str, mine: list[float], baseline: str, base: list[float], note: str,
+            target: float) -> dict[str, Any]:
+    m, b = statistics.median(mine), statistics.median(base)
+    return {"measure": measure, "steerlab_s": m, "baseline": baseline, "baseline_s": b,
+            "ratio": b / m, "target": target, "met": b / m >= target, "runs": len(mine),
+            "min_max": [min(mine), max(mine)], "note": note}
+
+
+def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
+    """Engine vs naive and batched-naive sweeps, interleaved; one record per comparison."""
+    train = steerlab.load_dataset("caa:sycophancy", split="train").subset(64, 0)
+    items = list(steerlab.load_dataset("caa:sycophancy", split="val"))[:50]
+    vec = steerlab.extract(lm, train, layers=LAYERS, progress=False)
+    grid = f"{len(LAYERS)} layers × {len(VALUES)} coefficients × {len(items)} items"
+    records = []
+    for positions in ("all", "after_instruction"):
+        engine_t, batched_t = [], []
+        delta = 0.0
+        for _ in range(runs):
+            t, fast = _timed(lambda p=positions: sweep_ab(lm, items, vec, LAYERS, VALUES,
+                                                          positions=p, batch_size=16))
+            engine_t.append(t)
+            t, slow = _timed(lambda p=positions: naive_sweep_ab(lm, items, vec, LAYERS, VALUES,
+                                                                positions=p, batch_size=16))
+            batched_t.append(t)
+            delta = max(delta, _max_delta(fast, slow))
+        reuse = "layer-prefix" if positions == "all" else "KV-cache token-prefix"
+        records.append(_record(
+            f"layer × coefficient sweep ({grid}), positions={positions}", engine_t,
+            "batched-naive loop (hook per cell, 16 items per forward)", batched_t,
+            f"engine: {reuse} reuse + per-row coefficients; max |Δscore| vs baseline "
+            f"{delta:.1e}", 3.0))
+        if positions == "all":
+            t_naive, slow = _timed(lambda: naive_sweep_ab(lm, items, vec, LAYERS, VALUES,
+                                                          batch_size=1))
+            delta1 = _max_delta(fast, slow)
+            records.append(_record(
+                f"layer × coefficient sweep ({grid}), positions=all", engine_t,
+                "naive loop (hook per cell, one item per forward; 1 run)", [t_naive],
+                f"max |Δscore| vs baseline {delta1:.1e}", 3.0))
+    return records
