@@ -27,7 +27,7 @@ from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ABSequences, ab_sequences, chat_prompt, encode, prompt_ids
+from steerlab.prompts import ABSequences, ab_sequences, answer_sequences, prompt_ids
 from steerlab.steer import SteeringSpec, steer
 from steerlab.vector import SteeringVector
 
@@ -256,16 +256,8 @@ def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
         0.402 [0.350, 0.454] (n=39)
     """
     lm = as_loaded(model, tokenizer)
-    items = _ab_items(data)
-    rows: list[tuple[list[int], int]] = []
-    for item in items:
-        prompt = encode(lm.tokenizer, chat_prompt(lm.tokenizer, item.question, system=system))
-        for answer in (item.matching, item.not_matching):
-            full = encode(lm.tokenizer, chat_prompt(lm.tokenizer, item.question, answer.strip(),
-                                                    system=system))
-            if full[: len(prompt)] != prompt or len(full) == len(prompt):
-                raise SteerlabError(f"answer {answer[:30]!r} does not extend the prompt's tokens")
-            rows.append((full, len(prompt)))
+    rows = [(seq.prefix, seq.prompt_length) for item in _ab_items(data)
+            for seq in answer_sequences(lm.tokenizer, item, system=system)]
     pad = _pad_id(lm)
     totals: list[float] = []
     for start in tqdm(range(0, len(rows), batch_size), disable=not progress, desc="score",

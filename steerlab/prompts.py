@@ -132,3 +132,39 @@ def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABS
     return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common],
                        instruction_length=min(instruction_length(tokenizer, item.question, system),
                                               common))
+
+
+@dataclass(frozen=True)
+class AnswerSequence:
+    """Token ids of a chat prompt followed by one whole answer (open-answer scoring).
+
+    ``prefix`` is prompt + answer; its last ``answer_length`` tokens are the answer.
+    """
+
+    prefix: list[int]
+    prompt_length: int
+    instruction_length: int
+
+    @property
+    def answer_length(self) -> int:
+        return len(self.prefix) - self.prompt_length
+
+
+def answer_sequences(tokenizer: Any, item: ABItem,
+                     system: str | None = None) -> tuple[AnswerSequence, AnswerSequence]:
+    """The matching and not-matching answers of ``item`` as assistant replies.
+
+    Example:
+        >>> from tests.tiny import tiny_tokenizer                          # doctest: +SKIP
+        >>> m, n = answer_sequences(tiny_tokenizer(), ABItem("Q?", "yes", "no"))  # doctest: +SKIP
+    """
+    prompt = encode(tokenizer, chat_prompt(tokenizer, item.question, system=system))
+    instr = instruction_length(tokenizer, item.question, system)
+    out = []
+    for answer in (item.matching, item.not_matching):
+        full = encode(tokenizer, chat_prompt(tokenizer, item.question, answer.strip(),
+                                             system=system))
+        if full[: len(prompt)] != prompt or len(full) == len(prompt):
+            raise SteerlabError(f"answer {answer[:30]!r} does not extend the prompt's tokens")
+        out.append(AnswerSequence(full, len(prompt), instr))
+    return out[0], out[1]

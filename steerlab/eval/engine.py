@@ -27,6 +27,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ from steerlab.errors import SteerlabError
 from steerlab.generate import ABResult, _ab_items, _pad_id, left_pad, score_ab
 from steerlab.layers import find_blocks
 from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ABSequences, ab_sequences
+from steerlab.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
 from steerlab.steer import (
     PositionTracker,
     SteeringSpec,
@@ -176,11 +177,31 @@ class SweepEngine:
         self.token_reuse = True
         self._verified = False
 
-    def score(self, seqs: Sequence[ABSequences], vector: SteeringVector,
-              layer_groups: Sequence[Sequence[int]], values: Sequence[float], *,
-              unit: str = "coefficient", positions: str = "all") -> dict[tuple[LayerKey, float],
-                                                                         ABResult]:
-        """Score every (layer group, value) cell; keys are ``(layer or tuple, value)``."""
+    def score(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
+              vector: SteeringVector, layer_groups: Sequence[Sequence[int]],
+              values: Sequence[float], *, unit: str = "coefficient",
+              positions: str = "all") -> dict[tuple[LayerKey, float], ABResult]:
+        """Score every (layer group, value) cell; keys are ``(layer or tuple, value)``.
+
+        ``seqs`` are A/B items (:func:`ab_sequences`: the letter score) or whole answers in
+        (matching, not matching) pairs (:func:`answer_sequences`: the open-answer score, as
+        :func:`steerlab.generate.score_answers`).
+        """
+        rows = self.score_rows(seqs, vector, layer_groups, values, unit=unit,
+                               positions=positions)
+        if all(isinstance(s, ABSequences) for s in seqs):
+            return {key: ABResult(*(tuple(r[i] for r in cell) for i in range(4)))
+                    for key, cell in rows.items()}
+        if len(seqs) % 2:
+            raise SteerlabError("whole answers come in (matching, not matching) pairs")
+        return {key: _answer_result([r[0] for r in cell]) for key, cell in rows.items()}
+
+    def score_rows(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
+                   vector: SteeringVector, layer_groups: Sequence[Sequence[int]],
+                   values: Sequence[float], *, unit: str = "coefficient",
+                   positions: str = "all") -> dict[tuple[LayerKey, float],
+                                                   list[tuple[float, ...]]]:
+        """Per-row raw readings of every cell, in the order of ``seqs``."""
         if unit not in ("coefficient", "strength"):
             raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
         n_layers = len(self.blocks)
@@ -200,11 +221,10 @@ class SweepEngine:
             for key, rows in cell_rows.items():
                 pairs = zip(batch_index, rows, strict=True)
                 per_cell[key] += [(float(i), *row) for i, row in pairs]
-        out: dict[tuple[LayerKey, float], ABResult] = {}
+        out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
         for key, rows in per_cell.items():
             rows.sort(key=lambda r: r[0])
-            out[key] = ABResult(tuple(r[1] for r in rows), tuple(r[2] for r in rows),
-                                tuple(r[3] for r in rows), tuple(r[4] for r in rows))
+            out[key] = [r[1:] for r in rows]
         return out
 
     @staticmethod
@@ -226,20 +246,21 @@ class SweepEngine:
         mask = batch["attention_mask"]
         real = (mask.cumsum(-1) - 1).clamp_min(0)
         valid = mask.bool()
-        lengths = mask.sum(-1).cpu()
         instr = torch.tensor([s.instruction_length for s in chunk])
-        matching = torch.tensor([s.matching_id for s in chunk])
-        other = torch.tensor([s.not_matching_id for s in chunk])
+        prompt_lengths = torch.tensor([getattr(s, "prompt_length", len(s.prefix))
+                                       for s in chunk])
+        keep, read = _reader(chunk, batch["input_ids"])
         out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
         site = vector.site
         starts = {min(k + (1 if site == "block_output" else 0) for k in g) for g in groups}
 
         def forward() -> torch.Tensor:
-            result = self.module(**batch, use_cache=False, logits_to_keep=1)
-            return result.logits[:, -1].float()
+            result = self.module(**batch, use_cache=False, logits_to_keep=keep)
+            return result.logits[:, -keep:].float()
 
-        first = _first_steered(positions, real, valid, lengths, instr)
         width = int(mask.shape[1])
+        # the suffix must hold every position whose logits are read
+        first = min(_first_steered(positions, real, valid, prompt_lengths, instr), width - keep)
         n_blocks = len(self.blocks)
         # block-token evaluations per batch (per coefficient) of the two kinds of reuse
         token_cost = first * n_blocks + (width - first) * n_blocks * len(groups)
@@ -247,20 +268,20 @@ class SweepEngine:
             n_blocks - min(k + (1 if site == "block_output" else 0) for k in g) for g in groups)
         if self.token_reuse and first > 0 and token_cost < layer_cost:
             with torch.inference_mode():
-                return self._score_suffix(batch, first, chunk, vector, groups, values, unit,
-                                          positions, lengths, instr, matching, other)
+                return self._score_suffix(batch, first, size, vector, groups, values, unit,
+                                          positions, prompt_lengths, instr, keep, read)
         with torch.inference_mode():
             if self.prefix_reuse:
                 try:
                     base, calls, final = _capture_calls(self.module, self.blocks, self.head,
                                                         starts | {len(self.blocks)}, forward)
                     if not self._verified:
-                        self._verify(base, calls, final, starts)
+                        self._verify(base, calls, final, starts, keep)
                 except _Unsupported as exc:
                     self._fall_back(str(exc))
             if not self.prefix_reuse:
                 base = forward()
-            zero = _read(base, matching, other)
+            zero = read(base, 1)
             for group in groups:
                 nonzero = [v for v in values if v != 0.0]
                 for v in values:
@@ -272,31 +293,28 @@ class SweepEngine:
                 rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
                         for v in nonzero]
                 plan = compile_terms([], rows, len(self.blocks))
-                tracker = PositionTracker(lengths.repeat_interleave(times).tolist(),
+                tracker = PositionTracker(prompt_lengths.repeat_interleave(times).tolist(),
                                           instr.repeat_interleave(times).tolist())
                 tracker.set_call(real.repeat_interleave(times, 0),
                                  valid.repeat_interleave(times, 0))
                 if self.prefix_reuse:
                     start = min(k + (1 if site == "block_output" else 0) for k in group)
-                    logits = self._tail(start, calls, final, plan, tracker, size, times)
+                    logits = self._tail(start, calls, final, plan, tracker, size, times, keep)
                 else:
-                    logits = self._full(batch, rows, instr, times)
-                scored = _read(logits, matching.repeat_interleave(times),
-                               other.repeat_interleave(times))
+                    logits = self._full(batch, rows, prompt_lengths, instr, times, keep)
+                scored = read(logits, times)
                 for j, v in enumerate(nonzero):
                     out[(self._key(group), v)] = scored[j::times]
         return out
 
-    def _score_suffix(self, batch: dict[str, torch.Tensor], first: int,
-                      chunk: Sequence[ABSequences], vector: SteeringVector,
-                      groups: list[tuple[int, ...]], values: list[float], unit: str,
-                      positions: str, lengths: torch.Tensor, instr: torch.Tensor,
-                      matching: torch.Tensor, other: torch.Tensor,
+    def _score_suffix(self, batch: dict[str, torch.Tensor], first: int, size: int,
+                      vector: SteeringVector, groups: list[tuple[int, ...]],
+                      values: list[float], unit: str, positions: str, lengths: torch.Tensor,
+                      instr: torch.Tensor, keep: int, read: _Read,
                       ) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
         """Token-prefix reuse: tokens before ``first`` (padded index) run once, cached."""
         from steerlab.steer import steer
 
-        size = len(chunk)
         head = {k: v[:, :first] for k, v in batch.items()}
         cache = self.module(**head, use_cache=True).past_key_values
 
@@ -310,11 +328,11 @@ class SweepEngine:
                        prompt_lengths=lengths.repeat_interleave(times).tolist(),
                        instruction_lengths=instr.repeat_interleave(times).tolist()):
                 result = self.module(**tail, past_key_values=forked, use_cache=True,
-                                     logits_to_keep=1)
-            return result.logits[:, -1].float()
+                                     logits_to_keep=keep)
+            return result.logits[:, -keep:].float()
 
         out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
-        zero = _read(suffix(None, 1), matching, other) if 0.0 in values else []
+        zero = read(suffix(None, 1), 1) if 0.0 in values else []
         nonzero = [v for v in values if v != 0.0]
         for group in groups:
             if 0.0 in values:
@@ -324,15 +342,14 @@ class SweepEngine:
             times = len(nonzero)
             rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
                     for v in nonzero]
-            scored = _read(suffix(rows, times), matching.repeat_interleave(times),
-                           other.repeat_interleave(times))
+            scored = read(suffix(rows, times), times)
             for j, v in enumerate(nonzero):
                 out[(self._key(group), v)] = scored[j::times]
         return out
 
     def _tail(self, start: int, calls: dict[int, _Call], final: torch.Tensor,
               plan: dict[tuple[str, int], list[_Term]], tracker: PositionTracker, size: int,
-              times: int) -> torch.Tensor:
+              times: int, keep: int) -> torch.Tensor:
         n = len(self.blocks)
         source = _block_input(calls[start]) if start < n else final
         hidden = source.repeat_interleave(times, dim=0)
@@ -346,23 +363,25 @@ class SweepEngine:
             hidden = _run_block(self.blocks[index], call, hidden)
             if ("block_output", index) in plan:
                 hidden = apply_terms(hidden, plan[("block_output", index)], tracker)
-        return self.head(hidden[:, -1:])[:, -1]
+        return self.head(hidden[:, -keep:])
 
     def _full(self, batch: dict[str, torch.Tensor], rows: list[list[SteeringSpec]],
-              instr: torch.Tensor, times: int) -> torch.Tensor:
+              lengths: torch.Tensor, instr: torch.Tensor, times: int,
+              keep: int) -> torch.Tensor:
         from steerlab.steer import steer
 
         expanded = {k: v.repeat_interleave(times, 0) for k, v in batch.items()}
         with steer(self.lm, None, row_specs=rows,
+                   prompt_lengths=lengths.repeat_interleave(times).tolist(),
                    instruction_lengths=instr.repeat_interleave(times).tolist()):
-            result = self.module(**expanded, use_cache=False, logits_to_keep=1)
-        return result.logits[:, -1].float()
+            result = self.module(**expanded, use_cache=False, logits_to_keep=keep)
+        return result.logits[:, -keep:].float()
 
     def _verify(self, base: torch.Tensor, calls: dict[int, _Call], final: torch.Tensor,
-                starts: set[int]) -> None:
+                starts: set[int], keep: int) -> None:
         """Replay the tail unsteered once and compare with the model's own logits."""
         empty = PositionTracker()
-        replay = self._tail(min(starts), calls, final, {}, empty, base.shape[0], 1)
+        replay = self._tail(min(starts), calls, final, {}, empty, base.shape[0], 1, keep)
         if not torch.allclose(replay, base, atol=1e-4, rtol=1e-4):
             delta = float((replay - base).abs().max())
             raise _Unsupported(f"tail replay differs from the model's logits by {delta:.2e}")
@@ -384,6 +403,42 @@ def _first_steered(positions: str, real: torch.Tensor, valid: torch.Tensor,
     return int(hits[0]) if len(hits) else int(steered.shape[0])
 
 
+_Read = Callable[[torch.Tensor, int], list[tuple[float, ...]]]
+
+
+def _reader(chunk: Sequence[Any], input_ids: torch.Tensor) -> tuple[int, _Read]:
+    """How many trailing positions' logits a batch needs, and how to turn them into rows.
+
+    A/B rows (:class:`ABSequences`) read the last position: (score, propensity, p_matching,
+    p_not_matching). Whole answers (:class:`AnswerSequence`) read the positions predicting
+    each row's answer tokens: (total log-probability of the answer,).
+    """
+    if all(isinstance(s, ABSequences) for s in chunk):
+        matching = torch.tensor([s.matching_id for s in chunk])
+        other = torch.tensor([s.not_matching_id for s in chunk])
+
+        def read_ab(logits: torch.Tensor, times: int) -> list[tuple[float, ...]]:
+            return _read(logits[:, -1], matching.repeat_interleave(times),
+                         other.repeat_interleave(times))
+        return 1, read_ab
+    if not all(isinstance(s, AnswerSequence) for s in chunk):
+        raise SteerlabError("a sweep batch mixes A/B items and whole answers")
+    answer = torch.tensor([s.answer_length for s in chunk])
+    longest = int(answer.max())
+    targets = input_ids[:, -longest:]  # left padding: every row's answer ends the row
+    column = torch.arange(longest)
+    counted = column[None, :] >= (longest - answer)[:, None]  # [B, longest]
+
+    def read_answers(logits: torch.Tensor, times: int) -> list[tuple[float, ...]]:
+        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last `longest`
+        picked = logprobs.gather(-1, targets.repeat_interleave(times, 0)[..., None].to(
+            logprobs.device))[..., 0]
+        weights = counted.repeat_interleave(times, 0).to(picked.device)
+        totals = (picked * weights).sum(-1)
+        return [(float(t),) for t in totals]
+    return longest + 1, read_answers
+
+
 def _read(logits: torch.Tensor, matching: torch.Tensor,
           other: torch.Tensor) -> list[tuple[float, ...]]:
     """(score, propensity, p_matching, p_not_matching) per row from last-position logits."""
@@ -395,6 +450,15 @@ def _read(logits: torch.Tensor, matching: torch.Tensor,
     prop = logits[rows, match] - logits[rows, not_match]
     return list(zip(score.tolist(), prop.tolist(), lp_m.exp().tolist(), lp_n.exp().tolist(),
                     strict=True))
+
+
+def _answer_result(totals: Sequence[float]) -> ABResult:
+    """Pair (matching, not matching) answer log-probabilities into an :class:`ABResult`."""
+    match, other = totals[0::2], totals[1::2]
+    props = tuple(m - o for m, o in zip(match, other, strict=True))
+    scores = tuple(float(torch.sigmoid(torch.tensor(p))) for p in props)
+    return ABResult(scores, props, tuple(math.exp(m) for m in match),
+                    tuple(math.exp(o) for o in other))
 
 
 def _groups(layers: Sequence[int | Sequence[int]]) -> list[tuple[int, ...]]:
@@ -417,6 +481,51 @@ def sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
     seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in _ab_items(data)]
     engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
     return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
+
+
+def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                  vector: SteeringVector, layers: Sequence[int | Sequence[int]],
+                  values: Sequence[float], *, unit: str = "coefficient",
+                  positions: str = "all", batch_size: int = 8, system: str | None = None,
+                  progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
+    """Open-answer score (whole replies, :func:`steerlab.generate.score_answers`) for every
+    layer × value, by the sweep engine.
+
+    Example:
+        >>> items = load_dataset("caa:refusal", split="val").open_answers()   # doctest: +SKIP
+        >>> res = sweep_answers(lm, items, vec, [10, 14], [-0.4, 0, 0.4],   # doctest: +SKIP
+        ...                     unit="strength")
+    """
+    lm = as_loaded(model)
+    seqs = [seq for item in _ab_items(data)
+            for seq in answer_sequences(lm.tokenizer, item, system=system)]
+    engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
+    return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
+
+
+def naive_sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                        vector: SteeringVector, layers: Sequence[int | Sequence[int]],
+                        values: Sequence[float], *, unit: str = "coefficient",
+                        positions: str = "all", batch_size: int = 1,
+                        system: str | None = None) -> dict[tuple[LayerKey, float], ABResult]:
+    """Reference loop for :func:`sweep_answers`: one steering context per cell.
+
+    Example:
+        >>> ref = naive_sweep_answers(lm, items, vec, [12], [-1, 1])      # doctest: +SKIP
+    """
+    from steerlab.generate import score_answers
+
+    lm = as_loaded(model)
+    out: dict[tuple[LayerKey, float], ABResult] = {}
+    for group in _groups(layers):
+        for value in values:
+            spec = SteeringSpec(vector, layers=list(group), positions=positions,
+                                coefficient=float(value) if unit == "coefficient" else None,
+                                strength=float(value) if unit == "strength" else None)
+            key = group[0] if len(group) == 1 else group
+            out[(key, float(value))] = score_answers(lm, data, spec, batch_size=batch_size,
+                                                     system=system)
+    return out
 
 
 def naive_sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],

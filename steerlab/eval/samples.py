@@ -92,6 +92,8 @@ def command(
     split: str = typer.Option("test", "--split", help="Split to score on (val | test)."),
     train_limit: int = typer.Option(0, "--train-limit",
                                     help="Use at most N train pairs as the pool (0 = all)."),
+    form: str = typer.Option("ab", "--format", help="ab (letter score) or open (whole "
+                             "answers; see eval sweep)."),
     out: Path = OUT, limit: int = LIMIT, seed: int = SEED, batch_size: int = BATCH,
 ) -> None:
     """Behaviour effect and cosine to the full-data vector vs the number of contrast pairs."""
@@ -99,9 +101,7 @@ def command(
     from steerlab.eval.engine import SweepEngine
     from steerlab.eval.plots import save_curves
     from steerlab.eval.stats import plateau
-    from steerlab.eval.sweep import _values, cell_records
-    from steerlab.generate import _ab_items
-    from steerlab.prompts import ab_sequences
+    from steerlab.eval.sweep import _values, cell_records, data_label, load_splits, to_sequences
     from steerlab.vector import cosine
 
     check_limit(limit)
@@ -114,10 +114,9 @@ def command(
     unit, values = _values(coefficients if coefficients or strengths else "-1,1", strengths)
     if len(values) < 2:
         raise SteerlabError(f"--{unit}s: need at least two values to measure an effect")
-    train = steerlab.load_dataset(data, split="train", seed=seed)
-    if train_limit:
-        train = train.subset(train_limit, seed)
-    evaluation = steerlab.load_dataset(data, split=split, seed=seed)
+    splits = load_splits(data, seed, train_limit, form)
+    train, evaluation = splits["train"], splits[split]
+    data = data_label(data, form)
     too_big = [k for k in sizes if k > len(train)]
     if too_big:
         raise SteerlabError(f"--n {too_big} exceed the {len(train)} train pairs of {data}")
@@ -126,8 +125,8 @@ def command(
     if not 0 <= layer < lm.n_layers:
         raise SteerlabError(f"--layer {layer} out of range: {model} has {lm.n_layers} layers")
     full = _full_vector(lm, train, method, layer, out, batch_size)
-    items = _ab_items(evaluation.subset(limit, seed) if limit else evaluation)
-    seqs = [ab_sequences(lm.tokenizer, item) for item in items]
+    seqs = to_sequences(lm, evaluation, limit, seed, form)
+    n_items = len(seqs) // 2 if form == "open" else len(seqs)
     engine = SweepEngine(lm, batch_size=batch_size)
     fields = {"command": "samples", "model": model, "data": data, "method": method,
               "split": split, "site": full.site}
@@ -161,7 +160,7 @@ def command(
             for k in sizes]
     rows.append([f"all {len(train)}", "1.000", fmt(full_effect[0]), "1"])
     print_table(f"{data} at layer {layer}: effect = score({max(values):g}) − "
-                f"score({min(values):g}) on {split} (n={len(items)}), mean over seeds",
+                f"score({min(values):g}) on {split} (n={n_items}), mean over seeds",
                 ["pairs", "cosine to full [95% CI]", "effect [95% CI]", "seeds"], rows)
     print(f"plateau: {settled if settled is not None else 'not reached'} pairs "
           "(doubling past it gains less than its own interval)")

@@ -60,15 +60,22 @@ def command(
                                   help="Multiples of the residual norm at the layer."),
     train_limit: int = typer.Option(0, "--train-limit",
                                     help="Extract from at most N train pairs (0 = all)."),
+    form: str = typer.Option("ab", "--format", help="ab (letter score) or open (whole "
+                             "answers; see eval sweep)."),
     out: Path = OUT, limit: int = LIMIT, seed: int = SEED, batch_size: int = BATCH,
 ) -> None:
     """Compare steerability across model sizes with one protocol (layer chosen per model on val)."""
     import steerlab
     from steerlab.cli import parse_values
     from steerlab.eval.plots import save_bars
-    from steerlab.eval.sweep import cached_vector, effect, run_grid
-    from steerlab.generate import _ab_items
-    from steerlab.prompts import ab_sequences
+    from steerlab.eval.sweep import (
+        cached_vector,
+        data_label,
+        effect,
+        load_splits,
+        run_grid,
+        to_sequences,
+    )
 
     check_limit(limit)
     check_limit(train_limit)
@@ -78,9 +85,8 @@ def command(
     values = parse_values(strengths)
     if len(values) < 2:
         raise SteerlabError("--strengths: need at least two values to measure an effect")
-    splits = {s: steerlab.load_dataset(data, split=s, seed=seed) for s in ("train", "val", "test")}
-    if train_limit:
-        splits["train"] = splits["train"].subset(train_limit, seed)
+    splits = load_splits(data, seed, train_limit, form)
+    data = data_label(data, form)
     store = ResultStore(out)
     rows = []
     for name in names:
@@ -91,8 +97,7 @@ def command(
         fields = {"command": "models", "model": name, "data": data, "method": vec.method,
                   "site": vec.site, "seed": seed,
               "n_pairs": vec.manifest.get("dataset", {}).get("n_pairs")}
-        seqs = {s: [ab_sequences(lm.tokenizer, it) for it in _ab_items(
-            splits[s].subset(limit, seed) if limit else splits[s])] for s in ("val", "test")}
+        seqs = {s: to_sequences(lm, splits[s], limit, seed, form) for s in ("val", "test")}
         run_grid(lm, store, seqs["val"], vec, layers, values, unit="strength", split="val",
                  positions="all", batch_size=batch_size, fields=fields)
         match = {"model": name, "data": data, "seed": seed, "command": "models"}

@@ -42,6 +42,11 @@ from steerlab.eval.store import ResultStore, make_record
 
 LAYERS_PER_PASS = 4  # layers scored per engine pass (one resumable cell)
 
+FORMATS = ("ab", "open")
+FORMAT = typer.Option("ab", "--format",
+                      help="ab: CAA letter score; open: whole-answer score (option texts as "
+                           "replies; what small models show), vector read at the answer's end.")
+
 
 def layer_chunks(layers: Sequence[int], size: int = LAYERS_PER_PASS) -> list[list[int]]:
     """Deterministic chunks of the sorted layer list (the resumable cells of a sweep).
@@ -139,28 +144,26 @@ def command(
                                   help="Where to steer: all, after_instruction (CAA), ..."),
     train_limit: int = typer.Option(0, "--train-limit",
                                     help="Extract from at most N train pairs (0 = all)."),
+    form: str = FORMAT,
     out: Path = OUT, limit: int = LIMIT, seed: int = SEED, batch_size: int = BATCH,
 ) -> None:
     """Layer × coefficient sweep on val; the chosen layer reported on test (never chosen there)."""
     import steerlab
     from steerlab.eval.plots import save_curves, save_heatmap
-    from steerlab.prompts import ab_sequences
 
     check_limit(limit)
     check_limit(train_limit)
     unit, values = _values(coefficients, strengths)
+    splits = load_splits(data, seed, train_limit, form)
     store = ResultStore(out)
-    splits = {s: steerlab.load_dataset(data, split=s, seed=seed) for s in ("train", "val", "test")}
-    if train_limit:
-        splits["train"] = splits["train"].subset(train_limit, seed)
     lm = steerlab.load_model(model)
+    data = data_label(data, form)
     chosen_layers = parse_layer_list(layers, lm.n_layers)
     vec = _vector(lm, vector, splits["train"], method, chosen_layers, out, batch_size)
     fields = {"command": "sweep", "model": model, "data": data, "method": vec.method,
               "site": vec.site, "seed": seed,
               "n_pairs": vec.manifest.get("dataset", {}).get("n_pairs")}
-    seqs = {s: [ab_sequences(lm.tokenizer, item) for item in _limited(splits[s], limit, seed)]
-            for s in ("val", "test")}
+    seqs = {s: to_sequences(lm, splits[s], limit, seed, form) for s in ("val", "test")}
     run_grid(lm, store, seqs["val"], vec, chosen_layers, values, unit=unit, split="val",
              positions=positions, batch_size=batch_size, fields=fields)
     match = {"model": model, "data": data, "seed": seed}
@@ -185,6 +188,46 @@ def command(
     done_line(out, [heat, curve])
 
 
+def load_splits(data: str, seed: int, train_limit: int, form: str) -> dict[str, Any]:
+    """train (extraction input), val and test of ``data`` in the chosen ``--format``.
+
+    ``open`` turns each A/B item into its question stem and the two options' texts; the train
+    split then becomes (question + matching answer, question + other answer) pairs.
+    """
+    import steerlab
+
+    if form not in FORMATS:
+        raise SteerlabError(f"--format must be one of {', '.join(FORMATS)}, got {form!r}")
+    splits = {s: steerlab.load_dataset(data, split=s, seed=seed) for s in ("train", "val", "test")}
+    if form == "open":
+        splits = {s: d.open_answers() for s, d in splits.items()}
+        for name, split in splits.items():
+            if not len(split):
+                raise SteerlabError(f"{data}: no item of the {name} split has parseable "
+                                    "'Choices: (A) ... (B) ...' options for --format open")
+    if train_limit:
+        splits["train"] = splits["train"].subset(train_limit, seed)
+    if form == "open":
+        splits["train"] = splits["train"].answer_pairs()
+    return splits
+
+
+def to_sequences(lm: Any, dataset: Any, limit: int, seed: int, form: str) -> list[Any]:
+    """Token sequences the engine scores: A/B prefixes, or (matching, other) answer pairs."""
+    from steerlab.generate import _ab_items
+    from steerlab.prompts import ab_sequences, answer_sequences
+
+    items = _ab_items(dataset.subset(limit, seed) if limit else dataset)
+    if form == "open":
+        return [seq for item in items for seq in answer_sequences(lm.tokenizer, item)]
+    return [ab_sequences(lm.tokenizer, item) for item in items]
+
+
+def data_label(data: str, form: str) -> str:
+    """The ``data`` field of records: the spec, plus ``/open`` for the open-answer format."""
+    return data if form == "ab" else f"{data}/open"
+
+
 def _values(coefficients: str | None, strengths: str | None) -> tuple[str, list[float]]:
     from steerlab.cli import parse_values
 
@@ -195,10 +238,6 @@ def _values(coefficients: str | None, strengths: str | None) -> tuple[str, list[
     if not values:
         raise SteerlabError(f"--{unit}s: no values given")
     return unit, values
-
-
-def _limited(data: Any, limit: int, seed: int) -> list[Any]:
-    return list(data.subset(limit, seed) if limit else data)
 
 
 def _vector(lm: Any, path: Path | None, train: Any, method: str, layers: Sequence[int],

@@ -119,3 +119,15 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "samples", "--data", "builtin:optimism", "--layer", "3",
                                  "--n", "a,b", "--out", str(tmp_path / "y")])
     assert result.exit_code != 0 and "--n" in str(result.exception)
+
+
+def test_sweep_open_answer_format(smollm2, shared_data, tmp_path: Path) -> None:
+    run = tmp_path / "open"
+    _invoke(["eval", "sweep", "--data", "caa:refusal", "--format", "open", "--layers", "14",
+             "--strengths=-0.4,0.4", "--limit", "3", "--train-limit", "6", "--out", str(run)])
+    records = _records(run)
+    scores = [r for r in records if r["metric"] == "score"]
+    assert {r["data"] for r in records} == {"caa:refusal/open"}
+    assert {(r["split"], r["strength"]) for r in scores} == {
+        (s, v) for s in ("val", "test") for v in (-0.4, 0.4)}
+    assert all(r["n"] == 3 and 0 < r["value"] < 1 for r in scores)

@@ -109,3 +109,22 @@ def test_token_prefix_reuse_equals_naive_after_instruction(arch: str, monkeypatc
     assert _max_delta(fast, slow) < 1e-4
     assert max(abs(fast[(0, 4.0)].scores[i] - fast[(0, 0.0)].scores[i])
                for i in range(len(ITEMS))) > 1e-3
+
+
+OPEN = [ABItem(f"Tell me about day {i}{' please' * (i % 3)}.", "It was lovely and bright.",
+               "It was awful" + " and grey" * (i % 2) + ".") for i in range(5)]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
+@pytest.mark.parametrize("positions", ["all", "generation"])
+def test_open_answer_sweep_equals_score_answers(arch: str, positions: str) -> None:
+    from steerlab.eval.engine import naive_sweep_answers, sweep_answers
+
+    lm = as_loaded(tiny_model(arch), tiny_tokenizer())
+    vec = _vector(lm, seed=5)
+    layers = [1, lm.n_layers - 1]
+    fast = sweep_answers(lm, OPEN, vec, layers, [-3, 0, 3], positions=positions, batch_size=3)
+    slow = naive_sweep_answers(lm, OPEN, vec, layers, [-3, 0, 3], positions=positions)
+    assert _max_delta(fast, slow) < 1e-4
+    assert max(abs(a - b) for a, b in zip(fast[(1, 3.0)].propensities,
+                                          fast[(1, 0.0)].propensities, strict=True)) > 1e-3
