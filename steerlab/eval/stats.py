@@ -16,13 +16,28 @@ from collections.abc import Sequence
 Z95 = 1.959963984540054
 
 
+def t95(df: int) -> float:
+    """Two-sided 95 % Student-t quantile (→ 1.96 for large ``df``).
+
+    Example:
+        >>> round(t95(3), 3), round(t95(10_000), 2)
+        (3.182, 1.96)
+    """
+    from scipy.stats import t
+
+    return float(t.ppf(0.975, df))
+
+
 def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
-    """Mean and normal-approximation 95 % interval (mean ± 1.96·s/√n); NaN interval if n < 2.
+    """Mean and 95 % Student-t interval (mean ± t₀.₉₇₅,ₙ₋₁·s/√n); NaN interval if n < 2.
+
+    With few items or seeds (OOD cells, sample-count draws) the t quantile matters: n = 4
+    gives ±3.18 standard errors, not ±1.96.
 
     Example:
         >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
         >>> m, round(hi - m, 4)
-        (2.0, 1.1316)
+        (2.0, 2.4841)
     """
     n = len(values)
     if n == 0:
@@ -31,7 +46,7 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
     if n < 2:
         return mean, math.nan, math.nan
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
-    half = Z95 * math.sqrt(var / n)
+    half = t95(n - 1) * math.sqrt(var / n)
     return mean, mean - half, mean + half
 
 
@@ -73,7 +88,8 @@ def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000,
 
 
 def mean_diff_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, float]:
-    """Difference of means mean(a) − mean(b) with an unpaired normal 95 % interval.
+    """Difference of means mean(a) − mean(b), unpaired 95 % interval (Welch standard error,
+    conservative df = min(n_a, n_b) − 1).
 
     Example:
         >>> mean_diff_ci([2.0, 4.0], [1.0, 1.0])[0]
@@ -84,8 +100,9 @@ def mean_diff_ci(a: Sequence[float], b: Sequence[float]) -> tuple[float, float, 
     diff = ma - mb
     if math.isnan(la) or math.isnan(lb):
         return diff, math.nan, math.nan
-    se = math.hypot((ma - la) / Z95, (mb - lb) / Z95)
-    return diff, diff - Z95 * se, diff + Z95 * se
+    se = math.hypot((ma - la) / t95(len(a) - 1), (mb - lb) / t95(len(b) - 1))
+    half = t95(min(len(a), len(b)) - 1) * se
+    return diff, diff - half, diff + half
 
 
 def slope(xs: Sequence[float], ys: Sequence[float]) -> float:

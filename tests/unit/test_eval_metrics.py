@@ -190,7 +190,7 @@ def test_success_rate_rate_above_and_shift_by_hand() -> None:
     # two prompts × two samples, prompt-major: shifts (0.4+0.6)/2 = 0.5 and (0.1-0.1)/2 = 0
     shift, low, high = sent.paired_shift([0.5, 0.7, 0.1, -0.1], [0.1, 0.1, 0.0, 0.0], 2)
     assert shift == pytest.approx(0.25)
-    half = 1.959963984540054 * math.sqrt(((0.5 - 0.25) ** 2 + (0 - 0.25) ** 2) / 1 / 2)
+    half = 12.706205 * math.sqrt(((0.5 - 0.25) ** 2 + (0 - 0.25) ** 2) / 1 / 2)  # t(.975, 1)
     assert (low, high) == pytest.approx((0.25 - half, 0.25 + half))
     with pytest.raises(SteerlabError, match="shift"):
         sent.paired_shift([0.1, 0.2, 0.3], [0.0, 0.0, 0.0], 2)

@@ -21,9 +21,9 @@ from steerlab.generate import ABResult
 
 def test_mean_ci_by_hand() -> None:
     mean, low, high = mean_ci([1.0, 2.0, 3.0, 6.0])
-    # mean 3, sample sd sqrt(14/3) = 2.1602, se 1.0801, half 1.96*se = 2.1170
+    # mean 3, sample sd sqrt(14/3) = 2.1602, se 1.0801, t(0.975, 3) = 3.1824
     assert mean == 3.0
-    assert high - mean == pytest.approx(1.959964 * math.sqrt(14 / 3) / 2, rel=1e-6)
+    assert high - mean == pytest.approx(3.182446 * math.sqrt(14 / 3) / 2, rel=1e-5)
     assert mean - low == pytest.approx(high - mean)
     assert math.isnan(mean_ci([1.0])[1])
 
@@ -45,7 +45,7 @@ def test_mean_diff_and_slope() -> None:
     diff, low, high = mean_diff_ci([2.0, 4.0], [1.0, 3.0])
     assert diff == 1.0
     se = math.hypot(math.sqrt(2 / 2), math.sqrt(2 / 2))  # var 2 each, n 2
-    assert high - diff == pytest.approx(1.959964 * se, rel=1e-6)
+    assert high - diff == pytest.approx(12.706205 * se, rel=1e-5)  # t(0.975, df=1)
     assert diff - low == pytest.approx(high - diff)
     assert slope([0, 1, 2, 3], [1.0, 1.5, 2.0, 2.5]) == pytest.approx(0.5)
     assert math.isnan(slope([1, 1], [0.0, 2.0]))
