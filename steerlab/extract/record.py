@@ -3,9 +3,17 @@
 ``record()`` runs the model on token sequences (right-padded in batches) and yields, per batch,
 the activations at the requested sites/layers and read positions. The forward stops right after
 the deepest requested block (a hook raises a private exception), so no compute is spent on
-layers nobody reads, nor on the LM head. Each batch also yields the residual norms needed for
-the ``strength`` calibration (mean L2 norm over real tokens, excluding each row's first token,
-whose norm is an outlier in most models).
+layers nobody reads, nor on the final norm and LM head. Each batch also yields the residual
+norms needed for the ``strength`` calibration (mean L2 norm over real tokens, excluding each
+row's first token, whose norm is an outlier in most models).
+
+``record_pairs()`` is the extraction path for contrast pairs (sequences interleaved positive,
+negative, ...). It sorts the pairs by length, so batches carry little padding, and, where the
+architecture allows a custom 4-D attention mask, runs each pair as *one* row: the shared prefix
+once, then both suffixes side by side, each suffix attending to the prefix and to itself only
+(position ids restart after the prefix for the second suffix). For CAA A/B items the two
+sequences differ only in the answer letter, so this halves the forward compute; the hidden
+states are those of two separate forwards (same causal context, same positions).
 
 Example:
     >>> from tests.tiny import tiny_model
@@ -18,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +36,11 @@ from torch import nn
 from steerlab.errors import SteerlabError
 from steerlab.layers import find_blocks
 
+# Architectures whose HF forward takes a custom 4-D float attention mask and explicit
+# position ids unchanged (checked: packed == separate forwards on tiny models of each).
+PACKABLE = frozenset({"llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "phi3",
+                      "gemma3_text"})
+
 
 class _StopForward(Exception):
     """Raised by the last needed hook to end the forward early."""
@@ -35,12 +48,17 @@ class _StopForward(Exception):
 
 @dataclass
 class RecordedBatch:
-    """Activations of one batch: ``acts[layer]`` is [B, d] (read='last') or [B, T, d] ('all')."""
+    """Activations of one batch: ``acts[layer]`` is [B, d] (read='last') or [B, T, d] ('all').
+
+    ``order`` (from :func:`record_pairs`) gives the index in the input ``sequences`` of each row;
+    ``None`` means the rows are the input's, in order.
+    """
 
     acts: dict[int, torch.Tensor]
     norm_sum: dict[int, float]
     norm_count: int
     lengths: list[int]
+    order: list[int] | None = None
 
 
 def _hidden_of(value: Any) -> torch.Tensor:
@@ -49,6 +67,93 @@ def _hidden_of(value: Any) -> torch.Tensor:
     if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
         return value[0]
     raise SteerlabError(f"cannot read hidden states from a block output of type {type(value)}")
+
+
+def _check(model: nn.Module, layers: Sequence[int], site: str) -> tuple[list[nn.Module],
+                                                                        list[int]]:
+    if site not in ("block_output", "block_input"):
+        raise SteerlabError(f"unknown site {site!r}")
+    _, blocks = find_blocks(model)
+    wanted = sorted(set(layers))
+    if not wanted:
+        raise SteerlabError("no layers to record")
+    if wanted[0] < 0 or wanted[-1] >= len(blocks):
+        raise SteerlabError(f"layers {wanted} out of range for a model with {len(blocks)} layers")
+    return list(blocks), wanted
+
+
+class _Reader:
+    """What the hooks keep of each block's hidden states: the activations at the read
+    positions and the weighted residual-norm sum, never the full [B, T, d] tensor."""
+
+    def __init__(self) -> None:
+        self.rows = self.cols = self.weight = torch.zeros(0)
+        self.acts: dict[int, torch.Tensor] = {}
+        self.norm_sum: dict[int, float] = {}
+
+    def start(self, rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor) -> None:
+        self.rows, self.cols, self.weight = rows, cols, weight
+        self.acts, self.norm_sum = {}, {}
+
+    def __call__(self, layer: int, hidden: torch.Tensor) -> None:
+        norms = hidden.float().norm(dim=-1).cpu()
+        self.norm_sum[layer] = float((norms * self.weight).sum())
+        self.acts[layer] = hidden[self.rows, self.cols].float().cpu()
+
+
+@contextlib.contextmanager
+def _capturing(blocks: Sequence[nn.Module], wanted: list[int], site: str) -> Iterator[_Reader]:
+    """Hooks that hand each wanted layer's hidden states to a reader; stop after the deepest."""
+    reader = _Reader()
+    deepest = wanted[-1]
+
+    def capture(layer: int) -> Any:
+        def on_output(_m: nn.Module, _args: Any, output: Any) -> None:
+            reader(layer, _hidden_of(output))
+            if layer == deepest:
+                raise _StopForward
+
+        def on_input(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            reader(layer, args[0] if args else kwargs["hidden_states"])
+            if layer == deepest:
+                raise _StopForward
+
+        return on_output, on_input
+
+    handles = []
+    try:
+        for layer in wanted:
+            on_output, on_input = capture(layer)
+            if site == "block_output":
+                handles.append(blocks[layer].register_forward_hook(on_output))
+            else:
+                handles.append(blocks[layer].register_forward_pre_hook(on_input,
+                                                                       with_kwargs=True))
+        yield reader
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _forward(model: nn.Module, reader: _Reader, wanted: list[int],
+             **inputs: torch.Tensor) -> None:
+    """One truncated forward (no grad, no KV cache); the hooks fill ``reader``."""
+    device = next(model.parameters()).device
+    with torch.inference_mode(), contextlib.suppress(_StopForward):
+        model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False)
+    missing = [k for k in wanted if k not in reader.acts]
+    if missing:
+        raise SteerlabError(f"the forward pass never reached layer(s) {missing}")
+
+
+def _padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(chunk), width), dtype=torch.long)
+    for row, seq in enumerate(chunk):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
 
 
 def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
@@ -60,76 +165,139 @@ def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequenc
     (rows must then be the same length, as for ActAdd). Rows are right-padded in batches, so
     real tokens never attend to pads and keep their usual position ids.
     """
-    if site not in ("block_output", "block_input"):
-        raise SteerlabError(f"unknown site {site!r}")
     if read not in ("last", "all"):
         raise SteerlabError(f"unknown read position {read!r}; expected 'last' or 'all'")
-    _, blocks = find_blocks(model)
-    wanted = sorted(set(layers))
-    if not wanted:
-        raise SteerlabError("no layers to record")
-    if wanted[0] < 0 or wanted[-1] >= len(blocks):
-        raise SteerlabError(f"layers {wanted} out of range for a model with {len(blocks)} layers")
-    deepest = wanted[-1]
-    device = next(model.parameters()).device
-    captured: dict[int, torch.Tensor] = {}
-
-    def capture(layer: int, stop: bool) -> Any:
-        def on_output(_m: nn.Module, _args: Any, output: Any) -> None:
-            captured[layer] = _hidden_of(output)
-            if stop:
-                raise _StopForward
-
-        def on_input(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            captured[layer] = args[0] if args else kwargs["hidden_states"]
-            if stop:
-                raise _StopForward
-
-        return on_output, on_input
-
-    handles = []
-    for layer in wanted:
-        on_output, on_input = capture(layer, layer == deepest)
-        if site == "block_output":
-            handles.append(blocks[layer].register_forward_hook(on_output))
-        else:
-            handles.append(blocks[layer].register_forward_pre_hook(on_input, with_kwargs=True))
-    try:
+    blocks, wanted = _check(model, layers, site)
+    with _capturing(blocks, wanted, site) as reader:
         for start in range(0, len(sequences), batch_size):
             chunk = [list(s) for s in sequences[start:start + batch_size]]
             lengths = [len(s) for s in chunk]
             if min(lengths) == 0:
                 raise SteerlabError("cannot record an empty token sequence")
-            width = max(lengths)
-            if read == "all" and min(lengths) != width:
+            if read == "all" and min(lengths) != max(lengths):
                 raise SteerlabError("read='all' needs sequences of equal length")
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, seq in enumerate(chunk):
-                ids[row, : len(seq)] = torch.tensor(seq)
-                mask[row, : len(seq)] = 1
-            captured.clear()
-            with torch.inference_mode():
-                with contextlib.suppress(_StopForward):
-                    model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                          use_cache=False)
-                missing = [k for k in wanted if k not in captured]
-                if missing:
-                    raise SteerlabError(f"the forward pass never reached layer(s) {missing}")
-            last = torch.tensor(lengths) - 1
+            ids, mask = _padded(chunk, pad_id)
             real = mask.bool().clone()
             real[:, 0] = False  # exclude the first token from the norm calibration
-            acts: dict[int, torch.Tensor] = {}
-            norm_sum: dict[int, float] = {}
-            for layer in wanted:
-                hidden = captured[layer].float().cpu()
-                norms = hidden.norm(dim=-1)
-                norm_sum[layer] = float(norms[real].sum())
-                acts[layer] = (hidden[torch.arange(len(chunk)), last] if read == "last"
-                               else hidden.clone())
+            rows = torch.arange(len(chunk))
+            if read == "last":
+                reader.start(rows, torch.tensor(lengths) - 1, real.float())
+            else:
+                reader.start(rows[:, None], torch.arange(ids.shape[1]), real.float())
+            _forward(model, reader, wanted, input_ids=ids, attention_mask=mask)
             if progress is not None:
                 progress.update(len(chunk))
-            yield RecordedBatch(acts, norm_sum, int(real.sum()), lengths)
-    finally:
-        for handle in handles:
-            handle.remove()
+            yield RecordedBatch(reader.acts, reader.norm_sum, int(real.sum()), lengths)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _can_pack(model: nn.Module, pairs: list[tuple[list[int], list[int]]]) -> bool:
+    """Packing needs a tested architecture, an eager/SDPA attention, a shared non-empty
+    prefix and proper suffixes in every pair, and rows no wider than any sliding window."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in PACKABLE:
+        return False
+    if getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa"):
+        return False
+    width = 0
+    for a, b in pairs:
+        common = _common_prefix(a, b)
+        if common == 0 or common >= min(len(a), len(b)):
+            return False
+        width = max(width, len(a) + len(b) - common)
+    window = getattr(config, "sliding_window", None)
+    if window is None or getattr(config, "use_sliding_window", True) is False:
+        return True
+    return width <= int(window)
+
+
+def _packed_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int, dtype: torch.dtype
+                  ) -> dict[str, torch.Tensor]:
+    """Rows ``prefix + suffix_a + suffix_b``; a 4-D mask keeps the suffixes apart."""
+    width = max(len(a) + len(b) - _common_prefix(a, b) for a, b in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(chunk), width), dtype=torch.long)
+    seg = torch.full((len(chunk), width), -1, dtype=torch.long)  # 0 prefix, 1 a, 2 b, -1 pad
+    for row, (a, b) in enumerate(chunk):
+        p = _common_prefix(a, b)
+        la, lb = len(a) - p, len(b) - p
+        ids[row, : p + la + lb] = torch.tensor(a + b[p:])
+        pos[row, : p + la] = torch.arange(p + la)
+        pos[row, p + la: p + la + lb] = torch.arange(p, p + lb)
+        seg[row, :p], seg[row, p: p + la], seg[row, p + la: p + la + lb] = 0, 1, 2
+    key, query = seg[:, None, :], seg[:, :, None]
+    causal = torch.ones(width, width, dtype=torch.bool).tril()
+    allowed = causal & (key >= 0) & ((key == 0) | (key == query))
+    allowed |= torch.eye(width, dtype=torch.bool)  # pad rows attend to themselves (no NaN)
+    mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
+    return {"input_ids": ids, "position_ids": pos, "attention_mask": mask[:, None],
+            "segments": seg}
+
+
+def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
+                   order: list[int], blocks: list[nn.Module], wanted: list[int], site: str,
+                   pairs_per_batch: int, pad_id: int, progress: Any
+                   ) -> Generator[RecordedBatch, None, None]:
+    dtype = next(model.parameters()).dtype
+    with _capturing(blocks, wanted, site) as reader:
+        for start in range(0, len(order), pairs_per_batch):
+            index = order[start:start + pairs_per_batch]
+            chunk = [pairs[i] for i in index]
+            inputs = _packed_batch(chunk, pad_id, dtype)
+            seg = inputs.pop("segments")
+            # norm weights: prefix tokens stand for two sequences; a row's first token is out
+            weight = (seg == 0).float() * 2 + (seg > 0).float()
+            weight[:, 0] = 0
+            ends_a = [len(a) - 1 for a, _ in chunk]
+            ends_b = [len(a) + len(b) - _common_prefix(a, b) - 1 for a, b in chunk]
+            rows = torch.arange(len(chunk)).repeat_interleave(2)
+            cols = torch.tensor([c for pair in zip(ends_a, ends_b, strict=True) for c in pair])
+            reader.start(rows, cols, weight)
+            _forward(model, reader, wanted, **inputs)
+            lengths = [len(s) for a, b in chunk for s in (a, b)]
+            if progress is not None:
+                progress.update(len(lengths))
+            yield RecordedBatch(reader.acts, reader.norm_sum, int(weight.sum()), lengths,
+                                [2 * i + j for i in index for j in (0, 1)])
+
+
+def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
+                 site: str = "block_output", batch_size: int = 16, pad_id: int = 0,
+                 progress: Any = None, pack: bool = True) -> Generator[RecordedBatch, None, None]:
+    """Last-token activations of contrast pairs (``sequences`` = pos, neg, pos, neg, ...).
+
+    Pairs are sorted by length (longest first) and, when :func:`_can_pack` allows and ``pack``
+    is true, each pair runs as one packed row (``batch_size // 2`` pairs per forward).
+    Batches come out sorted; ``RecordedBatch.order`` maps rows back to ``sequences``.
+    Rows stay interleaved positive, negative, so ``acts[0::2] - acts[1::2]`` are differences.
+    """
+    if len(sequences) % 2:
+        raise SteerlabError("record_pairs needs an even number of sequences (pos, neg, ...)")
+    blocks, wanted = _check(model, layers, site)
+    pairs = [(list(sequences[i]), list(sequences[i + 1])) for i in range(0, len(sequences), 2)]
+    if any(not a or not b for a, b in pairs):
+        raise SteerlabError("cannot record an empty token sequence")
+    per_batch = max(1, batch_size // 2)
+    if pack and _can_pack(model, pairs):
+        width = [len(a) + len(b) - _common_prefix(a, b) for a, b in pairs]
+        order = sorted(range(len(pairs)), key=lambda i: -width[i])
+        yield from _record_packed(model, pairs, order, blocks, wanted, site, per_batch, pad_id,
+                                  progress)
+        return
+    order = sorted(range(len(pairs)), key=lambda i: -max(len(pairs[i][0]), len(pairs[i][1])))
+    flat = [s for i in order for s in pairs[i]]
+    for start, batch in zip(range(0, len(flat), 2 * per_batch),
+                            record(model, flat, layers, site=site, read="last",
+                                   batch_size=2 * per_batch, pad_id=pad_id, progress=progress),
+                            strict=True):
+        batch.order = [2 * i + j for i in order[start // 2: start // 2 + per_batch]
+                       for j in (0, 1)]
+        yield batch

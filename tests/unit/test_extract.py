@@ -359,3 +359,33 @@ def test_single_token_data_has_no_norm_calibration(lm: LoadedModel) -> None:
     assert vec.manifest["resid_norms"] is None  # not a silent 0 that would zero every strength
     with pytest.raises(SteerlabError, match="no residual-norm calibration"):
         vec.coefficient_for_strength(1, 1.0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_packed_pairs_equal_separate_forwards(arch: str) -> None:
+    """Each A/B pair as one packed row (shared prefix once, custom 4-D mask) reads the same
+    activations and residual norms as the two sequences run separately."""
+    from steerlab.extract.record import record_pairs
+
+    model = tiny_model(arch)
+    torch.manual_seed(0)
+    prefixes = [torch.randint(3, 90, (n,)).tolist() for n in (5, 9, 3, 7, 6)]
+    sequences = [seq for p in prefixes for seq in ([*p, 91], [*p, 92, 93])]
+
+    def collect(pack: bool) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
+        acts: dict[int, list[tuple[int, torch.Tensor]]] = {1: [], 2: []}
+        norms = {1: 0.0, 2: 0.0}
+        for batch in record_pairs(model, sequences, [1, 2], batch_size=4, pack=pack):
+            order = batch.order or list(range(len(batch.lengths)))
+            for k in acts:
+                acts[k] += list(zip(order, batch.acts[k], strict=True))
+                norms[k] += batch.norm_sum[k]
+        return {k: torch.stack([a for _, a in sorted(v, key=lambda x: x[0])])
+                for k, v in acts.items()}, norms
+
+    packed, packed_norms = collect(True)
+    separate, separate_norms = collect(False)
+    for k in (1, 2):
+        assert packed[k].shape == (len(sequences), 64)
+        assert torch.allclose(packed[k], separate[k], atol=1e-5)
+        assert packed_norms[k] == pytest.approx(separate_norms[k], rel=1e-5)
