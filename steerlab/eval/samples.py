@@ -4,8 +4,9 @@ For each n in ``--n`` and each of ``--seeds`` random draws, a vector is extracte
 pairs at one layer and scored on the evaluation split by the sweep engine. Per (n, seed) the
 store gets the vector's ``cosine`` to the full-train vector, ``score`` per value and the paired
 ``effect`` (score at the largest value minus at the smallest). The table and plots show, per
-n, the mean over seeds with a 95 % interval *over seeds*, and the plateau: the n past which
-doubling gains less than its own interval (:func:`steerlab.eval.stats.plateau`).
+n, the mean over seeds with a 95 % interval *over seeds*, and the plateau: the smallest n that
+no larger n beats by more than the larger n's interval half-width
+(:func:`steerlab.eval.stats.plateau`).
 
 Example:
     $ steerlab eval samples --data caa:refusal --layer 12 --n 1,5,20,80,320 --seeds 5 --out r
@@ -163,7 +164,7 @@ def command(
                 f"score({min(values):g}) on {split} (n={n_items}), mean over seeds",
                 ["pairs", "cosine to full [95% CI]", "effect [95% CI]", "seeds"], rows)
     print(f"plateau: {settled if settled is not None else 'not reached'} pairs "
-          "(doubling past it gains less than its own interval)")
+          "(no larger count beats it by more than that count's interval)")
     plots = [out / "samples_effect.png", out / "samples_cosine.png"]
     save_curves(plots[0], sizes, {"effect": _band(effects, sizes)}, xlabel="contrast pairs",
                 ylabel=f"score({max(values):g}) − score({min(values):g})", logx=True,

@@ -149,11 +149,12 @@ def steerability(coefficients: Sequence[float],
 
 def plateau(ns: Sequence[int], means: Sequence[float],
             half_widths: Sequence[float]) -> int | None:
-    """The sample count past which doubling gains less than its own interval.
+    """The sample count past which more pairs gain less than the interval of the larger count.
 
-    For consecutive sizes n_k < n_{k+1} (about a doubling or more), the first n_k where
-    |mean(n_{k+1}) − mean(n_k)| < the half-width of n_{k+1}'s interval and every later step
-    also stays within its interval. ``None`` if the curve never settles.
+    The smallest n such that every larger n' improves the mean by less than the half-width of
+    n''s 95 % interval (mean(n') − mean(n) < hw(n')). Comparing with *every* later size, not
+    just the next, keeps a noisy early plateau (wide intervals at n = 1, 2) from counting.
+    ``None`` if even the second-largest size is still beaten by the largest.
 
     Example:
         >>> plateau([10, 20, 40, 80], [0.5, 0.7, 0.72, 0.73], [0.05, 0.05, 0.05, 0.05])
@@ -165,8 +166,7 @@ def plateau(ns: Sequence[int], means: Sequence[float],
     ns = [ns[i] for i in order]
     means = [means[i] for i in order]
     half_widths = [half_widths[i] for i in order]
-    steps_ok = [abs(means[k + 1] - means[k]) < half_widths[k + 1] for k in range(len(ns) - 1)]
-    for k in range(len(steps_ok)):
-        if all(steps_ok[k:]):
+    for k in range(len(ns) - 1):
+        if all(means[j] - means[k] < half_widths[j] for j in range(k + 1, len(ns))):
             return ns[k]
     return None

@@ -65,8 +65,10 @@ def test_plateau() -> None:
     ns = [1, 2, 5, 10, 20, 40, 80, 160]
     means = [0.50, 0.60, 0.70, 0.78, 0.84, 0.87, 0.88, 0.885]
     half = [0.03] * 8
-    assert plateau(ns, means, half) == 40  # 40→80 (+0.01) and 80→160 (+0.005) < 0.03
+    assert plateau(ns, means, half) == 40  # 40→80 (+0.01), 40→160 (+0.015) < 0.03
     assert plateau([1, 2], [0.1, 0.9], [0.01, 0.01]) is None
+    # a wide early interval does not make n=1 the plateau: later sizes beat it clearly
+    assert plateau([1, 5, 40, 80], [0.14, 0.20, 0.28, 0.30], [0.5, 0.3, 0.04, 0.03]) == 40
 
 
 def test_cell_records_by_hand() -> None:
