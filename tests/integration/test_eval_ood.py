@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -22,6 +21,7 @@ from steerlab.cli import app
 from steerlab.errors import SteerlabError
 from steerlab.eval.judges import JudgeItem, LocalJudge
 from steerlab.eval.ood import default_id_data, load_ood, ood_files, ood_traits, paired_ci
+from tests.integration.cli_helpers import read_records, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -105,15 +105,10 @@ def vector(smollm2, shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def invoke(*args: str) -> str:
-    result = runner.invoke(app, ["eval", "ood", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.output
+    return run_cli(["eval", "ood", *args])
 
 
-def records(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+records = read_records
 
 
 def test_eval_ood_end_to_end_and_resume(vector: Path, tmp_path: Path) -> None:

@@ -8,9 +8,7 @@ steering direction raises WikiText perplexity.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -18,6 +16,7 @@ from typer.testing import CliRunner
 import steerlab
 from steerlab.cli import app
 from steerlab.errors import SteerlabError
+from tests.integration.cli_helpers import read_records, run_cli
 
 pytestmark = pytest.mark.integration
 
@@ -32,15 +31,10 @@ def vector(smollm2, shared_data: Path, tmp_path_factory: pytest.TempPathFactory)
 
 
 def invoke(*args: str) -> str:
-    result = runner.invoke(app, ["eval", *args])
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    assert result.exit_code == 0, result.output
-    return result.output
+    return run_cli(["eval", *args])
 
 
-def records(out: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+records = read_records
 
 
 def test_perplexity_ratio_grows_and_resumes(vector: Path, tmp_path: Path) -> None:

@@ -3,7 +3,6 @@ sweep killed mid-run that resumes without redoing or losing finished cells."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -15,19 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from steerlab.cli import app
+from tests.integration.cli_helpers import read_records, run_cli
 
 pytestmark = pytest.mark.integration
 runner = CliRunner()
 
 
-def _records(run: Path) -> list[dict]:
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
-
-
-def _invoke(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output + repr(result.exception)
-    return result.output
+_records = read_records
+_invoke = run_cli
 
 
 def test_sweep_end_to_end_and_rerun_skips(smollm2, shared_data, tmp_path: Path) -> None:
