@@ -213,31 +213,23 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
                        progress: bool = False) -> dict[float, ABResult]:
     """Behaviour score at several coefficients (or strengths) in shared batches (per-row specs).
 
-    Each item is repeated once per value inside one forward, with the value as that row's
-    spec; results equal separate runs (tested) at a fraction of the calls.
+    One layer (group) of the sweep engine (:mod:`steerlab.eval.engine`): the unsteered prefix
+    runs once and every value rides in one forward as a per-row spec; results equal separate
+    runs (tested).
 
     Example:
         >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
         >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
     """
-    if unit not in ("coefficient", "strength"):
-        raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
-    items = _ab_items(data)
-    specs = [SteeringSpec(vector, layers=layers, positions=positions,
-                          coefficient=float(v) if unit == "coefficient" else None,
-                          strength=float(v) if unit == "strength" else None) for v in values]
+    from steerlab.eval.engine import SweepEngine  # the engine imports this module
+
     lm = as_loaded(model)
-    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in items]  # once per item
-    rows = [[spec] for _seq in seqs for spec in specs]
-    repeated = [seq for seq in seqs for _ in specs]
-    result = score_sequences(lm, repeated, row_steering=rows,
-                             batch_size=max(batch_size, len(specs)), progress=progress)
-    out: dict[float, ABResult] = {}
-    k = len(specs)
-    for j, value in enumerate(values):
-        out[float(value)] = ABResult(result.scores[j::k], result.propensities[j::k],
-                                     result.p_matching[j::k], result.p_not_matching[j::k])
-    return out
+    group = SteeringSpec(vector, layers=layers).resolved_layers(lm.n_layers)
+    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in _ab_items(data)]
+    engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
+    results = engine.score(seqs, vector, [group], values, unit=unit, positions=positions)
+    key = group[0] if len(group) == 1 else tuple(group)
+    return {float(v): results[(key, float(v))] for v in values}
 
 
 def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
