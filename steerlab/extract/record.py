@@ -41,6 +41,11 @@ from steerlab.layers import find_blocks
 PACKABLE = frozenset({"llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "phi3",
                       "gemma3_text"})
 
+# A forward holds at most ``rows * TOKENS_PER_ROW`` padded tokens: rows longer than this get
+# smaller batches, so the per-batch memory transient is set by the batch size, not by the
+# longest sequences in the data (which grow with the number of pairs).
+TOKENS_PER_ROW = 256
+
 
 class _StopForward(Exception):
     """Raised by the last needed hook to end the forward early."""
@@ -156,21 +161,47 @@ def _padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Te
     return ids, mask
 
 
+def token_batches(widths: Sequence[int], max_rows: int,
+                  max_tokens: int | None = None) -> list[range]:
+    """Consecutive index ranges with at most ``max_rows`` rows and, once padded to their
+    widest row, at most ``max_tokens`` tokens (default ``max_rows * TOKENS_PER_ROW``); a row
+    wider than the budget goes alone.
+
+    Example:
+        >>> token_batches([300, 200, 200, 100], max_rows=2, max_tokens=500)
+        [range(0, 1), range(1, 3), range(3, 4)]
+    """
+    budget = max_tokens if max_tokens is not None else max(1, max_rows) * TOKENS_PER_ROW
+    batches: list[range] = []
+    start, widest = 0, 0
+    for i, width in enumerate(widths):
+        rows, wider = i - start + 1, max(widest, width)
+        if i > start and (rows > max_rows or rows * wider > budget):
+            batches.append(range(start, i))
+            start, wider = i, width
+        widest = wider
+    if start < len(widths):
+        batches.append(range(start, len(widths)))
+    return batches
+
+
 def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
            site: str = "block_output", read: str = "last", batch_size: int = 16,
-           pad_id: int = 0, progress: Any = None) -> Generator[RecordedBatch, None, None]:
+           pad_id: int = 0, progress: Any = None,
+           max_tokens: int | None = None) -> Generator[RecordedBatch, None, None]:
     """Yield activations for ``sequences`` (token id lists) at ``layers`` and ``site``.
 
     ``read="last"`` keeps each row's last real token; ``read="all"`` keeps every position
-    (rows must then be the same length, as for ActAdd). Rows are right-padded in batches, so
+    (rows must then be the same length, as for ActAdd). Rows are right-padded in batches of at
+    most ``batch_size`` rows and ``max_tokens`` padded tokens (see :func:`token_batches`), so
     real tokens never attend to pads and keep their usual position ids.
     """
     if read not in ("last", "all"):
         raise SteerlabError(f"unknown read position {read!r}; expected 'last' or 'all'")
     blocks, wanted = _check(model, layers, site)
     with _capturing(blocks, wanted, site) as reader:
-        for start in range(0, len(sequences), batch_size):
-            chunk = [list(s) for s in sequences[start:start + batch_size]]
+        for span in token_batches([len(s) for s in sequences], batch_size, max_tokens):
+            chunk = [list(sequences[i]) for i in span]
             lengths = [len(s) for s in chunk]
             if min(lengths) == 0:
                 raise SteerlabError("cannot record an empty token sequence")
@@ -244,12 +275,12 @@ def _packed_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int, dtype: 
 
 def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
                    order: list[int], blocks: list[nn.Module], wanted: list[int], site: str,
-                   pairs_per_batch: int, pad_id: int, progress: Any
+                   spans: list[range], pad_id: int, progress: Any
                    ) -> Generator[RecordedBatch, None, None]:
     dtype = next(model.parameters()).dtype
     with _capturing(blocks, wanted, site) as reader:
-        for start in range(0, len(order), pairs_per_batch):
-            index = order[start:start + pairs_per_batch]
+        for span in spans:
+            index = [order[i] for i in span]
             chunk = [pairs[i] for i in index]
             inputs = _packed_batch(chunk, pad_id, dtype)
             seg = inputs.pop("segments")
@@ -271,11 +302,14 @@ def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
 
 def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
                  site: str = "block_output", batch_size: int = 16, pad_id: int = 0,
-                 progress: Any = None, pack: bool = True) -> Generator[RecordedBatch, None, None]:
+                 progress: Any = None, pack: bool = True,
+                 max_tokens: int | None = None) -> Generator[RecordedBatch, None, None]:
     """Last-token activations of contrast pairs (``sequences`` = pos, neg, pos, neg, ...).
 
     Pairs are sorted by length (longest first) and, when :func:`_can_pack` allows and ``pack``
-    is true, each pair runs as one packed row (``batch_size // 2`` pairs per forward).
+    is true, each pair runs as one packed row (up to ``batch_size // 2`` pairs per forward).
+    A forward holds at most ``max_tokens`` padded tokens (default: its row count times
+    ``TOKENS_PER_ROW``), so memory does not grow with the longest pairs in the data.
     Batches come out sorted; ``RecordedBatch.order`` maps rows back to ``sequences``.
     Rows stay interleaved positive, negative, so ``acts[0::2] - acts[1::2]`` are differences.
     """
@@ -289,15 +323,19 @@ def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: S
     if pack and _can_pack(model, pairs):
         width = [len(a) + len(b) - _common_prefix(a, b) for a, b in pairs]
         order = sorted(range(len(pairs)), key=lambda i: -width[i])
-        yield from _record_packed(model, pairs, order, blocks, wanted, site, per_batch, pad_id,
+        spans = token_batches([width[i] for i in order], per_batch, max_tokens)
+        yield from _record_packed(model, pairs, order, blocks, wanted, site, spans, pad_id,
                                   progress)
         return
     order = sorted(range(len(pairs)), key=lambda i: -max(len(pairs[i][0]), len(pairs[i][1])))
-    flat = [s for i in order for s in pairs[i]]
-    for start, batch in zip(range(0, len(flat), 2 * per_batch),
-                            record(model, flat, layers, site=site, read="last",
-                                   batch_size=2 * per_batch, pad_id=pad_id, progress=progress),
-                            strict=True):
-        batch.order = [2 * i + j for i in order[start // 2: start // 2 + per_batch]
-                       for j in (0, 1)]
+    # both sequences of a pair stay in one batch: budget whole pairs (2 rows each)
+    pair_width = [max(len(pairs[i][0]), len(pairs[i][1])) for i in order]
+    budget = max_tokens if max_tokens is not None else 2 * per_batch * TOKENS_PER_ROW
+    spans = token_batches([2 * w for w in pair_width], per_batch, budget)
+    for span in spans:
+        flat = [s for i in span for s in pairs[order[i]]]
+        (batch,) = record(model, flat, layers, site=site, read="last", batch_size=len(flat),
+                          pad_id=pad_id, progress=progress, max_tokens=len(flat) * max(
+                              len(s) for s in flat))
+        batch.order = [2 * order[i] + j for i in span for j in (0, 1)]
         yield batch

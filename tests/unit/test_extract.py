@@ -389,3 +389,46 @@ def test_packed_pairs_equal_separate_forwards(arch: str) -> None:
         assert packed[k].shape == (len(sequences), 64)
         assert torch.allclose(packed[k], separate[k], atol=1e-5)
         assert packed_norms[k] == pytest.approx(separate_norms[k], rel=1e-5)
+
+
+def test_token_batches_respect_rows_and_budget() -> None:
+    from steerlab.extract.record import TOKENS_PER_ROW, token_batches
+
+    widths = [300, 260, 200, 200, 150, 40, 40, 40, 40, 1000]
+    spans = token_batches(widths, max_rows=3, max_tokens=600)
+    assert [i for span in spans for i in span] == list(range(len(widths)))  # all, in order
+    for span in spans:
+        rows = [widths[i] for i in span]
+        assert len(rows) <= 3
+        assert len(rows) == 1 or len(rows) * max(rows) <= 600
+    assert spans[-1] == range(9, 10)  # too wide for the budget: alone, never dropped
+    # default budget: rows * TOKENS_PER_ROW, so short rows keep the full batch size
+    assert token_batches([TOKENS_PER_ROW] * 8, max_rows=4) == [range(0, 4), range(4, 8)]
+    assert token_batches([TOKENS_PER_ROW + 1] * 4, max_rows=4) == [range(0, 3), range(3, 4)]
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_token_budget_changes_batches_not_activations(pack: bool) -> None:
+    """A tight ``max_tokens`` splits the longest pairs into smaller forwards (bounded memory)
+    without changing what is read."""
+    from steerlab.extract.record import record_pairs
+
+    model = tiny_model("llama")
+    torch.manual_seed(1)
+    prefixes = [torch.randint(3, 90, (n,)).tolist() for n in (30, 4, 25, 6, 5, 3)]
+    sequences = [seq for p in prefixes for seq in ([*p, 91], [*p, 92, 93])]
+
+    def run(max_tokens: int | None) -> tuple[torch.Tensor, list[int]]:
+        rows: list[tuple[int, torch.Tensor]] = []
+        sizes = []
+        for batch in record_pairs(model, sequences, [2], batch_size=8, pack=pack,
+                                  max_tokens=max_tokens):
+            assert batch.order is not None
+            rows += list(zip(batch.order, batch.acts[2], strict=True))
+            sizes.append(len(batch.lengths))
+        return torch.stack([a for _, a in sorted(rows, key=lambda x: x[0])]), sizes
+
+    loose, loose_sizes = run(None)
+    tight, tight_sizes = run(40)
+    assert len(tight_sizes) > len(loose_sizes)
+    assert torch.allclose(loose, tight, atol=1e-5)
