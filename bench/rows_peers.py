@@ -15,8 +15,8 @@ from common import Record, best_batch, caa_items, interleave, min_cosine, peer_t
 
 import steerlab
 
-SV_BATCHES = (8, 16, 32)
-STEERLAB_BATCHES = (16, 32, 64)
+SV_BATCHES = (4, 8, 16, 32)
+STEERLAB_BATCHES = (8, 16, 32, 64)
 TUNE_PAIRS = 16
 
 

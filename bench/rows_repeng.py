@@ -24,7 +24,7 @@ from steerlab.models import alias_dir
 HERE = Path(__file__).parent
 VENV = HERE / ".venv-repeng"
 PYTHON = VENV / "bin" / "python"
-BATCHES = (8, 16, 32)
+BATCHES = (4, 8, 16, 32)
 TUNE_PAIRS = 16
 
 

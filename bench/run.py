@@ -69,7 +69,7 @@ class Bench:
         from rows_memory import rss_row
 
         small, large = (int(n) for n in self.args.rss_pairs.split(","))
-        self.records.append(rss_row(SMALL, 1, self.batches[0], small, large))
+        self.records.append(rss_row(SMALL, self.args.runs, self.batches[0], small, large))
 
     def bf16(self) -> None:
         from rows_peers import bf16_row

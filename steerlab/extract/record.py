@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,10 @@ PACKABLE = frozenset({"llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", 
 # smaller batches, so the per-batch memory transient is set by the batch size, not by the
 # longest sequences in the data (which grow with the number of pairs).
 TOKENS_PER_ROW = 256
+
+# A prefix every pair shares (chat template + system prompt) runs once into a KV cache when it
+# is at least this long and there are at least two pairs.
+MIN_SHARED_PREFIX = 8
 
 
 class _StopForward(Exception):
@@ -140,12 +145,15 @@ def _capturing(blocks: Sequence[nn.Module], wanted: list[int], site: str) -> Ite
             handle.remove()
 
 
-def _forward(model: nn.Module, reader: _Reader, wanted: list[int],
+def _forward(model: nn.Module, reader: _Reader, wanted: list[int], cache: Any = None,
              **inputs: torch.Tensor) -> None:
-    """One truncated forward (no grad, no KV cache); the hooks fill ``reader``."""
+    """One truncated forward (no grad); the hooks fill ``reader``. With ``cache`` (a KV cache
+    object, updated in place even though the forward stops early) the inputs continue it."""
     device = next(model.parameters()).device
+    extra = {"past_key_values": cache, "use_cache": True} if cache is not None else {
+        "use_cache": False}
     with torch.inference_mode(), contextlib.suppress(_StopForward):
-        model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False)
+        model(**{k: v.to(device) for k, v in inputs.items()}, **extra)
     missing = [k for k in wanted if k not in reader.acts]
     if missing:
         raise SteerlabError(f"the forward pass never reached layer(s) {missing}")
@@ -250,66 +258,113 @@ def _can_pack(model: nn.Module, pairs: list[tuple[list[int], list[int]]]) -> boo
     return width <= int(window)
 
 
-def _packed_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int, dtype: torch.dtype
-                  ) -> dict[str, torch.Tensor]:
-    """Rows ``prefix + suffix_a + suffix_b``; a 4-D mask keeps the suffixes apart."""
-    width = max(len(a) + len(b) - _common_prefix(a, b) for a, b in chunk)
+def _packed_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int, dtype: torch.dtype,
+                  skip: int = 0) -> dict[str, torch.Tensor]:
+    """Rows ``prefix + suffix_a + suffix_b``; a 4-D mask keeps the suffixes apart.
+
+    ``skip``: the first ``skip`` tokens of every row are already in a KV cache (the prefix all
+    pairs share); rows start after them and the mask gets ``skip`` always-visible columns.
+    """
+    width = max(len(a) + len(b) - _common_prefix(a, b) for a, b in chunk) - skip
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(chunk), width), dtype=torch.long)
     seg = torch.full((len(chunk), width), -1, dtype=torch.long)  # 0 prefix, 1 a, 2 b, -1 pad
     for row, (a, b) in enumerate(chunk):
         p = _common_prefix(a, b)
-        la, lb = len(a) - p, len(b) - p
-        ids[row, : p + la + lb] = torch.tensor(a + b[p:])
-        pos[row, : p + la] = torch.arange(p + la)
-        pos[row, p + la: p + la + lb] = torch.arange(p, p + lb)
-        seg[row, :p], seg[row, p: p + la], seg[row, p + la: p + la + lb] = 0, 1, 2
+        la, lb, n = len(a) - p, len(b) - p, p - skip
+        ids[row, : n + la + lb] = torch.tensor(a[skip:] + b[p:])
+        pos[row, : n + la] = torch.arange(skip, p + la)
+        pos[row, n + la: n + la + lb] = torch.arange(p, p + lb)
+        seg[row, :n], seg[row, n: n + la], seg[row, n + la: n + la + lb] = 0, 1, 2
     key, query = seg[:, None, :], seg[:, :, None]
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     allowed = causal & (key >= 0) & ((key == 0) | (key == query))
     allowed |= torch.eye(width, dtype=torch.bool)  # pad rows attend to themselves (no NaN)
+    if skip:
+        allowed = torch.cat([torch.ones(len(chunk), width, skip, dtype=torch.bool), allowed], 2)
     mask = torch.zeros(allowed.shape, dtype=dtype).masked_fill_(~allowed, torch.finfo(dtype).min)
     return {"input_ids": ids, "position_ids": pos, "attention_mask": mask[:, None],
             "segments": seg}
 
 
+def _prefix_cache(model: nn.Module, reader: _Reader, wanted: list[int], prefix: list[int],
+                  n_sequences: int) -> tuple[Any, dict[int, float], int]:
+    """Run the prefix every sequence shares once: its KV cache and its residual-norm share
+    (each prefix token stands for ``n_sequences`` tokens; the first token is left out)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=getattr(model, "config", None))
+    weight = torch.full((1, len(prefix)), float(n_sequences))
+    weight[0, 0] = 0
+    reader.start(torch.tensor([0]), torch.tensor([len(prefix) - 1]), weight)
+    ids = torch.tensor([prefix])
+    _forward(model, reader, wanted, cache=cache, input_ids=ids,
+             position_ids=torch.arange(len(prefix))[None])
+    return cache, dict(reader.norm_sum), int(weight.sum())
+
+
 def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
                    order: list[int], blocks: list[nn.Module], wanted: list[int], site: str,
-                   spans: list[range], pad_id: int, progress: Any
+                   spans: list[range], pad_id: int, progress: Any, shared: int = 0
                    ) -> Generator[RecordedBatch, None, None]:
     dtype = next(model.parameters()).dtype
     with _capturing(blocks, wanted, site) as reader:
+        cache, extra_norm, extra_count = None, dict.fromkeys(wanted, 0.0), 0
+        if shared:
+            cache, extra_norm, extra_count = _prefix_cache(model, reader, wanted,
+                                                           pairs[0][0][:shared], 2 * len(pairs))
         for span in spans:
             index = [order[i] for i in span]
             chunk = [pairs[i] for i in index]
-            inputs = _packed_batch(chunk, pad_id, dtype)
+            inputs = _packed_batch(chunk, pad_id, dtype, skip=shared)
             seg = inputs.pop("segments")
             # norm weights: prefix tokens stand for two sequences; a row's first token is out
             weight = (seg == 0).float() * 2 + (seg > 0).float()
-            weight[:, 0] = 0
-            ends_a = [len(a) - 1 for a, _ in chunk]
-            ends_b = [len(a) + len(b) - _common_prefix(a, b) - 1 for a, b in chunk]
+            if not shared:
+                weight[:, 0] = 0
+            ends_a = [len(a) - 1 - shared for a, _ in chunk]
+            ends_b = [len(a) + len(b) - _common_prefix(a, b) - 1 - shared for a, b in chunk]
             rows = torch.arange(len(chunk)).repeat_interleave(2)
             cols = torch.tensor([c for pair in zip(ends_a, ends_b, strict=True) for c in pair])
             reader.start(rows, cols, weight)
-            _forward(model, reader, wanted, **inputs)
+            forked = None
+            if cache is not None:
+                forked = copy.deepcopy(cache)
+                forked.batch_repeat_interleave(len(chunk))
+            _forward(model, reader, wanted, cache=forked, **inputs)
             lengths = [len(s) for a, b in chunk for s in (a, b)]
             if progress is not None:
                 progress.update(len(lengths))
-            yield RecordedBatch(reader.acts, reader.norm_sum, int(weight.sum()), lengths,
+            norm_sum = {k: v + extra_norm[k] for k, v in reader.norm_sum.items()}
+            yield RecordedBatch(reader.acts, norm_sum, int(weight.sum()) + extra_count, lengths,
                                 [2 * i + j for i in index for j in (0, 1)])
+            extra_norm, extra_count = dict.fromkeys(wanted, 0.0), 0  # counted once
+
+
+def _shared_prefix(pairs: list[tuple[list[int], list[int]]]) -> int:
+    """Length of the prefix all sequences share (a chat template's system turn, say)."""
+    first = pairs[0][0]
+    shared = len(first)
+    for a, b in pairs:
+        shared = min(shared, _common_prefix(first, a), _common_prefix(first, b))
+        if shared == 0:
+            break
+    return shared
 
 
 def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
                  site: str = "block_output", batch_size: int = 16, pad_id: int = 0,
-                 progress: Any = None, pack: bool = True,
-                 max_tokens: int | None = None) -> Generator[RecordedBatch, None, None]:
+                 progress: Any = None, pack: bool = True, max_tokens: int | None = None,
+                 reuse_prefix: bool = True) -> Generator[RecordedBatch, None, None]:
     """Last-token activations of contrast pairs (``sequences`` = pos, neg, pos, neg, ...).
 
     Pairs are sorted by length (longest first) and, when :func:`_can_pack` allows and ``pack``
     is true, each pair runs as one packed row (up to ``batch_size // 2`` pairs per forward).
     A forward holds at most ``max_tokens`` padded tokens (default: its row count times
-    ``TOKENS_PER_ROW``), so memory does not grow with the longest pairs in the data.
+    ``TOKENS_PER_ROW``), so memory does not grow with the longest pairs in the data. With
+    ``reuse_prefix``, a prefix that *all* sequences share (at least ``MIN_SHARED_PREFIX``
+    tokens, e.g. a chat template's system turn) runs once into a KV cache that every packed
+    batch continues; activations and norms are those of the full rows.
     Batches come out sorted; ``RecordedBatch.order`` maps rows back to ``sequences``.
     Rows stay interleaved positive, negative, so ``acts[0::2] - acts[1::2]`` are differences.
     """
@@ -323,9 +378,11 @@ def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: S
     if pack and _can_pack(model, pairs):
         width = [len(a) + len(b) - _common_prefix(a, b) for a, b in pairs]
         order = sorted(range(len(pairs)), key=lambda i: -width[i])
-        spans = token_batches([width[i] for i in order], per_batch, max_tokens)
+        shared = _shared_prefix(pairs) if reuse_prefix and len(pairs) > 1 else 0
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        spans = token_batches([width[i] - shared for i in order], per_batch, max_tokens)
         yield from _record_packed(model, pairs, order, blocks, wanted, site, spans, pad_id,
-                                  progress)
+                                  progress, shared)
         return
     order = sorted(range(len(pairs)), key=lambda i: -max(len(pairs[i][0]), len(pairs[i][1])))
     # both sequences of a pair stay in one batch: budget whole pairs (2 rows each)

@@ -432,3 +432,33 @@ def test_token_budget_changes_batches_not_activations(pack: bool) -> None:
     tight, tight_sizes = run(40)
     assert len(tight_sizes) > len(loose_sizes)
     assert torch.allclose(loose, tight, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_shared_prefix_cache_equals_separate_forwards(arch: str) -> None:
+    """A prefix all pairs share (a chat template's system turn) runs once into a KV cache;
+    every packed batch continues it. Same activations and norms as separate forwards."""
+    from steerlab.extract.record import MIN_SHARED_PREFIX, _shared_prefix, record_pairs
+
+    model = tiny_model(arch)
+    torch.manual_seed(2)
+    system = torch.randint(3, 90, (MIN_SHARED_PREFIX + 2,)).tolist()
+    prefixes = [system + torch.randint(3, 90, (n,)).tolist() for n in (5, 0, 3, 7, 6)]
+    sequences = [seq for p in prefixes for seq in ([*p, 91], [*p, 92, 93])]
+    pairs = [(sequences[i], sequences[i + 1]) for i in range(0, len(sequences), 2)]
+    assert _shared_prefix(pairs) == len(system)
+
+    def collect(**options: Any) -> tuple[torch.Tensor, float, int]:
+        rows: list[tuple[int, torch.Tensor]] = []
+        norm, count = 0.0, 0
+        for batch in record_pairs(model, sequences, [0, 2], batch_size=4, **options):
+            order = batch.order or list(range(len(batch.lengths)))
+            rows += list(zip(order, batch.acts[2], strict=True))
+            norm, count = norm + batch.norm_sum[2], count + batch.norm_count
+        return torch.stack([a for _, a in sorted(rows, key=lambda x: x[0])]), norm, count
+
+    cached, cached_norm, cached_count = collect(reuse_prefix=True)
+    separate, separate_norm, separate_count = collect(pack=False)
+    assert torch.allclose(cached, separate, atol=1e-5)
+    assert cached_norm == pytest.approx(separate_norm, rel=1e-5)
+    assert cached_count == separate_count
