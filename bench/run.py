@@ -108,7 +108,7 @@ class Bench:
             print("bench/sweep.py not present: sweep row skipped", file=sys.stderr)
             return
         module = importlib.import_module("sweep")
-        self.records += module.sweep_records(self.lm, self.args.runs)
+        self.records += module.sweep_records(self.lm, self.args.sweep_runs)
 
     def run(self, rows: list[str]) -> list[Record]:
         for name in rows:
@@ -199,7 +199,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--qwen-pairs", type=int, default=64, help="pairs for the qwen row")
     parser.add_argument("--rss-pairs", default="100,1000", help="small,large pair counts")
     parser.add_argument("--bf16-pairs", type=int, default=64, help="pairs for the bf16 row")
-    parser.add_argument("--batch", type=int, default=32,
+    parser.add_argument("--sweep-runs", type=int, default=1,
+                        help="repeats of the sweep row (each baseline grid takes ~8 min)")
+    parser.add_argument("--batch", type=int, default=8,
                         help="steerlab batch size when the extract row (which tunes it) is skipped")
     args = parser.parse_args(argv)
     unknown = set(args.only.split(",")) - set(ROWS)

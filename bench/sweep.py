@@ -52,7 +52,7 @@ def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
     vec = steerlab.extract(lm, train, layers=LAYERS, progress=False)
     grid = f"{len(LAYERS)} layers × {len(VALUES)} coefficients × {len(items)} items"
     records = []
-    for positions in ("all", "after_instruction"):
+    for positions in ("after_instruction", "all"):
         engine_t, batched_t = [], []
         delta = 0.0
         for _ in range(runs):
