@@ -14,7 +14,7 @@ Writes ``bench/results/latest.json`` and ``latest.md``; with ``--only`` the rows
 their namesakes in the existing files. Ratios are medians of interleaved repeats.
 
 Example:
-    $ .venv/bin/python bench/run.py                      # everything, ~25 min on 2 cores
+    $ .venv/bin/python bench/run.py               # everything: ~65 min on 2 cores (sweep ~32)
     $ .venv/bin/python bench/run.py --only extract,repeng --runs 2
 """
 
@@ -114,7 +114,10 @@ class Bench:
         for name in rows:
             started = time.perf_counter()
             step: Callable[[], None] = getattr(self, name)
+            done = len(self.records)
             step()
+            for rec in self.records[done:]:
+                rec["row"] = name
             print(f"[bench] {name}: {time.perf_counter() - started:.0f}s", file=sys.stderr,
                   flush=True)
         return self.records
@@ -153,9 +156,10 @@ def environment(load_before: float, wall_s: float) -> Record:
 
 
 def merge(old: list[Record], new: list[Record]) -> list[Record]:
-    """Rows just measured replace their namesakes; the environment record goes last."""
-    fresh = {r["measure"] for r in new}
-    kept = [r for r in old if r["measure"] not in fresh]
+    """Rows just measured replace every earlier record of the same row (whatever sizes it was
+    run at); the environment record goes last."""
+    fresh = {r.get("row") for r in new} - {None}
+    kept = [r for r in old if r.get("row") not in fresh]
     rows = [r for r in kept + new if r["measure"] != "environment"]
     return rows + [r for r in new if r["measure"] == "environment"]
 

@@ -45,6 +45,21 @@ def _record(measure: str, mine: list[float], baseline: str, base: list[float], n
             "min_max": [min(mine), max(mine)], "note": note}
 
 
+def work_bound(n_layers: int) -> float:
+    """Best ratio any exact reuse can reach vs the batched-naive loop with steering at every
+    position: the naive loop runs all blocks for every cell; the layer-prefix engine runs them
+    once unsteered (every coefficient-0 cell) plus, per non-zero cell at layer L, the blocks
+    above L. Ignores the LM head and padding.
+
+    Example:
+        >>> round(work_bound(30), 2)
+        2.31
+    """
+    above = sum((n_layers - 1 - layer) / n_layers for layer in LAYERS)
+    nonzero = sum(1 for v in VALUES if v != 0.0)
+    return len(LAYERS) * len(VALUES) / (1 + nonzero * above)
+
+
 def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
     """Engine vs naive and batched-naive sweeps, interleaved; one record per comparison."""
     train = steerlab.load_dataset("caa:sycophancy", split="train").subset(64, 0)
@@ -64,6 +79,9 @@ def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
             batched_t.append(t)
             delta = max(delta, _max_delta(fast, slow))
         reuse = "layer-prefix" if positions == "all" else "KV-cache token-prefix"
+        if positions == "all":
+            reuse += (f" (work bound for this grid: {work_bound(lm.n_layers):.2f}× — every cell "
+                      "must rerun the blocks above its layer at every position)")
         records.append(_record(
             f"layer × coefficient sweep ({grid}), positions={positions}", engine_t,
             "batched-naive loop (hook per cell, 16 items per forward)", batched_t,
