@@ -391,8 +391,8 @@ def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: S
     spans = token_batches([2 * w for w in pair_width], per_batch, budget)
     for span in spans:
         flat = [s for i in span for s in pairs[order[i]]]
+        padded = len(flat) * max(len(s) for s in flat)  # the span is within budget: one forward
         (batch,) = record(model, flat, layers, site=site, read="last", batch_size=len(flat),
-                          pad_id=pad_id, progress=progress, max_tokens=len(flat) * max(
-                              len(s) for s in flat))
+                          pad_id=pad_id, progress=progress, max_tokens=padded)
         batch.order = [2 * order[i] + j for i in span for j in (0, 1)]
         yield batch
