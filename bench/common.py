@@ -15,11 +15,16 @@ from steerlab.extract import pair_sequences
 Record = dict[str, Any]
 
 
+def timed_result(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Wall-clock seconds of one call, and what it returned."""
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
 def timed(fn: Callable[[], Any]) -> float:
     """Wall-clock seconds of one call."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+    return timed_result(fn)[0]
 
 
 def interleave(a: Callable[[], Any], b: Callable[[], Any], runs: int,

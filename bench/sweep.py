@@ -16,9 +16,9 @@ Example:
 
 from __future__ import annotations
 
-import statistics
-import time
 from typing import Any
+
+from common import record, timed_result
 
 import steerlab
 from steerlab.eval.engine import naive_sweep_ab, sweep_ab
@@ -27,22 +27,8 @@ LAYERS = list(range(0, 30, 3))
 VALUES = [-2.0, -1.0, 0.0, 1.0, 2.0]
 
 
-def _timed(fn: Any) -> tuple[float, Any]:
-    start = time.perf_counter()
-    out = fn()
-    return time.perf_counter() - start, out
-
-
 def _max_delta(a: dict[Any, Any], b: dict[Any, Any]) -> float:
     return max(abs(x - y) for key in a for x, y in zip(a[key].scores, b[key].scores, strict=True))
-
-
-def _record(measure: str, mine: list[float], baseline: str, base: list[float], note: str,
-            target: float) -> dict[str, Any]:
-    m, b = statistics.median(mine), statistics.median(base)
-    return {"measure": measure, "steerlab_s": m, "baseline": baseline, "baseline_s": b,
-            "ratio": b / m, "target": target, "met": b / m >= target, "runs": len(mine),
-            "min_max": [min(mine), max(mine)], "note": note}
 
 
 def work_bound(n_layers: int) -> float:
@@ -70,29 +56,34 @@ def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
     for positions in ("after_instruction", "all"):
         engine_t, batched_t = [], []
         delta = 0.0
+
+        def engine(p: str = positions) -> Any:
+            return sweep_ab(lm, items, vec, LAYERS, VALUES, positions=p, batch_size=16)
+
+        def batched(p: str = positions) -> Any:
+            return naive_sweep_ab(lm, items, vec, LAYERS, VALUES, positions=p, batch_size=16)
+
         for _ in range(runs):
-            t, fast = _timed(lambda p=positions: sweep_ab(lm, items, vec, LAYERS, VALUES,
-                                                          positions=p, batch_size=16))
+            t, fast = timed_result(engine)
             engine_t.append(t)
-            t, slow = _timed(lambda p=positions: naive_sweep_ab(lm, items, vec, LAYERS, VALUES,
-                                                                positions=p, batch_size=16))
+            t, slow = timed_result(batched)
             batched_t.append(t)
             delta = max(delta, _max_delta(fast, slow))
         reuse = "layer-prefix" if positions == "all" else "KV-cache token-prefix"
-        if positions == "all":
-            reuse += (f" (work bound for this grid: {work_bound(lm.n_layers):.2f}× — every cell "
-                      "must rerun the blocks above its layer at every position)")
-        records.append(_record(
+        bound = (f"; work bound for this grid {work_bound(lm.n_layers):.2f}× (every cell must "
+                 "rerun the blocks above its layer at every position)" if positions == "all"
+                 else "")
+        records.append(record(
             f"layer × coefficient sweep ({grid}), positions={positions}", engine_t,
-            "batched-naive loop (hook per cell, 16 items per forward)", batched_t,
+            "batched-naive loop (hook per cell, 16 items per forward)", batched_t, 3.0,
             f"engine: {reuse} reuse + per-row coefficients; max |Δscore| vs baseline "
-            f"{delta:.1e}", 3.0))
+            f"{delta:.1e}{bound}"))
         if positions == "all":
-            t_naive, slow = _timed(lambda: naive_sweep_ab(lm, items, vec, LAYERS, VALUES,
-                                                          batch_size=1))
+            t_naive, slow = timed_result(
+                lambda: naive_sweep_ab(lm, items, vec, LAYERS, VALUES, batch_size=1))
             delta1 = _max_delta(fast, slow)
-            records.append(_record(
+            records.append(record(
                 f"layer × coefficient sweep ({grid}), positions=all", engine_t,
-                "naive loop (hook per cell, one item per forward; 1 run)", [t_naive],
-                f"max |Δscore| vs baseline {delta1:.1e}", 3.0))
+                "naive loop (hook per cell, one item per forward; 1 run)", [t_naive], 3.0,
+                f"max |Δscore| vs baseline {delta1:.1e}"))
     return records
