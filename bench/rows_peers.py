@@ -76,9 +76,9 @@ def sv_row(lm: Any, alias: str, n_pairs: int, runs: int,
     return rec, (mine_b, theirs_b)
 
 
-def bf16_row(alias: str, n_pairs: int, runs: int, batch_size: int) -> Record:
-    """The same extraction with the model in bfloat16 vs float32: speed ratio and cosine."""
-    fp32 = steerlab.load_model(alias)
+def bf16_row(fp32: Any, alias: str, n_pairs: int, runs: int, batch_size: int) -> Record:
+    """The same extraction with the model in bfloat16 vs float32 (``fp32``, already loaded):
+    speed ratio and cosine."""
     bf16 = steerlab.load_model(alias, dtype=torch.bfloat16)
     items = caa_items(n_pairs)
     results: dict[str, Any] = {}

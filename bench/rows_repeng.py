@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from common import Record, caa_items, min_cosine, peer_texts, record, timed
+from common import Record, caa_items, min_cosine, peer_texts, record, timed_result
+from rows_peers import ours
 
 import steerlab
 from steerlab.models import alias_dir
@@ -79,25 +80,23 @@ def repeng_row(lm: Any, alias: str, n_pairs: int, runs: int, steerlab_batch: int
         worker = Worker(alias_dir(alias), inputs)
         try:
             best, tune_s = _tune(worker)
-            result: dict[str, Any] = {}
+            def pca() -> Any:
+                return ours(lm, items, steerlab_batch, "pca")
+
+            pca()  # warm-up
             mine_t, theirs_t = [], []
-            timed(lambda: _ours(lm, items, steerlab_batch, result))  # warm-up
             for _ in range(runs):
                 theirs_t.append(worker.ask(cmd="train", n_pairs=n_pairs,
                                            batch_size=best)["seconds"])
-                mine_t.append(timed(lambda: _ours(lm, items, steerlab_batch, result)))
+                seconds, vec = timed_result(pca)
+                mine_t.append(seconds)
             worker.ask(cmd="save", path=str(Path(tmp) / "repeng.json"))
             theirs = {int(k): torch.tensor(v) for k, v in
                       json.loads((Path(tmp) / "repeng.json").read_text()).items()}
         finally:
             worker.close()
-    return _repeng_record(result["vec"], theirs, worker.ready, mine_t, theirs_t, alias, n_pairs,
+    return _repeng_record(vec, theirs, worker.ready, mine_t, theirs_t, alias, n_pairs,
                           (steerlab_batch, best, tune_s))
-
-
-def _ours(lm: Any, items: list[Any], batch_size: int, result: dict[str, Any]) -> None:
-    result["vec"] = steerlab.extract(lm, items, method="pca", layers="all",
-                                     batch_size=batch_size, progress=False)
 
 
 def _tune(worker: Worker) -> tuple[int, dict[int, float]]:
@@ -110,15 +109,15 @@ def _tune(worker: Worker) -> tuple[int, dict[int, float]]:
 def _repeng_record(vec: Any, theirs: dict[int, torch.Tensor], ready: dict[str, Any],
                    mine_t: list[float], theirs_t: list[float], alias: str, n_pairs: int,
                    batches: tuple[int, int, dict[int, float]]) -> Record:
-    ours = vec.directions
-    last = max(ours)
-    inner = {k: v for k, v in ours.items() if k != last}
+    mine = vec.directions
+    last = max(mine)
+    inner = {k: v for k, v in mine.items() if k != last}
     cos_inner, layer = min_cosine(inner, theirs, absolute=True)
-    cos_last = abs(steerlab.vector.cosine(ours[last], theirs[last]))
+    cos_last = abs(steerlab.vector.cosine(mine[last], theirs[last]))
     signed = min(steerlab.vector.cosine(v, theirs[k]) for k, v in inner.items())
     mine_b, theirs_b, tune_s = batches
     tuned = ", ".join(f"{b}:{s:.1f}s" for b, s in tune_s.items())
-    note = (f"{alias}, all {len(ours)} layers, same token ids ({ready['retokenized_ok']}/"
+    note = (f"{alias}, all {len(mine)} layers, same token ids ({ready['retokenized_ok']}/"
             f"{ready['n_texts']} re-tokenize identically under transformers 4); repeng "
             f"pca_diff (sklearn PCA of centred pos-neg diffs = steerlab's pca), batch "
             f"{theirs_b} (tuned on {TUNE_PAIRS} pairs: {tuned}), steerlab batch {mine_b}; "

@@ -13,6 +13,8 @@ import resource
 import sys
 from pathlib import Path
 
+from common import caa_items
+
 import steerlab
 
 BEHAVIOURS = ("sycophancy", "hallucination", "myopic-reward", "survival-instinct")
@@ -28,11 +30,7 @@ def status_kb(field: str) -> int:
 def main() -> None:
     alias, n_pairs, batch_size = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     lm = steerlab.load_model(alias)
-    items: list[object] = []
-    for name in BEHAVIOURS:
-        items += list(steerlab.load_dataset(f"caa:{name}", split="train").items)
-    items = items[:n_pairs]
-    assert len(items) == n_pairs, len(items)
+    items = caa_items(n_pairs, BEHAVIOURS)
     before = status_kb("VmRSS")
     try:
         Path("/proc/self/clear_refs").write_text("5")

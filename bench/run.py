@@ -36,7 +36,7 @@ import torch
 from common import Record
 
 import steerlab
-from steerlab.models import is_pulled, load_model
+from steerlab.models import LoadedModel, is_pulled, load_model
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -49,9 +49,16 @@ class Bench:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.lm = load_model(SMALL)
+        self._lm: LoadedModel | None = None
         self.batches: tuple[int, int] = (args.batch, 8)  # steerlab seqs, steering-vectors pairs
         self.records: list[Record] = []
+
+    @property
+    def lm(self) -> LoadedModel:
+        """SmolLM2-135M, loaded on first use (the rss and load rows do not need it here)."""
+        if self._lm is None:
+            self._lm = load_model(SMALL)
+        return self._lm
 
     def extract(self) -> None:
         from rows_peers import sv_row
@@ -74,7 +81,7 @@ class Bench:
     def bf16(self) -> None:
         from rows_peers import bf16_row
 
-        self.records.append(bf16_row(SMALL, self.args.bf16_pairs, self.args.runs,
+        self.records.append(bf16_row(self.lm, SMALL, self.args.bf16_pairs, self.args.runs,
                                      self.batches[0]))
 
     def qwen(self) -> None:
