@@ -221,14 +221,13 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
         >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
         >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
     """
-    from steerlab.eval.engine import SweepEngine  # the engine imports this module
+    from steerlab.eval.engine import SweepEngine, sweep_ab  # the engine imports this module
 
     lm = as_loaded(model)
-    group = SteeringSpec(vector, layers=layers).resolved_layers(lm.n_layers)
-    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in _ab_items(data)]
-    engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
-    results = engine.score(seqs, vector, [group], values, unit=unit, positions=positions)
-    key = group[0] if len(group) == 1 else tuple(group)
+    group = tuple(SteeringSpec(vector, layers=layers).resolved_layers(lm.n_layers))
+    results = sweep_ab(lm, data, vector, [group], values, unit=unit, positions=positions,
+                       batch_size=batch_size, system=system, progress=progress)
+    key = SweepEngine._key(group)
     return {float(v): results[(key, float(v))] for v in values}
 
 

@@ -109,20 +109,30 @@ def _cell(bench: str, layer: int, unit: str, value: float, n: int, positions: st
 
 
 def _measure(lm: LoadedModel, store: ResultStore, vec: SteeringVector, bench: str,
-             data: Dataset, layer: int, todo: list[float], unit: str, positions: str,
+             data: Dataset, todo: dict[int, list[float]], unit: str, positions: str,
              seed: int, batch_size: int) -> None:
-    from steerlab.eval.engine import sweep_ab
+    """Score the cells still to do: one sweep engine for the benchmark (tokenized once), the
+    layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
+    from steerlab.eval.engine import SweepEngine
+    from steerlab.eval.sweep import layer_chunks
+    from steerlab.generate import _ab_items
+    from steerlab.prompts import ab_sequences
 
-    with common.stopwatch() as t:
-        results = sweep_ab(lm, data, vec, [layer], todo, unit=unit, positions=positions,
-                           batch_size=batch_size, progress=True)
-    for value in todo:
-        fields = {"command": "capabilities", "model": lm.model_id, "data": data.name,
-                  "split": "all", "seed": seed, "layer": layer, "method": vec.method,
-                  "site": vec.site, unit: value, "seconds": t[0] / len(todo),
-                  "positions": positions}
-        store.add(_cell(bench, layer, unit, value, len(data), positions),
-                  cell_records(results[(layer, float(value))], **fields))
+    seqs = [ab_sequences(lm.tokenizer, item) for item in _ab_items(data)]
+    engine = SweepEngine(lm, batch_size=batch_size, progress=True)
+    for chunk in layer_chunks(list(todo)):
+        values = sorted({v for layer in chunk for v in todo[layer]})
+        with common.stopwatch() as t:
+            results = engine.score(seqs, vec, [[k] for k in chunk], values, unit=unit,
+                                   positions=positions)
+        for layer in chunk:
+            for value in todo[layer]:
+                fields = {"command": "capabilities", "model": lm.model_id, "data": data.name,
+                          "split": "all", "seed": seed, "layer": layer, "method": vec.method,
+                          "site": vec.site, unit: value,
+                          "seconds": t[0] / (len(chunk) * len(values)), "positions": positions}
+                store.add(_cell(bench, layer, unit, value, len(data), positions),
+                          cell_records(results[(layer, float(value))], **fields))
 
 
 def _report(store: ResultStore, benches: dict[str, Dataset], layers: list[int], unit: str,
@@ -181,12 +191,12 @@ def command(
     vec = steerlab.SteeringVector.load(vector, model=lm)
     layer_list = common.parse_layer_list(layers, lm.n_layers)
     for name, data in benches.items():
-        for layer in layer_list:
-            todo = [v for v in values
-                    if not store.done(_cell(name, layer, unit, v, len(data), positions))]
-            if todo:
-                _measure(lm, store, vec, name, data, layer, todo, unit, positions, seed,
-                         batch_size)
+        todo = {layer: [v for v in values
+                        if not store.done(_cell(name, layer, unit, v, len(data), positions))]
+                for layer in layer_list}
+        todo = {layer: left for layer, left in todo.items() if left}
+        if todo:
+            _measure(lm, store, vec, name, data, todo, unit, positions, seed, batch_size)
     title = f"{lm.model_id}: capabilities under steering ({vec.method}, positions={positions})"
     plot = _report(store, benches, layer_list, unit, values, positions, title, out)
     common.done_line(out, [plot])
