@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,16 +117,27 @@ class ABSequences:
         return [*self.prefix, self.not_matching_id]
 
 
+def common_prefix(rows: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens every row shares.
+
+    Example:
+        >>> common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]])
+        2
+    """
+    n = 0
+    for column in zip(*rows, strict=False):
+        if any(c != column[0] for c in column):
+            break
+        n += 1
+    return n
+
+
 def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
     """Locate the answer token of an A/B item under this tokenizer and chat format."""
     prompt = chat_prompt(tokenizer, item.question, system=system)
     a = encode(tokenizer, prompt + item.matching.strip())
     b = encode(tokenizer, prompt + item.not_matching.strip())
-    common = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        common += 1
+    common = common_prefix((a, b))
     if common >= min(len(a), len(b)):
         raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "
                             "sequences that do not differ")

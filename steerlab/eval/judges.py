@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
 from steerlab.models import LoadedModel
+from steerlab.prompts import common_prefix
 
 #: Words the judge prompt uses for the traits of the AEP/persona data (the high end of each).
 TRAIT_DESCRIPTIONS: dict[str, str] = {
@@ -176,15 +177,6 @@ class NumberTokens:
     drop: int = 0
 
 
-def _common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    n = 0
-    for column in zip(*rows, strict=False):
-        if any(c != column[0] for c in column):
-            break
-        n += 1
-    return n
-
-
 def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
     """Work out :class:`NumberTokens` for text ending in ``prompt`` (raise if unsupported).
 
@@ -197,7 +189,7 @@ def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
 
     base = encode(tokenizer, prompt)
     full = [encode(tokenizer, prompt + str(n)) for n in range(1, 11)]
-    keep = _common_prefix([base, *full])
+    keep = common_prefix([base, *full])
     tails = tuple(tuple(f[keep:]) for f in full)
     if any(not t or len(t) > 2 for t in tails):
         raise SteerlabError("judge tokenizer: numbers 1..10 after the prompt are not 1-2 tokens")

@@ -36,6 +36,7 @@ from torch import nn
 
 from steerlab.errors import SteerlabError
 from steerlab.layers import find_blocks
+from steerlab.prompts import common_prefix
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
 # position ids unchanged (checked: packed == separate forwards on tiny models of each).
@@ -210,35 +211,35 @@ def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequenc
     with _capturing(blocks, wanted, site) as reader:
         for span in token_batches([len(s) for s in sequences], batch_size, max_tokens):
             chunk = [list(sequences[i]) for i in span]
-            lengths = [len(s) for s in chunk]
-            if min(lengths) == 0:
-                raise SteerlabError("cannot record an empty token sequence")
-            if read == "all" and min(lengths) != max(lengths):
-                raise SteerlabError("read='all' needs sequences of equal length")
-            ids, mask = _padded(chunk, pad_id)
-            real = mask.bool().clone()
-            real[:, 0] = False  # exclude the first token from the norm calibration
-            rows = torch.arange(len(chunk))
-            if read == "last":
-                reader.start(rows, torch.tensor(lengths) - 1, real.float())
-            else:
-                reader.start(rows[:, None], torch.arange(ids.shape[1]), real.float())
-            _forward(model, reader, wanted, input_ids=ids, attention_mask=mask)
+            yield _record_rows(model, reader, wanted, chunk, read, pad_id)
             if progress is not None:
                 progress.update(len(chunk))
-            yield RecordedBatch(reader.acts, reader.norm_sum, int(real.sum()), lengths)
 
 
-def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+def _record_rows(model: nn.Module, reader: _Reader, wanted: list[int], chunk: list[list[int]],
+                 read: str, pad_id: int) -> RecordedBatch:
+    """One right-padded forward over ``chunk`` (the hooks of ``reader`` already attached)."""
+    lengths = [len(s) for s in chunk]
+    if min(lengths) == 0:
+        raise SteerlabError("cannot record an empty token sequence")
+    if read == "all" and min(lengths) != max(lengths):
+        raise SteerlabError("read='all' needs sequences of equal length")
+    ids, mask = _padded(chunk, pad_id)
+    real = mask.bool().clone()
+    real[:, 0] = False  # exclude the first token from the norm calibration
+    rows = torch.arange(len(chunk))
+    if read == "last":
+        reader.start(rows, torch.tensor(lengths) - 1, real.float())
+    else:
+        reader.start(rows[:, None], torch.arange(ids.shape[1]), real.float())
+    _forward(model, reader, wanted, input_ids=ids, attention_mask=mask)
+    return RecordedBatch(reader.acts, reader.norm_sum, int(real.sum()), lengths)
 
 
-def _can_pack(model: nn.Module, pairs: list[tuple[list[int], list[int]]]) -> bool:
+Pair = tuple[list[int], list[int], int]  # positive, negative, length of their common prefix
+
+
+def _can_pack(model: nn.Module, pairs: list[Pair]) -> bool:
     """Packing needs a tested architecture, an eager/SDPA attention, a shared non-empty
     prefix and proper suffixes in every pair, and rows no wider than any sliding window."""
     config = getattr(model, "config", None)
@@ -247,8 +248,7 @@ def _can_pack(model: nn.Module, pairs: list[tuple[list[int], list[int]]]) -> boo
     if getattr(config, "_attn_implementation", "eager") not in ("eager", "sdpa"):
         return False
     width = 0
-    for a, b in pairs:
-        common = _common_prefix(a, b)
+    for a, b, common in pairs:
         if common == 0 or common >= min(len(a), len(b)):
             return False
         width = max(width, len(a) + len(b) - common)
@@ -258,19 +258,18 @@ def _can_pack(model: nn.Module, pairs: list[tuple[list[int], list[int]]]) -> boo
     return width <= int(window)
 
 
-def _packed_batch(chunk: list[tuple[list[int], list[int]]], pad_id: int, dtype: torch.dtype,
+def _packed_batch(chunk: list[Pair], pad_id: int, dtype: torch.dtype,
                   skip: int = 0) -> dict[str, torch.Tensor]:
     """Rows ``prefix + suffix_a + suffix_b``; a 4-D mask keeps the suffixes apart.
 
     ``skip``: the first ``skip`` tokens of every row are already in a KV cache (the prefix all
     pairs share); rows start after them and the mask gets ``skip`` always-visible columns.
     """
-    width = max(len(a) + len(b) - _common_prefix(a, b) for a, b in chunk) - skip
+    width = max(len(a) + len(b) - p for a, b, p in chunk) - skip
     ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
     pos = torch.zeros((len(chunk), width), dtype=torch.long)
     seg = torch.full((len(chunk), width), -1, dtype=torch.long)  # 0 prefix, 1 a, 2 b, -1 pad
-    for row, (a, b) in enumerate(chunk):
-        p = _common_prefix(a, b)
+    for row, (a, b, p) in enumerate(chunk):
         la, lb, n = len(a) - p, len(b) - p, p - skip
         ids[row, : n + la + lb] = torch.tensor(a[skip:] + b[p:])
         pos[row, : n + la] = torch.arange(skip, p + la)
@@ -303,7 +302,7 @@ def _prefix_cache(model: nn.Module, reader: _Reader, wanted: list[int], prefix: 
     return cache, dict(reader.norm_sum), int(weight.sum())
 
 
-def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
+def _record_packed(model: nn.Module, pairs: list[Pair],
                    order: list[int], blocks: list[nn.Module], wanted: list[int], site: str,
                    spans: list[range], pad_id: int, progress: Any, shared: int = 0
                    ) -> Generator[RecordedBatch, None, None]:
@@ -322,8 +321,8 @@ def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
             weight = (seg == 0).float() * 2 + (seg > 0).float()
             if not shared:
                 weight[:, 0] = 0
-            ends_a = [len(a) - 1 - shared for a, _ in chunk]
-            ends_b = [len(a) + len(b) - _common_prefix(a, b) - 1 - shared for a, b in chunk]
+            ends_a = [len(a) - 1 - shared for a, _, _ in chunk]
+            ends_b = [len(a) + len(b) - p - 1 - shared for a, b, p in chunk]
             rows = torch.arange(len(chunk)).repeat_interleave(2)
             cols = torch.tensor([c for pair in zip(ends_a, ends_b, strict=True) for c in pair])
             reader.start(rows, cols, weight)
@@ -332,24 +331,13 @@ def _record_packed(model: nn.Module, pairs: list[tuple[list[int], list[int]]],
                 forked = copy.deepcopy(cache)
                 forked.batch_repeat_interleave(len(chunk))
             _forward(model, reader, wanted, cache=forked, **inputs)
-            lengths = [len(s) for a, b in chunk for s in (a, b)]
+            lengths = [len(s) for a, b, _ in chunk for s in (a, b)]
             if progress is not None:
                 progress.update(len(lengths))
             norm_sum = {k: v + extra_norm[k] for k, v in reader.norm_sum.items()}
             yield RecordedBatch(reader.acts, norm_sum, int(weight.sum()) + extra_count, lengths,
                                 [2 * i + j for i in index for j in (0, 1)])
             extra_norm, extra_count = dict.fromkeys(wanted, 0.0), 0  # counted once
-
-
-def _shared_prefix(pairs: list[tuple[list[int], list[int]]]) -> int:
-    """Length of the prefix all sequences share (a chat template's system turn, say)."""
-    first = pairs[0][0]
-    shared = len(first)
-    for a, b in pairs:
-        shared = min(shared, _common_prefix(first, a), _common_prefix(first, b))
-        if shared == 0:
-            break
-    return shared
 
 
 def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
@@ -371,14 +359,17 @@ def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: S
     if len(sequences) % 2:
         raise SteerlabError("record_pairs needs an even number of sequences (pos, neg, ...)")
     blocks, wanted = _check(model, layers, site)
-    pairs = [(list(sequences[i]), list(sequences[i + 1])) for i in range(0, len(sequences), 2)]
-    if any(not a or not b for a, b in pairs):
-        raise SteerlabError("cannot record an empty token sequence")
+    pairs: list[Pair] = []
+    for i in range(0, len(sequences), 2):
+        a, b = list(sequences[i]), list(sequences[i + 1])
+        if not a or not b:
+            raise SteerlabError("cannot record an empty token sequence")
+        pairs.append((a, b, common_prefix((a, b))))
     per_batch = max(1, batch_size // 2)
     if pack and _can_pack(model, pairs):
-        width = [len(a) + len(b) - _common_prefix(a, b) for a, b in pairs]
+        width = [len(a) + len(b) - p for a, b, p in pairs]
         order = sorted(range(len(pairs)), key=lambda i: -width[i])
-        shared = _shared_prefix(pairs) if reuse_prefix and len(pairs) > 1 else 0
+        shared = common_prefix(sequences) if reuse_prefix and len(pairs) > 1 else 0
         shared = shared if shared >= MIN_SHARED_PREFIX else 0
         spans = token_batches([width[i] - shared for i in order], per_batch, max_tokens)
         yield from _record_packed(model, pairs, order, blocks, wanted, site, spans, pad_id,
@@ -389,10 +380,11 @@ def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: S
     pair_width = [max(len(pairs[i][0]), len(pairs[i][1])) for i in order]
     budget = max_tokens if max_tokens is not None else 2 * per_batch * TOKENS_PER_ROW
     spans = token_batches([2 * w for w in pair_width], per_batch, budget)
-    for span in spans:
-        flat = [s for i in span for s in pairs[order[i]]]
-        padded = len(flat) * max(len(s) for s in flat)  # the span is within budget: one forward
-        (batch,) = record(model, flat, layers, site=site, read="last", batch_size=len(flat),
-                          pad_id=pad_id, progress=progress, max_tokens=padded)
-        batch.order = [2 * order[i] + j for i in span for j in (0, 1)]
-        yield batch
+    with _capturing(blocks, wanted, site) as reader:
+        for span in spans:
+            flat = [s for i in span for s in pairs[order[i]][:2]]
+            batch = _record_rows(model, reader, wanted, flat, "last", pad_id)
+            batch.order = [2 * order[i] + j for i in span for j in (0, 1)]
+            yield batch
+            if progress is not None:
+                progress.update(len(flat))

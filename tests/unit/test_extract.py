@@ -438,15 +438,15 @@ def test_token_budget_changes_batches_not_activations(pack: bool) -> None:
 def test_shared_prefix_cache_equals_separate_forwards(arch: str) -> None:
     """A prefix all pairs share (a chat template's system turn) runs once into a KV cache;
     every packed batch continues it. Same activations and norms as separate forwards."""
-    from steerlab.extract.record import MIN_SHARED_PREFIX, _shared_prefix, record_pairs
+    from steerlab.extract.record import MIN_SHARED_PREFIX, record_pairs
+    from steerlab.prompts import common_prefix
 
     model = tiny_model(arch)
     torch.manual_seed(2)
     system = torch.randint(3, 90, (MIN_SHARED_PREFIX + 2,)).tolist()
     prefixes = [system + torch.randint(3, 90, (n,)).tolist() for n in (5, 0, 3, 7, 6)]
     sequences = [seq for p in prefixes for seq in ([*p, 91], [*p, 92, 93])]
-    pairs = [(sequences[i], sequences[i + 1]) for i in range(0, len(sequences), 2)]
-    assert _shared_prefix(pairs) == len(system)
+    assert common_prefix(sequences) == len(system)
 
     def collect(**options: Any) -> tuple[torch.Tensor, float, int]:
         rows: list[tuple[int, torch.Tensor]] = []
