@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,21 +26,10 @@ from steerlab.generate import Steering, _pad_id, left_pad
 from steerlab.models import LoadedModel
 
 
-def _takes_logits_to_keep(model: Any) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (AttributeError, TypeError, ValueError):
-        return False
-
-
 def _tail_logits(lm: LoadedModel, batch: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
-    """Logits of the last ``keep`` positions (only those go through the LM head if possible)."""
+    """Logits of the last ``keep`` positions (only those go through the LM head)."""
     inputs = {k: v.to(lm.device) for k, v in batch.items()}
-    if _takes_logits_to_keep(lm.model):
-        logits = lm.model(**inputs, use_cache=False, logits_to_keep=keep).logits
-    else:
-        logits = lm.model(**inputs, use_cache=False).logits
-    return logits[:, -keep:]
+    return lm.model(**inputs, use_cache=False, logits_to_keep=keep).logits[:, -keep:]
 
 
 def continuation_nll(lm: LoadedModel, rows: Sequence[Sequence[int]], starts: Sequence[int],
