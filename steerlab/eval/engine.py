@@ -41,7 +41,7 @@ from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
 from steerlab.generate import ABResult, _ab_items, _pad_id, left_pad, score_ab
-from steerlab.layers import find_blocks
+from steerlab.layers import cache_kwarg, find_blocks, returned_cache
 from steerlab.models import LoadedModel, as_loaded
 from steerlab.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
 from steerlab.steer import (
@@ -316,7 +316,7 @@ class SweepEngine:
         from steerlab.steer import steer
 
         head = {k: v[:, :first] for k, v in batch.items()}
-        cache = self.module(**head, use_cache=True).past_key_values
+        cache = returned_cache(self.module(**head, use_cache=True))
 
         def suffix(rows: list[list[SteeringSpec]] | None, times: int) -> torch.Tensor:
             forked = copy.deepcopy(cache)
@@ -327,7 +327,7 @@ class SweepEngine:
             with steer(self.lm, None, row_specs=rows,
                        prompt_lengths=lengths.repeat_interleave(times).tolist(),
                        instruction_lengths=instr.repeat_interleave(times).tolist()):
-                result = self.module(**tail, past_key_values=forked, use_cache=True,
+                result = self.module(**tail, **{cache_kwarg(self.module): forked}, use_cache=True,
                                      logits_to_keep=keep)
             return result.logits[:, -keep:].float()
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.layers import find_blocks
+from steerlab.layers import cache_kwarg, find_blocks
 from steerlab.prompts import common_prefix
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
@@ -151,7 +151,7 @@ def _forward(model: nn.Module, reader: _Reader, wanted: list[int], cache: Any = 
     """One truncated forward (no grad); the hooks fill ``reader``. With ``cache`` (a KV cache
     object, updated in place even though the forward stops early) the inputs continue it."""
     device = next(model.parameters()).device
-    extra = {"past_key_values": cache, "use_cache": True} if cache is not None else {
+    extra = {cache_kwarg(model): cache, "use_cache": True} if cache is not None else {
         "use_cache": False}
     with torch.inference_mode(), contextlib.suppress(_StopForward):
         model(**{k: v.to(device) for k, v in inputs.items()}, **extra)

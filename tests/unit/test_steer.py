@@ -628,3 +628,54 @@ def test_grad_after_inference_mode_in_same_context() -> None:
 
 def test_tiny_tokenizer_pad_is_zero() -> None:
     assert tiny_tokenizer().pad_token_id == PAD
+
+
+# --- cache offset: read from whatever transformers passes, refuse when unsure -------------------
+
+
+class _FakeCache:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def get_seq_length(self) -> int:
+        return self.n
+
+
+def test_cache_offset_sources_and_conflicts() -> None:
+    from steerlab.steer import cache_offset
+
+    mask = torch.ones(2, 7, dtype=torch.long)
+    assert cache_offset({}, 3) == 0
+    assert cache_offset({"cache_position": torch.tensor([5])}, 1) == 5  # transformers <= 5.23
+    assert cache_offset({"cache": _FakeCache(6)}, 1, mask) == 6  # 5.24: renamed to cache=
+    assert cache_offset({"past_key_values": _FakeCache(6)}, 1, mask) == 6
+    assert cache_offset({"some_future_name": _FakeCache(4)}, 3, mask) == 4  # any cache object
+    assert cache_offset({}, 2, mask) == 5  # the 2-D mask covers cached + new tokens
+    with pytest.raises(SteerlabError, match="cannot tell how many tokens are cached"):
+        cache_offset({"cache": _FakeCache(2)}, 1, mask)  # mask says 6, cache says 2
+    with pytest.raises(SteerlabError, match="cannot read the KV-cache length"):
+        cache_offset({"cache": object()}, 1)
+
+
+def test_steering_refuses_an_unreadable_cache(llama: nn.Module) -> None:
+    """A cache steerlab cannot read must stop the forward, not steer the wrong tokens."""
+    vec = _vec([1], seed=3)
+    parent = llama.get_submodule(find_blocks(llama)[0].rsplit(".", 1)[0])
+    with steer(llama, vec, coefficient=1.0, positions="prompt"), \
+            pytest.raises(SteerlabError, match="KV-cache length"):
+        parent(input_ids=torch.tensor([[5, 6]]), cache=object())
+
+
+def test_no_deprecation_warning_from_own_cache_calls() -> None:
+    """steerlab passes the KV cache under the keyword the running transformers declares."""
+    import warnings
+
+    from steerlab.extract.record import record_pairs
+
+    model = tiny_model("llama")
+    prefix = list(range(5, 15))
+    seqs = [[*prefix, 20, 21], [*prefix, 22], [*prefix, 23, 24], [*prefix, 25]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        batches = list(record_pairs(model, seqs, [1]))  # continues a shared-prefix KV cache
+    assert sum(len(b.lengths) for b in batches) == 4
