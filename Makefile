@@ -4,17 +4,20 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 
-.PHONY: demo test test-unit bench lint setup model clean
+LOCK := requirements.lock
+
+.PHONY: demo test test-unit test-compat bench lint setup model clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
-# torch CPU first (the wheel on disk), so nothing below can pull another torch.
-$(STAMP): $(BIN)/python pyproject.toml
+# torch CPU first (the wheel on disk), so nothing below can pull another torch; then everything
+# at the exact versions of the lock (CI-proven); pyproject.toml keeps the supported ranges.
+$(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps 'steering-vectors==0.12.*'
+	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
+	$(BIN)/pip install --quiet -c $(LOCK) --no-deps steering-vectors
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -31,6 +34,11 @@ test: model
 
 bench: model
 	$(BIN)/python bench/run.py
+
+# The steering unit tests on the oldest and newest transformers of the declared range, each in a
+# throwaway venv (not part of `make test`).
+test-compat:
+	PY=$(PY) tools/test-compat.sh
 
 test-unit: $(STAMP)
 	$(BIN)/python -m pytest tests/unit -q
