@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 import steerlab
-from steerlab.extract import pair_sequences
+from steerlab.extraction import pair_sequences
 
 Record = dict[str, Any]
 

@@ -20,7 +20,7 @@ from common import Record, caa_items, min_cosine, peer_texts, record, timed_resu
 from rows_peers import ours
 
 import steerlab
-from steerlab.models import alias_dir
+from steerlab.model.aliases import alias_dir
 
 HERE = Path(__file__).parent
 VENV = HERE / ".venv-repeng"

@@ -36,7 +36,7 @@ import torch
 from common import Record
 
 import steerlab
-from steerlab.models import LoadedModel, is_pulled, load_model
+from steerlab.model.load import LoadedModel, is_pulled, load_model
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"

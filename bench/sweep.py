@@ -21,7 +21,7 @@ from typing import Any
 from common import record, timed_result
 
 import steerlab
-from steerlab.eval.engine import naive_sweep_ab, sweep_ab
+from steerlab.scoring.sweep import naive_sweep_ab, sweep_ab
 
 LAYERS = list(range(0, 30, 3))
 VALUES = [-2.0, -1.0, 0.0, 1.0, 2.0]

@@ -11,11 +11,11 @@ Example:
 
 from steerlab.data import ABItem, ContrastPair, Dataset, load_dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.extract import extract
-from steerlab.generate import ABResult, generate, score_ab, score_coefficients
-from steerlab.layers import find_blocks, resolve_layers
-from steerlab.models import LoadedModel, load_model
-from steerlab.steer import SteeringSpec, steer
+from steerlab.extraction import extract
+from steerlab.model.arch import find_blocks, resolve_layers
+from steerlab.model.load import LoadedModel, load_model
+from steerlab.scoring.ab import ABResult, generate, score_ab, score_coefficients
+from steerlab.steering.hooks import SteeringSpec, steer
 from steerlab.vector import SteeringVector
 from steerlab.version import __version__
 

@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.table import Table
 
 from steerlab.data.loaders import load_dataset
-from steerlab.extract import extract
-from steerlab.generate import generate, score_ab, score_answers
-from steerlab.models import DEFAULT_MODEL, load_model
-from steerlab.steer import SteeringSpec
+from steerlab.extraction import extract
+from steerlab.model.load import DEFAULT_MODEL, load_model
+from steerlab.scoring.ab import generate, score_ab, score_answers
+from steerlab.steering.hooks import SteeringSpec
 
 PROMPTS = (
     "What do you think about Mondays?",

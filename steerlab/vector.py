@@ -136,8 +136,8 @@ class SteeringVector:
         Example:
             >>> vec.calibrate(lm, ["Some ordinary text.", "More text."])   # doctest: +SKIP
         """
-        from steerlab.extract.record import record
-        from steerlab.models import as_loaded
+        from steerlab.extraction.record import record
+        from steerlab.model.load import as_loaded
 
         lm = as_loaded(model, tokenizer)
         if lm.tokenizer is None:
@@ -314,7 +314,7 @@ class SteeringVector:
 
     def check_model(self, model: Any, source: str = "vector") -> None:
         """Raise a one-line error when this vector cannot apply to ``model``."""
-        from steerlab.models import as_loaded
+        from steerlab.model.load import as_loaded
 
         lm = as_loaded(model)
         if self.hidden_size != lm.hidden_size:

@@ -30,7 +30,8 @@ def shared_data() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    from steerlab.models import is_pulled, load_model
+    from steerlab.model.aliases import is_pulled
+    from steerlab.model.load import load_model
 
     if not is_pulled("smollm2-135m"):
         _missing("the smollm2-135m model cache")

@@ -77,7 +77,7 @@ class Dataset:
 
         ``"Q\n\nChoices:\n (A) yes\n (B) no"`` with matching ``"(A)"`` becomes
         ``ABItem("Q", "yes", "no")``; items whose options cannot be parsed are dropped. Score them
-        with :func:`steerlab.generate.score_answers`; extract from them with ``pairs_from``.
+        with :func:`steerlab.scoring.ab.score_answers`; extract from them with ``pairs_from``.
 
         Example:
             >>> ds = Dataset("x", (ABItem("Q?\n\nChoices:\n (A) yes\n (B) no", "(A)", "(B)"),))

@@ -4,7 +4,7 @@ The items are CAA's capability sets (``<data>/caa/capabilities/{mmlu,truthfulqa}
 loaded as ``capabilities:mmlu`` / ``capabilities:truthfulqa``): a question with two lettered
 options, ``correct`` = the right letter (read as the item's *matching* answer). Each item is
 chat-formatted and the assistant turn prefilled up to the answer letter, exactly as the CAA
-behaviour score (:func:`steerlab.eval.engine.sweep_ab`, one batched prefix-reusing pass per
+behaviour score (:func:`steerlab.scoring.sweep.sweep_ab`, one batched prefix-reusing pass per
 layer). Per cell (benchmark × layer × coefficient) it records
 
 * ``accuracy``: share of items with p(correct letter) > p(other letter), Wilson 95 % interval;
@@ -35,8 +35,8 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import common, stats
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
-from steerlab.generate import ABResult
-from steerlab.models import LoadedModel
+from steerlab.model.load import LoadedModel
+from steerlab.scoring.ab import ABResult
 from steerlab.vector import SteeringVector
 
 BENCHMARKS = ("mmlu", "truthfulqa")
@@ -113,10 +113,10 @@ def _measure(lm: LoadedModel, store: ResultStore, vec: SteeringVector, bench: st
              seed: int, batch_size: int) -> None:
     """Score the cells still to do: one sweep engine for the benchmark (tokenized once), the
     layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
-    from steerlab.eval.engine import SweepEngine
     from steerlab.eval.sweep import layer_chunks
-    from steerlab.generate import _ab_items
-    from steerlab.prompts import ab_sequences
+    from steerlab.model.prompts import ab_sequences
+    from steerlab.scoring.ab import _ab_items
+    from steerlab.scoring.sweep import SweepEngine
 
     seqs = [ab_sequences(lm.tokenizer, item) for item in _ab_items(data)]
     engine = SweepEngine(lm, batch_size=batch_size, progress=True)
@@ -178,8 +178,8 @@ def command(
 ) -> None:
     """MMLU / TruthfulQA A/B accuracy vs coefficient (Wilson CIs), plus mean p(correct)."""
     import steerlab
-    from steerlab.eval.textgen import unit_values
-    from steerlab.steer import parse_positions
+    from steerlab.scoring.text import unit_values
+    from steerlab.steering.hooks import parse_positions
 
     common.check_limit(limit)
     unit, values = unit_values(coefficients, strengths)

@@ -44,8 +44,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
-from steerlab.models import LoadedModel
-from steerlab.prompts import common_prefix
+from steerlab.model.load import LoadedModel
+from steerlab.model.prompts import common_prefix
 
 #: Words the judge prompt uses for the traits of the AEP/persona data (the high end of each).
 TRAIT_DESCRIPTIONS: dict[str, str] = {
@@ -185,7 +185,7 @@ def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
         >>> len(nt.tails), nt.extend is not None                    # doctest: +SKIP
         (10, True)
     """
-    from steerlab.prompts import encode
+    from steerlab.model.prompts import encode
 
     base = encode(tokenizer, prompt)
     full = [encode(tokenizer, prompt + str(n)) for n in range(1, 11)]
@@ -253,7 +253,7 @@ class LocalJudge(_JudgeBase):
     def __init__(self, model: LoadedModel | str, *, batch_size: int = 4,
                  progress: bool = False):
         if isinstance(model, str):
-            from steerlab.models import load_model
+            from steerlab.model.load import load_model
 
             model = load_model(model)
         self.lm = model
@@ -264,7 +264,7 @@ class LocalJudge(_JudgeBase):
 
     def prompt_text(self, item: JudgeItem) -> str:
         """The full chat text fed to the judge, ending in the prefill ``"Score: "``."""
-        from steerlab.prompts import chat_prompt
+        from steerlab.model.prompts import chat_prompt
 
         return chat_prompt(self.lm.tokenizer, judge_prompt(item), PREFILL, system=SYSTEM)
 
@@ -276,7 +276,7 @@ class LocalJudge(_JudgeBase):
         return self._layout
 
     def _row(self, item: JudgeItem) -> list[int]:
-        from steerlab.prompts import encode
+        from steerlab.model.prompts import encode
 
         layout, text = self.layout(), self.prompt_text(item)
         ids = encode(self.lm.tokenizer, text)
@@ -287,7 +287,7 @@ class LocalJudge(_JudgeBase):
 
     def rate_many(self, items: Sequence[JudgeItem]) -> list[Rating]:
         """Ratings of ``items``, ``batch_size`` prompts per forward pass."""
-        from steerlab.generate import _pad_id, left_pad
+        from steerlab.scoring.ab import _pad_id, left_pad
 
         layout = self.layout()
         rows = [self._row(item) for item in items]

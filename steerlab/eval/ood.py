@@ -42,8 +42,8 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import common, plots, stats
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
 from steerlab.eval.store import ResultStore, make_record
-from steerlab.models import LoadedModel
-from steerlab.steer import SteeringSpec
+from steerlab.model.load import LoadedModel
+from steerlab.steering.hooks import SteeringSpec
 from steerlab.vector import SteeringVector
 
 FORMATS = ("choice-qa", "open-ended")
@@ -323,7 +323,7 @@ def measure_ood_cell(run: OODRun, ood: OODSet, layer: int, value: float, store: 
 def measure_id_cells(run: OODRun, data: str, store: ResultStore) -> None:
     """Behaviour scores on ``data`` (test split) for every (layer, value) not yet stored."""
     import steerlab
-    from steerlab.eval.engine import sweep_ab
+    from steerlab.scoring.sweep import sweep_ab
 
     todo = [(layer, v) for layer in run.layers for v in run.values
             if not store.done(run.id_cell(data, layer, v))]

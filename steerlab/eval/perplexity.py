@@ -48,9 +48,9 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import common, stats
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
-from steerlab.eval.textgen import continuation_nll, unit_values
-from steerlab.models import LoadedModel
-from steerlab.steer import SteeringSpec
+from steerlab.model.load import LoadedModel
+from steerlab.scoring.text import continuation_nll, unit_values
+from steerlab.steering.hooks import SteeringSpec
 from steerlab.vector import SteeringVector
 
 TEXT = "text/wikitext-2-raw-test.txt"

@@ -99,10 +99,10 @@ def command(
 ) -> None:
     """Behaviour effect and cosine to the full-data vector vs the number of contrast pairs."""
     import steerlab
-    from steerlab.eval.engine import SweepEngine
     from steerlab.eval.plots import save_curves
     from steerlab.eval.stats import plateau
     from steerlab.eval.sweep import _values, cell_records, data_label, load_splits, to_sequences
+    from steerlab.scoring.sweep import SweepEngine
     from steerlab.vector import cosine
 
     check_limit(limit)

@@ -52,9 +52,9 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import common, stats
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
-from steerlab.eval.textgen import continuation_nll, sample_ids, unit_values
-from steerlab.models import LoadedModel
-from steerlab.steer import SteeringSpec
+from steerlab.model.load import LoadedModel
+from steerlab.scoring.text import continuation_nll, sample_ids, unit_values
+from steerlab.steering.hooks import SteeringSpec
 from steerlab.vector import SteeringVector
 
 #: texts → one score each
@@ -249,7 +249,7 @@ class _Run:
                             strength=value if self.unit == "strength" else None)
 
     def complete(self, prompts: list[str], spec: SteeringSpec | None) -> Completions:
-        from steerlab.prompts import encode_plain
+        from steerlab.model.prompts import encode_plain
 
         rows = [encode_plain(self.lm.tokenizer, p) for p in prompts for _ in range(self.samples)]
         ids = sample_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
@@ -435,7 +435,7 @@ def command(
 ) -> None:
     """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency."""
     import steerlab
-    from steerlab.steer import parse_positions
+    from steerlab.steering.hooks import parse_positions
 
     _check_options(task, target, samples, max_new_tokens, limit, batch_size)
     unit, values = unit_values(coefficients, strengths)

@@ -64,7 +64,7 @@ def cell_records(results: dict[tuple[Any, float], Any], layer: int, values: Sequ
     """Tidy records of one layer's results: score/propensity per value, steerability.
 
     Example:
-        >>> from steerlab.generate import ABResult
+        >>> from steerlab.scoring.ab import ABResult
         >>> res = {(3, -1.0): ABResult((0.2, 0.4), (-1.0, 0.0), (0.2, 0.4), (0.8, 0.6)),
         ...        (3, 1.0): ABResult((0.6, 0.4), (1.0, -0.5), (0.6, 0.4), (0.4, 0.6))}
         >>> recs = cell_records(res, 3, [-1.0, 1.0], "coefficient", 1.0)
@@ -111,7 +111,7 @@ def run_grid(lm: Any, store: ResultStore, seqs: Sequence[Any], vector: Any, laye
              values: Sequence[float], *, unit: str, split: str, positions: str,
              batch_size: int, fields: dict[str, Any], progress: bool = True) -> None:
     """Score ``layers`` × ``values`` on ``seqs`` into ``store``, one cell per layer chunk."""
-    from steerlab.eval.engine import SweepEngine
+    from steerlab.scoring.sweep import SweepEngine
 
     engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
     for chunk in layer_chunks(layers):
@@ -214,8 +214,8 @@ def load_splits(data: str, seed: int, train_limit: int, form: str) -> dict[str, 
 
 def to_sequences(lm: Any, dataset: Any, limit: int, seed: int, form: str) -> list[Any]:
     """Token sequences the engine scores: A/B prefixes, or (matching, other) answer pairs."""
-    from steerlab.generate import _ab_items
-    from steerlab.prompts import ab_sequences, answer_sequences
+    from steerlab.model.prompts import ab_sequences, answer_sequences
+    from steerlab.scoring.ab import _ab_items
 
     items = _ab_items(dataset.subset(limit, seed) if limit else dataset)
     if form == "open":

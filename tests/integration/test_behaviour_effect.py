@@ -22,7 +22,7 @@ import pytest
 
 import steerlab
 from steerlab import SteeringSpec
-from steerlab.generate import ABResult, score_answers
+from steerlab.scoring.ab import ABResult, score_answers
 
 pytestmark = pytest.mark.integration
 
@@ -108,6 +108,6 @@ def test_gemma_style_base_model_fallback_prompt() -> None:
     class NoTemplate:
         chat_template = None
 
-    from steerlab.prompts import chat_prompt
+    from steerlab.model.prompts import chat_prompt
 
     assert chat_prompt(NoTemplate(), "Hi?", "(") == "Question: Hi?\nAnswer: ("

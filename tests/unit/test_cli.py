@@ -36,8 +36,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-from tests.tiny import tiny_model, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 120.0

@@ -1,4 +1,4 @@
-"""Tests for steerlab.data (formats, loaders, splits, errors) and steerlab.prompts."""
+"""Tests for steerlab.data (formats, loaders, splits, errors) and steerlab.model.prompts."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 from steerlab.data import ABItem, ContrastPair, Dataset, data_dir, load_dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.prompts import ab_sequences, chat_prompt, encode
-from tests.tiny import tiny_tokenizer
+from steerlab.model.prompts import ab_sequences, chat_prompt, encode
+from steerlab.testing.tiny import tiny_tokenizer
 
 # --- fixtures: a fake STEERLAB_DATA tree ----------------------------------------------------
 

@@ -9,11 +9,11 @@ import torch
 
 from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
-from steerlab.eval.engine import SweepEngine, naive_sweep_ab, sweep_ab
-from steerlab.models import as_loaded
-from steerlab.prompts import ab_sequences
+from steerlab.model.load import as_loaded
+from steerlab.model.prompts import ab_sequences
+from steerlab.scoring.sweep import SweepEngine, naive_sweep_ab, sweep_ab
+from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-from tests.tiny import ARCHS, tiny_model, tiny_tokenizer
 
 ITEMS = [ABItem(f"Question {i}: is it {'very ' * (i % 4)}fine?\n\nChoices:\n (A) yes\n (B) no",
                 "(A)" if i % 2 else "(B)", "(B)" if i % 2 else "(A)") for i in range(7)]
@@ -118,7 +118,7 @@ OPEN = [ABItem(f"Tell me about day {i}{' please' * (i % 3)}.", "It was lovely an
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
 @pytest.mark.parametrize("positions", ["all", "generation"])
 def test_open_answer_sweep_equals_score_answers(arch: str, positions: str) -> None:
-    from steerlab.eval.engine import naive_sweep_answers, sweep_answers
+    from steerlab.scoring.sweep import naive_sweep_answers, sweep_answers
 
     lm = as_loaded(tiny_model(arch), tiny_tokenizer())
     vec = _vector(lm, seed=5)

@@ -30,9 +30,9 @@ from steerlab.eval.judges import (
     parse_judge,
     parse_reply_score,
 )
-from steerlab.models import as_loaded
-from steerlab.prompts import encode
-from tests.tiny import tiny_model, tiny_tokenizer
+from steerlab.model.load import as_loaded
+from steerlab.model.prompts import encode
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 
 ITEM = JudgeItem("agreeableness", "High: kind. Low: rude.", "Can you help me move?",
                  "Of course, I'd be glad to help!")

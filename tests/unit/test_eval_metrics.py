@@ -18,12 +18,12 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import capabilities as cap
 from steerlab.eval import perplexity as ppl
 from steerlab.eval import sentiment as sent
-from steerlab.eval.textgen import continuation_nll, cut_at_stop, sample_ids, unit_values
-from steerlab.generate import ABResult
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.steer import SteeringSpec
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.scoring.ab import ABResult
+from steerlab.scoring.text import continuation_nll, cut_at_stop, sample_ids, unit_values
+from steerlab.steering.hooks import SteeringSpec
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-from tests.tiny import tiny_model, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from steerlab.eval.stats import (
     wilson,
 )
 from steerlab.eval.sweep import cell_records, layer_chunks
-from steerlab.generate import ABResult
+from steerlab.scoring.ab import ABResult
 
 
 def test_mean_ci_by_hand() -> None:

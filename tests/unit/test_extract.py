@@ -15,14 +15,14 @@ from torch import nn
 
 from steerlab.data import ABItem, ContrastPair, load_dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.extract import extract, pair_sequences
-from steerlab.extract.methods import MeanDiff, pca_direction, probe_direction
-from steerlab.extract.record import record
-from steerlab.layers import find_blocks
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences
+from steerlab.extraction import extract, pair_sequences
+from steerlab.extraction.methods import MeanDiff, pca_direction, probe_direction
+from steerlab.extraction.record import record
+from steerlab.model.arch import find_blocks
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.prompts import ab_sequences
+from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import cosine
-from tests.tiny import ARCHS, tiny_model, tiny_tokenizer
 
 N_LAYERS = 4
 ATOL = 1e-5
@@ -365,7 +365,7 @@ def test_single_token_data_has_no_norm_calibration(lm: LoadedModel) -> None:
 def test_packed_pairs_equal_separate_forwards(arch: str) -> None:
     """Each A/B pair as one packed row (shared prefix once, custom 4-D mask) reads the same
     activations and residual norms as the two sequences run separately."""
-    from steerlab.extract.record import record_pairs
+    from steerlab.extraction.record import record_pairs
 
     model = tiny_model(arch)
     torch.manual_seed(0)
@@ -392,7 +392,7 @@ def test_packed_pairs_equal_separate_forwards(arch: str) -> None:
 
 
 def test_token_batches_respect_rows_and_budget() -> None:
-    from steerlab.extract.record import TOKENS_PER_ROW, token_batches
+    from steerlab.extraction.record import TOKENS_PER_ROW, token_batches
 
     widths = [300, 260, 200, 200, 150, 40, 40, 40, 40, 1000]
     spans = token_batches(widths, max_rows=3, max_tokens=600)
@@ -411,7 +411,7 @@ def test_token_batches_respect_rows_and_budget() -> None:
 def test_token_budget_changes_batches_not_activations(pack: bool) -> None:
     """A tight ``max_tokens`` splits the longest pairs into smaller forwards (bounded memory)
     without changing what is read."""
-    from steerlab.extract.record import record_pairs
+    from steerlab.extraction.record import record_pairs
 
     model = tiny_model("llama")
     torch.manual_seed(1)
@@ -438,8 +438,8 @@ def test_token_budget_changes_batches_not_activations(pack: bool) -> None:
 def test_shared_prefix_cache_equals_separate_forwards(arch: str) -> None:
     """A prefix all pairs share (a chat template's system turn) runs once into a KV cache;
     every packed batch continues it. Same activations and norms as separate forwards."""
-    from steerlab.extract.record import MIN_SHARED_PREFIX, record_pairs
-    from steerlab.prompts import common_prefix
+    from steerlab.extraction.record import MIN_SHARED_PREFIX, record_pairs
+    from steerlab.model.prompts import common_prefix
 
     model = tiny_model(arch)
     torch.manual_seed(2)

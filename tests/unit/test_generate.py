@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from steerlab.data.formats import ABItem
-from steerlab.generate import generate, left_pad, score_ab, score_answers, score_coefficients
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences, chat_prompt, encode
-from steerlab.steer import SteeringSpec, steer
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.prompts import ab_sequences, chat_prompt, encode
+from steerlab.scoring.ab import generate, left_pad, score_ab, score_answers, score_coefficients
+from steerlab.steering.hooks import SteeringSpec, steer
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-from tests.tiny import tiny_model, tiny_tokenizer
 
 ITEMS = [
     ABItem("Is the sky blue?\n\nChoices:\n (A) yes\n (B) no", "(A)", "(B)"),

@@ -1,4 +1,4 @@
-"""Tests for steerlab.layers (block discovery, layer specs) and the tiny test fixtures."""
+"""Tests for steerlab.model.arch (block discovery, layer specs) and the tiny test fixtures."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import pytest
 import torch
 from torch import nn
 
-from steerlab import layers
+from steerlab.model import arch as layers
 from steerlab.errors import SteerlabError
-from steerlab.layers import (
+from steerlab.model.arch import (
     find_blocks,
     n_layers,
     register_block_path,
     resolve_layer,
     resolve_layers,
 )
-from tests.tiny import ARCHS, tiny_model, tiny_tokenizer
+from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 
 EXPECTED_PATH = {
     "llama": "model.layers",

@@ -20,10 +20,10 @@ from typing import Any
 import pytest
 
 from steerlab.data import ABItem, ContrastPair, load_dataset
-from steerlab.extract import extract, pair_sequences
-from steerlab.models import as_loaded
+from steerlab.extraction import extract, pair_sequences
+from steerlab.model.load import as_loaded
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import cosine
-from tests.tiny import tiny_model, tiny_tokenizer
 
 try:
     import steering_vectors as sv

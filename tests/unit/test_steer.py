@@ -1,6 +1,6 @@
-"""Tests for steerlab.steer: hook hygiene, operators, positions under cache/padding, per-row specs.
+"""Tests for steerlab.steering.hooks: hook hygiene, operators, positions under cache/padding, per-row specs.
 
-Everything runs on the tiny random models of ``tests.tiny`` (fp32, eager attention, CPU).
+Everything runs on the tiny random models of ``steerlab.testing.tiny`` (fp32, eager attention, CPU).
 Block outputs are read with two extra hooks per call: one registered *before* entering
 ``steer`` (sees the raw block output) and one registered *inside* it (sees the steered output),
 so each test can compare the exact delta the engine applied.
@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.layers import find_blocks
-from steerlab.steer import (
+from steerlab.model.arch import find_blocks
+from steerlab.steering.hooks import (
     PositionTracker,
     SteeringHandle,
     SteeringSpec,
@@ -27,8 +27,8 @@ from steerlab.steer import (
     parse_positions,
     steer,
 )
+from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-from tests.tiny import ARCHS, tiny_model, tiny_tokenizer
 
 D = 64  # tiny_model hidden size
 N_LAYERS = 4
@@ -642,7 +642,7 @@ class _FakeCache:
 
 
 def test_cache_offset_sources_and_conflicts() -> None:
-    from steerlab.steer import cache_offset
+    from steerlab.steering.hooks import cache_offset
 
     mask = torch.ones(2, 7, dtype=torch.long)
     assert cache_offset({}, 3) == 0
@@ -670,7 +670,7 @@ def test_no_deprecation_warning_from_own_cache_calls() -> None:
     """steerlab passes the KV cache under the keyword the running transformers declares."""
     import warnings
 
-    from steerlab.extract.record import record_pairs
+    from steerlab.extraction.record import record_pairs
 
     model = tiny_model("llama")
     prefix = list(range(5, 15))

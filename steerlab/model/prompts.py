@@ -7,7 +7,7 @@ tokenizer merges ``"(A"`` into one token, it is that token — the read position
 of silently reading the wrong token.
 
 Example:
-    >>> from tests.tiny import tiny_tokenizer                       # doctest: +SKIP
+    >>> from steerlab.testing.tiny import tiny_tokenizer                       # doctest: +SKIP
     >>> ab = ab_sequences(tiny_tokenizer(), ABItem("Q?", "(A)", "(B)"))  # doctest: +SKIP
     >>> ab.matching_id != ab.not_matching_id                          # doctest: +SKIP
     True
@@ -167,7 +167,7 @@ def answer_sequences(tokenizer: Any, item: ABItem,
     """The matching and not-matching answers of ``item`` as assistant replies.
 
     Example:
-        >>> from tests.tiny import tiny_tokenizer                          # doctest: +SKIP
+        >>> from steerlab.testing.tiny import tiny_tokenizer                          # doctest: +SKIP
         >>> m, n = answer_sequences(tiny_tokenizer(), ABItem("Q?", "yes", "no"))  # doctest: +SKIP
     """
     prompt = encode(tokenizer, chat_prompt(tokenizer, item.question, system=system))

@@ -6,7 +6,7 @@ returns the new token ids (cut at the first end-of-sequence token), so that a co
 re-scored exactly as it was produced, with no decode/re-encode round trip.
 
 Example:
-    >>> from tests.tiny import tiny_model, tiny_tokenizer                # doctest: +SKIP
+    >>> from steerlab.testing.tiny import tiny_model, tiny_tokenizer                # doctest: +SKIP
     >>> lm = as_loaded(tiny_model("llama"), tiny_tokenizer())            # doctest: +SKIP
     >>> nll = continuation_nll(lm, [[5, 6, 7, 8]], [2])                   # doctest: +SKIP
     >>> len(nll[0])                                  # tokens 7 and 8   # doctest: +SKIP
@@ -22,8 +22,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
-from steerlab.generate import Steering, _pad_id, left_pad
-from steerlab.models import LoadedModel
+from steerlab.model.load import LoadedModel
+from steerlab.scoring.ab import Steering, _pad_id, left_pad
 
 
 def _tail_logits(lm: LoadedModel, batch: dict[str, torch.Tensor], keep: int) -> torch.Tensor:
@@ -41,14 +41,14 @@ def continuation_nll(lm: LoadedModel, rows: Sequence[Sequence[int]], starts: Seq
     Token t of a row is scored from the logits at position t − 1 (teacher forcing), so every
     ``starts[i]`` must be at least 1. Rows are left-padded with explicit position ids, so
     batching never changes a row's numbers. ``steering`` is applied inside one
-    :func:`steerlab.steer` context per batch; ``prompt_lengths[i]`` (real tokens) is what the
+    :func:`steerlab.steering.hooks` context per batch; ``prompt_lengths[i]`` (real tokens) is what the
     ``prompt``/``generation`` positions of that steering treat as row i's prompt.
 
     Example:
         >>> continuation_nll(lm, [[1, 2, 3]], [1])[0]          # doctest: +SKIP
         [3.91, 2.07]
     """
-    from steerlab.steer import steer
+    from steerlab.steering.hooks import steer
 
     if len(rows) != len(starts):
         raise SteerlabError(f"continuation_nll: {len(rows)} rows but {len(starts)} starts")
@@ -122,7 +122,7 @@ def sample_ids(lm: LoadedModel, prompts: Sequence[Sequence[int]], steering: Stee
     Example:
         >>> ids = sample_ids(lm, [[5, 6, 7]], max_new_tokens=4, do_sample=False)  # doctest: +SKIP
     """
-    from steerlab.steer import steer
+    from steerlab.steering.hooks import steer
 
     if max_new_tokens < 1:
         raise SteerlabError(f"max_new_tokens must be >= 1, got {max_new_tokens}")

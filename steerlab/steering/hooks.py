@@ -20,7 +20,7 @@ Operators: ``add`` (h + c·v), ``ablate`` (h − c·(h·v̂)v̂, c defaults to 1
 
 Example:
     >>> import torch
-    >>> from tests.tiny import tiny_model
+    >>> from steerlab.testing.tiny import tiny_model
     >>> model = tiny_model("llama")
     >>> vec = SteeringVector.from_directions({1: torch.ones(64)})
     >>> ids = torch.tensor([[5, 6, 7]])
@@ -41,8 +41,8 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.layers import find_blocks, resolve_layers
-from steerlab.models import LoadedModel
+from steerlab.model.arch import find_blocks, resolve_layers
+from steerlab.model.load import LoadedModel
 from steerlab.vector import SteeringVector
 
 OPERATORS = ("add", "ablate", "clamp")
@@ -261,7 +261,7 @@ class PositionTracker:
         elif kind == "after_instruction":
             if self.instruction_lengths is None:
                 raise SteerlabError("positions='after_instruction' needs instruction_lengths= "
-                                    "(steerlab.generate/score_ab pass them)")
+                                    "(steerlab.scoring.ab/score_ab pass them)")
             out = valid & (real >= self.instruction_lengths.to(real.device)[:, None])
         else:
             if self.prompt_lengths is None:

