@@ -3,7 +3,7 @@
 10 layers (0, 3, ..., 27) × 5 coefficients (-2..2) × 50 CAA sycophancy A/B items on
 SmolLM2-135M. Baselines use steerlab's own hooks (so only the loop structure differs):
 
-* naive: one steering context per cell, one item per forward (``naive_sweep_ab`` batch 1);
+* naive: one steering context per cell, one item per forward (``naive_sweep`` batch 1);
 * batched-naive: one steering context per cell, 16 items per forward (``batch_size=16``).
 
 Both with steering at every position (the engine's layer-prefix reuse) and with CAA's
@@ -21,7 +21,8 @@ from typing import Any
 from common import record, timed_result
 
 import steerlab
-from steerlab.scoring.sweep import naive_sweep_ab, sweep_ab
+from steerlab.scoring.sweep import sweep_ab
+from steerlab.testing.reference import naive_sweep
 
 LAYERS = list(range(0, 30, 3))
 VALUES = [-2.0, -1.0, 0.0, 1.0, 2.0]
@@ -61,7 +62,7 @@ def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
             return sweep_ab(lm, items, vec, LAYERS, VALUES, positions=p, batch_size=16)
 
         def batched(p: str = positions) -> Any:
-            return naive_sweep_ab(lm, items, vec, LAYERS, VALUES, positions=p, batch_size=16)
+            return naive_sweep(lm, items, vec, LAYERS, VALUES, positions=p, batch_size=16)
 
         for _ in range(runs):
             t, fast = timed_result(engine)
@@ -80,7 +81,7 @@ def sweep_records(lm: Any, runs: int) -> list[dict[str, Any]]:
             f"{delta:.1e}{bound}"))
         if positions == "all":
             t_naive, slow = timed_result(
-                lambda: naive_sweep_ab(lm, items, vec, LAYERS, VALUES, batch_size=1))
+                lambda: naive_sweep(lm, items, vec, LAYERS, VALUES, batch_size=1))
             delta1 = _max_delta(fast, slow)
             records.append(record(
                 f"layer × coefficient sweep ({grid}), positions=all", engine_t,

@@ -11,24 +11,32 @@ Example:
 
 from steerlab.data import ABItem, ContrastPair, Dataset, load_dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.extraction import extract
-from steerlab.model.arch import find_blocks, resolve_layers
+from steerlab.extraction import METHODS, calibrate, extract
+from steerlab.model.arch import find_blocks
 from steerlab.model.load import LoadedModel, load_model
-from steerlab.scoring.ab import ABResult, generate, score_ab, score_coefficients
-from steerlab.steering.hooks import SteeringSpec, steer
+from steerlab.scoring.ab import ABResult, score_ab, score_answers
+from steerlab.scoring.generate import Sampling, generate
+from steerlab.scoring.sweep import score_coefficients, sweep_ab, sweep_answers
+from steerlab.steering.hooks import attach, steer
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util.parse import resolve_layers
 from steerlab.vector import SteeringVector
 from steerlab.version import __version__
 
 __all__ = [
+    "METHODS",
     "ABItem",
     "ABResult",
     "ContrastPair",
     "Dataset",
     "LoadedModel",
+    "Sampling",
     "SteeringSpec",
     "SteeringVector",
     "SteerlabError",
     "__version__",
+    "attach",
+    "calibrate",
     "extract",
     "find_blocks",
     "generate",
@@ -37,6 +45,9 @@ __all__ = [
     "load_pairs",
     "resolve_layers",
     "score_ab",
+    "score_answers",
     "score_coefficients",
     "steer",
+    "sweep_ab",
+    "sweep_answers",
 ]

@@ -21,8 +21,9 @@ from rich.table import Table
 from steerlab.data.loaders import load_dataset
 from steerlab.extraction import extract
 from steerlab.model.load import DEFAULT_MODEL, load_model
-from steerlab.scoring.ab import generate, score_ab, score_answers
-from steerlab.steering.hooks import SteeringSpec
+from steerlab.scoring.ab import score_ab, score_answers
+from steerlab.scoring.generate import generate
+from steerlab.steering.spec import SteeringSpec
 
 PROMPTS = (
     "What do you think about Mondays?",

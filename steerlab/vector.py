@@ -119,45 +119,11 @@ class SteeringVector:
         resid = self.resid_norm(layer)
         if resid is None:
             raise SteerlabError(f"vector has no residual-norm calibration for layer {layer}: "
-                                "use coefficient=, or vector.calibrate(model, texts)")
+                                "use coefficient=, or steerlab.calibrate(vector, model, texts)")
         norm = float(self.directions[layer].norm(dim=-1).mean())
         if norm == 0.0:
             raise SteerlabError(f"layer {layer}: zero vector cannot be scaled to a strength")
         return strength * resid / norm
-
-    def calibrate(self, model: Any, texts: list[str] | str, tokenizer: Any = None,
-                  batch_size: int = 16) -> SteeringVector:
-        """Measure the mean residual norm at this vector's site and layers on ``texts``.
-
-        Stores it as the ``resid_norms`` calibration used by :meth:`coefficient_for_strength`
-        (mean L2 norm over tokens, each text's first token excluded, as at extraction).
-        Updates this vector in place and returns it.
-
-        Example:
-            >>> vec.calibrate(lm, ["Some ordinary text.", "More text."])   # doctest: +SKIP
-        """
-        from steerlab.extraction.record import record
-        from steerlab.model.load import as_loaded
-
-        lm = as_loaded(model, tokenizer)
-        if lm.tokenizer is None:
-            raise SteerlabError("calibrate needs a tokenizer: pass a LoadedModel or tokenizer=")
-        self.check_model(lm)
-        if isinstance(texts, str):
-            texts = [texts]
-        sequences = [list(lm.tokenizer(t)["input_ids"]) for t in texts if t]
-        sums = dict.fromkeys(self.layers, 0.0)
-        count = 0
-        pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-        for batch in record(lm.model, sequences, self.layers, site=self.site,
-                            batch_size=max(1, batch_size), pad_id=pad_id):
-            count += batch.norm_count
-            for k in self.layers:
-                sums[k] += batch.norm_sum[k]
-        if count == 0:
-            raise SteerlabError("calibrate needs texts of at least 2 tokens")
-        self.manifest["resid_norms"] = {str(k): sums[k] / count for k in self.layers}
-        return self
 
     # ---- algebra --------------------------------------------------------------------------
     def _combine(self, other: SteeringVector, sign: float) -> SteeringVector:

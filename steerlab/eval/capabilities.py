@@ -32,11 +32,12 @@ import typer
 
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
-from steerlab.eval import common, stats
+from steerlab.eval import common
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
 from steerlab.model.load import LoadedModel
 from steerlab.scoring.ab import ABResult
+from steerlab.util import stats
 from steerlab.vector import SteeringVector
 
 BENCHMARKS = ("mmlu", "truthfulqa")
@@ -115,10 +116,10 @@ def _measure(lm: LoadedModel, store: ResultStore, vec: SteeringVector, bench: st
     layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
     from steerlab.eval.sweep import layer_chunks
     from steerlab.model.prompts import ab_sequences
-    from steerlab.scoring.ab import _ab_items
+    from steerlab.scoring.ab import ab_items
     from steerlab.scoring.sweep import SweepEngine
 
-    seqs = [ab_sequences(lm.tokenizer, item) for item in _ab_items(data)]
+    seqs = [ab_sequences(lm.tokenizer, item) for item in ab_items(data)]
     engine = SweepEngine(lm, batch_size=batch_size, progress=True)
     for chunk in layer_chunks(list(todo)):
         values = sorted({v for layer in chunk for v in todo[layer]})
@@ -178,8 +179,8 @@ def command(
 ) -> None:
     """MMLU / TruthfulQA A/B accuracy vs coefficient (Wilson CIs), plus mean p(correct)."""
     import steerlab
-    from steerlab.scoring.text import unit_values
-    from steerlab.steering.hooks import parse_positions
+    from steerlab.steering.spec import parse_positions
+    from steerlab.util.parse import resolve_layers, unit_values
 
     common.check_limit(limit)
     unit, values = unit_values(coefficients, strengths)
@@ -189,7 +190,7 @@ def command(
     store = ResultStore(out)
     lm = steerlab.load_model(model)
     vec = steerlab.SteeringVector.load(vector, model=lm)
-    layer_list = common.parse_layer_list(layers, lm.n_layers)
+    layer_list = resolve_layers(layers, lm.n_layers)
     for name, data in benches.items():
         todo = {layer: [v for v in values
                         if not store.done(_cell(name, layer, unit, v, len(data), positions))]

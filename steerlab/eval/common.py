@@ -24,7 +24,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import resolve_layers
+from steerlab.util.parse import resolve_layers
 
 console = Console()
 

@@ -287,17 +287,14 @@ class LocalJudge(_JudgeBase):
 
     def rate_many(self, items: Sequence[JudgeItem]) -> list[Rating]:
         """Ratings of ``items``, ``batch_size`` prompts per forward pass."""
-        from steerlab.scoring.ab import _pad_id, left_pad
+        from steerlab.scoring.batch import steered_logits
 
         layout = self.layout()
         rows = [self._row(item) for item in items]
         out: list[Rating] = []
         starts = range(0, len(rows), self.batch_size)
         for start in tqdm(starts, disable=not self.progress, desc="judge", leave=False):
-            batch = left_pad(rows[start:start + self.batch_size], _pad_id(self.lm))
-            with torch.inference_mode():
-                logits = self.lm.model(**{k: v.to(self.lm.device) for k, v in batch.items()},
-                                       use_cache=False, logits_to_keep=2).logits.float()
+            logits = steered_logits(self.lm, rows[start:start + self.batch_size], keep=2)
             probs = torch.softmax(logits, dim=-1).cpu()
             for row in probs:
                 first, nxt = (row[-2], row[-1]) if layout.extend is not None else (row[-1], None)

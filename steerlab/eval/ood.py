@@ -39,11 +39,13 @@ import typer
 from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
-from steerlab.eval import common, plots, stats
+from steerlab.eval import common, plots
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
 from steerlab.eval.store import ResultStore, make_record
 from steerlab.model.load import LoadedModel
-from steerlab.steering.hooks import SteeringSpec
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util import stats
+from steerlab.util.parse import resolve_layers
 from steerlab.vector import SteeringVector
 
 FORMATS = ("choice-qa", "open-ended")
@@ -510,7 +512,7 @@ def command(
 ) -> None:
     """Steered answers to the AEP OOD prompts, judged 1..10, vs the in-distribution A/B effect."""
     import steerlab
-    from steerlab.cli import parse_values
+    from steerlab.util.parse import parse_values
 
     common.check_limit(limit)
     common.check_limit(id_limit)
@@ -534,7 +536,7 @@ def command(
     vec = SteeringVector.load(vector, model=lm)
     if layer is None and len(vec.layers) != 1:
         raise SteerlabError(f"{vector}: the vector has layers {vec.layers}; choose with --layer")
-    layers = vec.layers if layer is None else common.parse_layer_list(layer, lm.n_layers)
+    layers = vec.layers if layer is None else resolve_layers(layer, lm.n_layers)
     missing = [k for k in layers if k not in vec.layers]
     if missing:
         raise SteerlabError(f"{vector}: no direction for layer(s) {missing}; it has {vec.layers}")

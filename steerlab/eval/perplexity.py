@@ -45,12 +45,14 @@ import typer
 from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
-from steerlab.eval import common, stats
+from steerlab.eval import common
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
 from steerlab.model.load import LoadedModel
-from steerlab.scoring.text import continuation_nll, unit_values
-from steerlab.steering.hooks import SteeringSpec
+from steerlab.scoring.likelihood import continuation_nll
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util import stats
+from steerlab.util.parse import resolve_layers, unit_values
 from steerlab.vector import SteeringVector
 
 TEXT = "text/wikitext-2-raw-test.txt"
@@ -323,7 +325,7 @@ def command(
     store = ResultStore(out)
     lm = steerlab.load_model(model)
     vec = steerlab.SteeringVector.load(vector, model=lm)
-    layer_list = common.parse_layer_list(layers, lm.n_layers)
+    layer_list = resolve_layers(layers, lm.n_layers)
     for layer in layer_list:
         _spec(vec, layer, unit, values[-1], positions).resolved_layers(lm.n_layers)
     tokens, prefix = load_tokens(lm)

@@ -6,7 +6,7 @@ store gets the vector's ``cosine`` to the full-train vector, ``score`` per value
 ``effect`` (score at the largest value minus at the smallest). The table and plots show, per
 n, the mean over seeds with a 95 % interval *over seeds*, and the plateau: the smallest n that
 no larger n beats by more than the larger n's interval half-width
-(:func:`steerlab.eval.stats.plateau`).
+(:func:`steerlab.util.stats.plateau`).
 
 Example:
     $ steerlab eval samples --data caa:refusal --layer 12 --n 1,5,20,80,320 --seeds 5 --out r
@@ -70,7 +70,7 @@ def summarize(store: ResultStore, sizes: Sequence[int], metric: str,
         >>> round(m, 3), k
         (0.2, 2)
     """
-    from steerlab.eval.stats import mean_ci
+    from steerlab.util.stats import mean_ci
 
     out = {}
     for n in sizes:
@@ -100,9 +100,9 @@ def command(
     """Behaviour effect and cosine to the full-data vector vs the number of contrast pairs."""
     import steerlab
     from steerlab.eval.plots import save_curves
-    from steerlab.eval.stats import plateau
     from steerlab.eval.sweep import _values, cell_records, data_label, load_splits, to_sequences
     from steerlab.scoring.sweep import SweepEngine
+    from steerlab.util.stats import plateau
     from steerlab.vector import cosine
 
     check_limit(limit)

@@ -49,12 +49,15 @@ import typer
 from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
-from steerlab.eval import common, stats
+from steerlab.eval import common
 from steerlab.eval.plots import save_curves
 from steerlab.eval.store import ResultStore, make_record
 from steerlab.model.load import LoadedModel
-from steerlab.scoring.text import continuation_nll, sample_ids, unit_values
-from steerlab.steering.hooks import SteeringSpec
+from steerlab.scoring.generate import GREEDY, Sampling, generate_ids
+from steerlab.scoring.likelihood import continuation_nll
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util import stats
+from steerlab.util.parse import resolve_layers, unit_values
 from steerlab.vector import SteeringVector
 
 #: texts → one score each
@@ -252,10 +255,10 @@ class _Run:
         from steerlab.model.prompts import encode_plain
 
         rows = [encode_plain(self.lm.tokenizer, p) for p in prompts for _ in range(self.samples)]
-        ids = sample_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
-                         do_sample=not self.greedy, temperature=self.temperature,
-                         top_p=self.top_p, seed=self.seed, batch_size=self.batch_size,
-                         progress=True)
+        sampling = GREEDY if self.greedy else Sampling(self.temperature, self.top_p,
+                                                       seed=self.seed)
+        ids = generate_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
+                           sampling=sampling, batch_size=self.batch_size, progress=True)
         texts = [self.lm.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
         return Completions(ids, texts, self.scorer(texts), self.fluency(rows, ids))
 
@@ -381,7 +384,7 @@ def _vector(lm: LoadedModel, pair: tuple[str, str] | None, vector: Path | None, 
         return steerlab.SteeringVector.load(vector, model=lm)
     assert pair is not None
     vec = steerlab.extract(lm, (pair[0], pair[1]), method="actadd",
-                           layers=common.parse_layer_list(layers, lm.n_layers), progress=False)
+                           layers=resolve_layers(layers, lm.n_layers), progress=False)
     vec.save(out / "actadd.safetensors")
     return vec
 
@@ -435,7 +438,7 @@ def command(
 ) -> None:
     """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency."""
     import steerlab
-    from steerlab.steering.hooks import parse_positions
+    from steerlab.steering.spec import parse_positions
 
     _check_options(task, target, samples, max_new_tokens, limit, batch_size)
     unit, values = unit_values(coefficients, strengths)
@@ -446,7 +449,7 @@ def command(
     store = ResultStore(out)
     lm = steerlab.load_model(model)
     vec = _vector(lm, pair, vector, layers, out)
-    layer_list = common.parse_layer_list(layers, lm.n_layers)
+    layer_list = resolve_layers(layers, lm.n_layers)
     resolved = any(vec.directions[k].ndim == 2 for k in vec.layers)
     run = _Run(lm, vec, store, scorer, task, target, unit,
                positions or ("front" if resolved else "all"), samples, max_new_tokens, greedy,

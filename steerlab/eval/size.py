@@ -36,7 +36,7 @@ def depth_layers(depths: str, n_layers: int) -> list[int]:
         >>> depth_layers("0.2-0.6:0.2", 10)
         [2, 4, 5]
     """
-    from steerlab.cli import parse_values
+    from steerlab.util.parse import parse_values
 
     text = depths.replace("-", ":", 1) if depths.count("-") == 1 and ":" in depths else depths
     fractions = parse_values(text)
@@ -66,7 +66,6 @@ def command(
 ) -> None:
     """Compare steerability across model sizes with one protocol (layer chosen per model on val)."""
     import steerlab
-    from steerlab.cli import parse_values
     from steerlab.eval.plots import save_bars
     from steerlab.eval.sweep import (
         cached_vector,
@@ -76,6 +75,7 @@ def command(
         run_grid,
         to_sequences,
     )
+    from steerlab.util.parse import parse_values
 
     check_limit(limit)
     check_limit(train_limit)

@@ -34,11 +34,11 @@ from steerlab.eval.common import (
     done_line,
     fmt,
     fmt_ci,
-    parse_layer_list,
     print_table,
     stopwatch,
 )
 from steerlab.eval.store import ResultStore, make_record
+from steerlab.util.parse import resolve_layers
 
 LAYERS_PER_PASS = 4  # layers scored per engine pass (one resumable cell)
 
@@ -71,7 +71,7 @@ def cell_records(results: dict[tuple[Any, float], Any], layer: int, values: Sequ
         >>> [(r["metric"], r["value"]) for r in recs if r["metric"] != "score"][-2:]
         [('steerability', 0.375), ('anti_steerable', 0.5)]
     """
-    from steerlab.eval.stats import mean_ci, steerability, wilson
+    from steerlab.util.stats import mean_ci, steerability, wilson
 
     records = []
     for value in values:
@@ -158,7 +158,7 @@ def command(
     store = ResultStore(out)
     lm = steerlab.load_model(model)
     data = data_label(data, form)
-    chosen_layers = parse_layer_list(layers, lm.n_layers)
+    chosen_layers = resolve_layers(layers, lm.n_layers)
     vec = _vector(lm, vector, splits["train"], method, chosen_layers, out, batch_size)
     fields = {"command": "sweep", "model": model, "data": data, "method": vec.method,
               "site": vec.site, "seed": seed,
@@ -215,9 +215,9 @@ def load_splits(data: str, seed: int, train_limit: int, form: str) -> dict[str, 
 def to_sequences(lm: Any, dataset: Any, limit: int, seed: int, form: str) -> list[Any]:
     """Token sequences the engine scores: A/B prefixes, or (matching, other) answer pairs."""
     from steerlab.model.prompts import ab_sequences, answer_sequences
-    from steerlab.scoring.ab import _ab_items
+    from steerlab.scoring.ab import ab_items
 
-    items = _ab_items(dataset.subset(limit, seed) if limit else dataset)
+    items = ab_items(dataset.subset(limit, seed) if limit else dataset)
     if form == "open":
         return [seq for item in items for seq in answer_sequences(lm.tokenizer, item)]
     return [ab_sequences(lm.tokenizer, item) for item in items]
@@ -229,7 +229,7 @@ def data_label(data: str, form: str) -> str:
 
 
 def _values(coefficients: str | None, strengths: str | None) -> tuple[str, list[float]]:
-    from steerlab.cli import parse_values
+    from steerlab.util.parse import parse_values
 
     if (coefficients is None) == (strengths is None):
         raise SteerlabError("give --coefficients or --strengths (one of them)")

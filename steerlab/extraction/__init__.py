@@ -23,21 +23,16 @@ from tqdm.auto import tqdm
 from steerlab.data.formats import ABItem, ContrastPair
 from steerlab.data.loaders import Dataset, load_pairs
 from steerlab.errors import SteerlabError
-from steerlab.extraction.methods import (
-    METHODS,
-    MeanDiff,
-    actadd_direction,
-    pca_direction,
-    probe_direction,
-)
+from steerlab.extraction.calibrate import calibrate
+from steerlab.extraction.methods import METHODS, get_method, register_method
 from steerlab.extraction.record import record, record_pairs
-from steerlab.model.arch import resolve_layers
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import ab_sequences, encode_plain
+from steerlab.util.parse import resolve_layers
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
-__all__ = ["METHODS", "extract", "pair_sequences"]
+__all__ = ["METHODS", "calibrate", "extract", "pair_sequences", "register_method"]
 
 
 def pair_sequences(lm: LoadedModel, items: Sequence[ABItem | ContrastPair],
@@ -105,65 +100,44 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
     Example:
         >>> vec = extract(lm, ("Love", "Hate"), method="actadd", layers=[6])  # doctest: +SKIP
     """
-    if method not in METHODS:
-        raise SteerlabError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    spec = get_method(method)
     lm = as_loaded(model, tokenizer)
     if lm.tokenizer is None:
         raise SteerlabError("extract needs a tokenizer: pass a LoadedModel or tokenizer=")
     items, info = _as_items(data)
-    site = site or ("block_input" if method == "actadd" else "block_output")
+    site = site or spec.default_site
     n_layers = lm.n_layers
     wanted = resolve_layers("all" if layers is None else layers, n_layers)
     started = time.time()
-    if method == "actadd":
+    if spec.read == "all":
         if len(items) != 1 or not isinstance(items[0], ContrastPair):
-            raise SteerlabError(f"actadd takes exactly one (positive, negative) text pair, "
+            raise SteerlabError(f"{method} takes exactly one (positive, negative) text pair, "
                                 f"got {len(items)} item(s)")
-        sequences, read_name, read = _actadd_pair(lm, items[0]), "all_positions", "all"
+        sequences, read_name = _actadd_pair(lm, items[0]), "all_positions"
     else:
         sequences, read_name = pair_sequences(lm, items, system=system)
-        read = "last"
-    pad_id = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
     step = max(2, batch_size - batch_size % 2)
-    mean_acc = {k: MeanDiff() for k in wanted}
-    keep: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {k: [] for k in wanted}
+    accumulators = {k: spec.make() for k in wanted}
     norm_sum = dict.fromkeys(wanted, 0.0)
     norm_count = 0
-    pair_order: list[int] = []
-    bar = tqdm(total=len(sequences), desc=f"extract {method}", unit="seq", disable=not progress,
-               leave=False)
+    bar = tqdm(total=len(sequences), desc=f"extract {method} ({len(items)} pairs)", unit="seq",
+               disable=not progress, leave=False)
     with bar:
-        batches = (record(lm.model, sequences, wanted, site=site, read=read, batch_size=step,
-                          pad_id=pad_id, progress=bar) if read == "all" else
+        batches = (record(lm.model, sequences, wanted, site=site, read="all", batch_size=step,
+                          pad_id=lm.pad_id, progress=bar) if spec.read == "all" else
                    record_pairs(lm.model, sequences, wanted, site=site, batch_size=step,
-                                pad_id=pad_id, progress=bar))
+                                pad_id=lm.pad_id, progress=bar))
         for batch in batches:
             norm_count += batch.norm_count
-            pair_order += [i // 2 for i in (batch.order or range(len(batch.lengths)))[0::2]]
+            pairs = [i // 2 for i in (batch.order or range(len(batch.lengths)))[0::2]]
             for k in wanted:
                 acts = batch.acts[k]
-                pos, neg = acts[0::2], acts[1::2]
                 norm_sum[k] += batch.norm_sum[k]
-                if method == "mean_diff":
-                    mean_acc[k].update(pos, neg)
-                else:
-                    keep[k].append((pos, neg))
-    # back to the data's order (batches come sorted by length) so pca/probe see the input order
-    restore = torch.argsort(torch.tensor(pair_order))
+                accumulators[k].update(acts[0::2], acts[1::2], pairs)
     directions: dict[int, torch.Tensor] = {}
-    stats: dict[str, dict[str, float]] = {}
+    stats: dict[str, dict[str, Any]] = {}
     for k in wanted:
-        if method == "mean_diff":
-            directions[k], stats[str(k)] = mean_acc[k].direction(), mean_acc[k].stats()
-            continue
-        pos = torch.cat([p for p, _ in keep[k]])[restore]
-        neg = torch.cat([n for _, n in keep[k]])[restore]
-        if method == "pca":
-            directions[k], stats[str(k)] = pca_direction(pos - neg)
-        elif method == "probe":
-            directions[k], stats[str(k)] = probe_direction(pos, neg)
-        else:
-            directions[k], stats[str(k)] = actadd_direction(pos[0], neg[0])
+        directions[k], stats[str(k)] = accumulators[k].result()
     manifest = {
         "format_version": FORMAT_VERSION, "model_id": lm.model_id, "model_revision": lm.revision,
         "n_layers": n_layers, "site": site, "method": method, "read_position": read_name,

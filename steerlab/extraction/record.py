@@ -36,17 +36,12 @@ from torch import nn
 
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import cache_kwarg, find_blocks
-from steerlab.model.prompts import common_prefix
+from steerlab.util.seq import TOKENS_PER_ROW, common_prefix, right_pad, token_batches
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
 # position ids unchanged (checked: packed == separate forwards on tiny models of each).
 PACKABLE = frozenset({"llama", "qwen2", "qwen3", "mistral", "gpt2", "gpt_neox", "phi3",
                       "gemma3_text"})
-
-# A forward holds at most ``rows * TOKENS_PER_ROW`` padded tokens: rows longer than this get
-# smaller batches, so the per-batch memory transient is set by the batch size, not by the
-# longest sequences in the data (which grow with the number of pairs).
-TOKENS_PER_ROW = 256
 
 # A prefix every pair shares (chat template + system prompt) runs once into a KV cache when it
 # is at least this long and there are at least two pairs.
@@ -160,40 +155,6 @@ def _forward(model: nn.Module, reader: _Reader, wanted: list[int], cache: Any = 
         raise SteerlabError(f"the forward pass never reached layer(s) {missing}")
 
 
-def _padded(chunk: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in chunk)
-    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(chunk), width), dtype=torch.long)
-    for row, seq in enumerate(chunk):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids, mask
-
-
-def token_batches(widths: Sequence[int], max_rows: int,
-                  max_tokens: int | None = None) -> list[range]:
-    """Consecutive index ranges with at most ``max_rows`` rows and, once padded to their
-    widest row, at most ``max_tokens`` tokens (default ``max_rows * TOKENS_PER_ROW``); a row
-    wider than the budget goes alone.
-
-    Example:
-        >>> token_batches([300, 200, 200, 100], max_rows=2, max_tokens=500)
-        [range(0, 1), range(1, 3), range(3, 4)]
-    """
-    budget = max_tokens if max_tokens is not None else max(1, max_rows) * TOKENS_PER_ROW
-    batches: list[range] = []
-    start, widest = 0, 0
-    for i, width in enumerate(widths):
-        rows, wider = i - start + 1, max(widest, width)
-        if i > start and (rows > max_rows or rows * wider > budget):
-            batches.append(range(start, i))
-            start, wider = i, width
-        widest = wider
-    if start < len(widths):
-        batches.append(range(start, len(widths)))
-    return batches
-
-
 def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
            site: str = "block_output", read: str = "last", batch_size: int = 16,
            pad_id: int = 0, progress: Any = None,
@@ -224,7 +185,7 @@ def _record_rows(model: nn.Module, reader: _Reader, wanted: list[int], chunk: li
         raise SteerlabError("cannot record an empty token sequence")
     if read == "all" and min(lengths) != max(lengths):
         raise SteerlabError("read='all' needs sequences of equal length")
-    ids, mask = _padded(chunk, pad_id)
+    ids, mask = right_pad(chunk, pad_id)
     real = mask.bool().clone()
     real[:, 0] = False  # exclude the first token from the norm calibration
     rows = torch.arange(len(chunk))

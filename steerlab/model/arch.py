@@ -18,26 +18,27 @@ Example:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
 
 __all__ = [
+    "cache_kwarg",
+    "cache_offset",
     "find_blocks",
+    "join_block_output",
+    "model_width",
     "n_layers",
     "register_block_path",
-    "resolve_layer",
-    "resolve_layers",
+    "returned_cache",
+    "split_block_output",
 ]
 
-LayerSpec = int | float | str
-
 _BLOCK_PATHS: dict[str, str] = {}
-_RANGE = re.compile(r"^(-?[0-9.]+)\s*-\s*(-?[0-9.]+)(?:\s*:\s*(-?[0-9]+))?$")
 
 
 def register_block_path(model_type: str, path: str) -> None:
@@ -112,107 +113,6 @@ def n_layers(model: nn.Module) -> int:
     return len(find_blocks(model)[1])
 
 
-def _bad(spec: object) -> SteerlabError:
-    return SteerlabError(
-        f"invalid layer {spec!r}: expected an index (e.g. 8 or -1), a fraction of depth in "
-        "[0, 1] (e.g. 0.5), a range like '8-20' or '8-20:2', a list like '10,16', or 'all'"
-    )
-
-
-def resolve_layer(spec: LayerSpec, n: int) -> int:
-    """Turn one layer spec into an index in ``0..n-1`` for a model with ``n`` blocks.
-
-    Ints count from the start, negatives from the end (-1 = last); floats in [0, 1] (or
-    strings like ``"0.5"``) are fractions of depth, ``round(f * (n - 1))``; strings of ints
-    work like ints. Anything else, or out of range, raises :class:`SteerlabError`.
-
-    Example:
-        >>> resolve_layer(-1, 30), resolve_layer(0.5, 31), resolve_layer("12", 30)
-        (29, 15, 12)
-    """
-    if n <= 0:
-        raise SteerlabError(f"cannot pick layer {spec!r}: model has no layers")
-    value: int | float
-    if isinstance(spec, bool):
-        raise _bad(spec)
-    if isinstance(spec, str):
-        text = spec.strip()
-        try:
-            value = int(text)
-        except ValueError:
-            try:
-                value = float(text)
-            except ValueError:
-                raise _bad(spec) from None
-    elif isinstance(spec, int | float):
-        value = spec
-    else:
-        raise _bad(spec)
-
-    if isinstance(value, float):
-        if not 0.0 <= value <= 1.0:  # also rejects nan
-            raise SteerlabError(
-                f"layer fraction {value} out of range: fractions of depth must be in [0, 1]"
-            )
-        return round(value * (n - 1))
-    if not -n <= value < n:
-        raise SteerlabError(
-            f"layer {value} out of range: model has {n} layers (valid 0..{n - 1} or -{n}..-1)"
-        )
-    return value % n
-
-
-def _resolve_str(spec: str, n: int) -> list[int]:
-    text = spec.strip()
-    if text.lower() == "all":
-        return list(range(n))
-    out: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        match = _RANGE.match(part)
-        if match is None:
-            out.append(resolve_layer(part, n))
-            continue
-        start, end = resolve_layer(match[1], n), resolve_layer(match[2], n)
-        step = int(match[3]) if match[3] is not None else 1
-        if step < 1:
-            raise SteerlabError(f"layer range '{part}': step must be >= 1, got {step}")
-        if start > end:
-            raise SteerlabError(f"layer range '{part}' is empty: start {start} is after end {end}")
-        out.extend(range(start, end + 1, step))
-    return out
-
-
-def resolve_layers(spec: LayerSpec | Iterable[LayerSpec], n: int) -> list[int]:
-    """Turn a layer selection into sorted, unique indices for a model with ``n`` blocks.
-
-    Accepts ``"all"``, inclusive ranges ``"8-20"`` with optional step ``"8-20:2"``,
-    comma lists ``"10,16"``, single specs (``-1``, ``0.5``, ``"0.5"``; see
-    :func:`resolve_layer`) and iterables of any of these.
-
-    Example:
-        >>> resolve_layers("8-20:4", 30), resolve_layers("10,16,-1", 30)
-        ([8, 12, 16, 20], [10, 16, 29])
-        >>> resolve_layers([0.0, 1.0, "all"], 3)
-        [0, 1, 2]
-    """
-    if isinstance(spec, str):
-        out = _resolve_str(spec, n)
-    elif isinstance(spec, int | float):
-        out = [resolve_layer(spec, n)]
-    else:
-        out = []
-        try:
-            items = list(spec)
-        except TypeError:
-            raise _bad(spec) from None
-        for item in items:
-            out.extend(_resolve_str(item, n) if isinstance(item, str) else [resolve_layer(item, n)])
-    if not out:
-        raise SteerlabError(f"layer selection {spec!r} selects no layers")
-    return sorted(set(out))
-
-
 def cache_kwarg(model: nn.Module) -> str:
     """The keyword this transformers version's ``forward`` takes the KV cache under.
 
@@ -240,3 +140,148 @@ def returned_cache(output: Any) -> Any:
     if "cache" in keys:
         return output["cache"]
     return output["past_key_values"] if "past_key_values" in keys else None
+
+
+def split_block_output(output: Any) -> tuple[torch.Tensor, Any]:
+    """A decoder block's output as (hidden states, the rest or None).
+
+    Example:
+        >>> h, rest = split_block_output((torch.zeros(1), "cache"))
+        >>> rest
+        ('cache',)
+    """
+    if isinstance(output, torch.Tensor):
+        return output, None
+    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
+        return output[0], output[1:]
+    raise SteerlabError(f"cannot steer a block whose output is {type(output).__name__}")
+
+
+def join_block_output(hidden: torch.Tensor, rest: Any) -> Any:
+    """The inverse of :func:`split_block_output`."""
+    return hidden if rest is None else (hidden, *rest)
+
+
+#: Keyword names under which transformers has passed the KV cache to a model's forward
+#: (``past_key_values`` up to 5.23; 5.24 renamed it ``cache``).
+CACHE_KWARGS = ("cache", "past_key_values")
+
+
+def cache_offset(kwargs: dict[str, Any], length: int,
+                 attention_mask: torch.Tensor | None = None) -> int:
+    """Tokens already in the KV cache before a call of ``length`` new tokens.
+
+    Read from whatever the running transformers passes: ``cache_position`` (≤ 5.23), a cache
+    object under ``cache`` (5.24+) or ``past_key_values`` (or any other keyword holding an
+    object with ``get_seq_length``), checked against a 2-D attention mask, which covers cached
+    plus new tokens. When those disagree, or a cache is present that steerlab cannot read,
+    this raises instead of guessing: a wrong offset would silently steer the wrong tokens.
+
+    Example:
+        >>> cache_offset({}, 3)
+        0
+        >>> cache_offset({"cache_position": torch.tensor([7])}, 1)
+        7
+    """
+    found: list[tuple[str, int]] = []
+    cache_position = kwargs.get("cache_position")
+    if isinstance(cache_position, torch.Tensor) and cache_position.numel():
+        found.append(("cache_position", int(cache_position.reshape(-1)[0])))
+    for name, value in kwargs.items():
+        if value is None or name == "cache_position":
+            continue
+        if callable(getattr(value, "get_seq_length", None)):
+            found.append((name, int(value.get_seq_length())))
+        elif name in CACHE_KWARGS:
+            raise SteerlabError(f"cannot read the KV-cache length from {name}="
+                                f"{type(value).__name__}; steering positions would be wrong")
+    if attention_mask is not None and attention_mask.ndim == 2:
+        found.append(("attention_mask", int(attention_mask.shape[1]) - length))
+    offsets = {offset for _, offset in found}
+    if len(offsets) > 1 or any(offset < 0 for offset in offsets):
+        seen = ", ".join(f"{name} says {offset}" for name, offset in found)
+        raise SteerlabError(f"cannot tell how many tokens are cached before this call ({seen}); "
+                            "refusing to steer positions that may be wrong")
+    return offsets.pop() if offsets else 0
+
+
+def model_width(module: nn.Module) -> int | None:
+    """The residual-stream width: ``config.hidden_size``, else the input embeddings' width."""
+    config = getattr(module, "config", None)
+    width = getattr(config, "hidden_size", None)
+    if isinstance(width, int):
+        return width
+    get_embeddings = getattr(module, "get_input_embeddings", None)
+    if callable(get_embeddings):
+        embeddings = get_embeddings()
+        weight = getattr(embeddings, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 2:
+            return int(weight.shape[1])
+    return None
+
+
+_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f")
+
+
+class UnsupportedArchitecture(Exception):
+    """The model's forward does not decompose into blocks → norm → head as expected."""
+
+
+@dataclass
+class BlockCall:
+    """The arguments one decoder block was called with (to call it again)."""
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+
+class Head:
+    """Final norm + LM head of a model, applied to chosen positions only.
+
+    ``supported`` is False when the model does something between the last block and the head
+    that this does not know (then callers run whole forwards instead).
+
+    Example:
+        >>> from steerlab.testing.tiny import tiny_model
+        >>> Head(tiny_model("llama"), "model.layers").supported
+        True
+    """
+
+    def __init__(self, model: nn.Module, blocks_path: str):
+        parent_path = blocks_path.rsplit(".", 1)[0] if "." in blocks_path else ""
+        parent = model.get_submodule(parent_path) if parent_path else model
+        self.norm: nn.Module | None = next(
+            (getattr(parent, n) for n in _NORM_NAMES if isinstance(getattr(parent, n, None),
+                                                                   nn.Module)), None)
+        get_out = getattr(model, "get_output_embeddings", None)
+        self.lm_head: nn.Module | None = get_out() if callable(get_out) else None
+        self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+        self.supported = (self.norm is not None and self.lm_head is not None
+                          and getattr(parent, "project_out", None) is None)
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        assert self.norm is not None and self.lm_head is not None
+        logits = self.lm_head(self.norm(hidden)).float()
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def block_input(call: BlockCall) -> torch.Tensor:
+    """The hidden states a recorded block call received."""
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        return call.args[0]
+    hidden = call.kwargs.get("hidden_states")
+    if not isinstance(hidden, torch.Tensor):
+        raise UnsupportedArchitecture("block input is neither the first argument nor "
+                                      "hidden_states=")
+    return hidden
+
+
+def run_block(block: nn.Module, call: BlockCall, hidden: torch.Tensor) -> torch.Tensor:
+    """Call ``block`` again as recorded, on new hidden states; its output hidden states."""
+    if call.args and isinstance(call.args[0], torch.Tensor):
+        out = block(hidden, *call.args[1:], **call.kwargs)
+    else:
+        out = block(*call.args, **{**call.kwargs, "hidden_states": hidden})
+    return split_block_output(out)[0]

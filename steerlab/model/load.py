@@ -59,6 +59,28 @@ class LoadedModel:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @property
+    def pad_id(self) -> int:
+        """The id padded batches use: the tokenizer's pad token, else its EOS, else 0."""
+        tok = self.tokenizer
+        for value in (getattr(tok, "pad_token_id", None), getattr(tok, "eos_token_id", None)):
+            if value is not None:
+                return int(value)
+        return 0
+
+    @property
+    def stop_ids(self) -> frozenset[int]:
+        """Token ids that end a generation: the generation config's and the tokenizer's EOS."""
+        ids: set[int] = set()
+        config = getattr(self.model, "generation_config", None)
+        for value in (getattr(config, "eos_token_id", None),
+                      getattr(self.tokenizer, "eos_token_id", None)):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, list | tuple):
+                ids.update(int(v) for v in value)
+        return frozenset(ids)
+
 
 def _finish(model: PreTrainedModel, tokenizer: Any, model_id: str,
             revision: str | None) -> LoadedModel:

@@ -15,54 +15,102 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
+from steerlab.util.seq import common_prefix
+
+Message = Mapping[str, str]
+#: What a prompt may be: one user turn as text, or a whole conversation as chat messages.
+Prompt = str | Sequence[Message]
+ROLES = ("system", "user", "assistant")
 
 
-def chat_prompt(tokenizer: Any, user_text: str, assistant_prefix: str = "",
-                system: str | None = None) -> str:
-    """The text of a one-turn chat, ending inside the assistant turn with ``assistant_prefix``.
+def chat_messages(prompt: Prompt, system: str | None = None) -> list[dict[str, str]]:
+    """The message list of a prompt: a string becomes one user turn; ``system`` goes first
+    (unless the messages already start with a system turn).
 
-    Tokenizers without a chat template (base models) get ``"Question: ...\\nAnswer: "``.
-
-    Example:
-        >>> class T: chat_template = None
-        >>> chat_prompt(T(), "Hi?", "(")
-        'Question: Hi?\\nAnswer: ('
-    """
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(chat_messages(user_text, system), tokenize=False,
-                                             add_generation_prompt=True)
-        return str(text) + assistant_prefix
-    head = f"{system}\n\n" if system else ""
-    return f"{head}Question: {user_text}\nAnswer: {assistant_prefix}"
-
-
-def chat_messages(user_text: str, system: str | None = None) -> list[dict[str, str]]:
-    """The message list of a one-turn chat (optional system message first).
+    Messages are checked: each a mapping with ``role`` (system, user or assistant) and a
+    string ``content``, ending with a user turn.
 
     Example:
         >>> chat_messages("Hi", "Be brief")[0]["role"]
         'system'
+        >>> chat_messages([{"role": "user", "content": "Hi"}])[-1]["content"]
+        'Hi'
     """
-    return ([{"role": "system", "content": system}] if system else []) + [
-        {"role": "user", "content": user_text}]
+    if isinstance(prompt, str):
+        messages = [{"role": "user", "content": prompt}]
+    else:
+        if not isinstance(prompt, Sequence) or not prompt:
+            raise SteerlabError(f"a prompt is a string or a non-empty list of chat messages, "
+                                f"got {type(prompt).__name__}")
+        messages = []
+        for i, message in enumerate(prompt):
+            if not isinstance(message, Mapping):
+                raise SteerlabError(f"message {i}: expected a mapping with 'role' and "
+                                    f"'content', got {type(message).__name__}")
+            role, content = message.get("role"), message.get("content")
+            if role not in ROLES:
+                raise SteerlabError(f"message {i}: field 'role': expected one of "
+                                    f"{', '.join(ROLES)}, got {role!r}")
+            if not isinstance(content, str):
+                raise SteerlabError(f"message {i}: field 'content': expected a string, got "
+                                    f"{type(content).__name__}")
+            messages.append({"role": str(role), "content": content})
+        if messages[-1]["role"] != "user":
+            raise SteerlabError(f"the last message must be the user's turn, got "
+                                f"{messages[-1]['role']!r}")
+    if system and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return messages
 
 
-def instruction_length(tokenizer: Any, user_text: str, system: str | None = None) -> int:
-    """Tokens up to the end of the user turn: where CAA's ``after_instruction`` starts.
+def _plain_chat(messages: Sequence[Message], assistant_prefix: str) -> str:
+    """A conversation for a model without a chat template: ``Question: … Answer: …`` turns."""
+    parts = []
+    for message in messages:
+        if message["role"] == "system":
+            parts.append(f"{message['content']}\n\n")
+        elif message["role"] == "user":
+            parts.append(f"Question: {message['content']}\n")
+        else:
+            parts.append(f"Answer: {message['content']}\n")
+    return "".join(parts) + f"Answer: {assistant_prefix}"
+
+
+def chat_prompt(tokenizer: Any, prompt: Prompt, assistant_prefix: str = "",
+                system: str | None = None) -> str:
+    """The text of a chat, ending inside the assistant turn with ``assistant_prefix``.
+
+    Tokenizers without a chat template (base models) get ``"Question: ...\nAnswer: "``.
+
+    Example:
+        >>> class T: chat_template = None
+        >>> chat_prompt(T(), "Hi?", "(")
+        'Question: Hi?\nAnswer: ('
+    """
+    messages = chat_messages(prompt, system)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False,
+                                             add_generation_prompt=True)
+        return str(text) + assistant_prefix
+    return _plain_chat(messages, assistant_prefix)
+
+
+def instruction_length(tokenizer: Any, prompt: Prompt, system: str | None = None) -> int:
+    """Tokens up to the end of the (last) user turn: where CAA's ``after_instruction`` starts.
 
     Without a chat template the whole ``Question: ...\nAnswer: `` prompt counts.
     """
     if getattr(tokenizer, "chat_template", None):
-        head = tokenizer.apply_chat_template(chat_messages(user_text, system), tokenize=False,
+        head = tokenizer.apply_chat_template(chat_messages(prompt, system), tokenize=False,
                                              add_generation_prompt=False)
         return len(encode(tokenizer, str(head)))
-    return len(encode(tokenizer, chat_prompt(tokenizer, user_text, system=system)))
+    return len(encode(tokenizer, chat_prompt(tokenizer, prompt, system=system)))
 
 
 def encode_plain(tokenizer: Any, text: str) -> list[int]:
@@ -70,9 +118,12 @@ def encode_plain(tokenizer: Any, text: str) -> list[int]:
     return list(tokenizer(text)["input_ids"])
 
 
-def prompt_ids(tokenizer: Any, prompt: str, chat: bool = True,
+def prompt_ids(tokenizer: Any, prompt: Prompt, chat: bool = True,
                system: str | None = None) -> tuple[list[int], int]:
     """Token ids of a generation prompt and its instruction length.
+
+    ``chat=False`` takes the text as it is (no template, the tokenizer's own special tokens);
+    a list of messages needs ``chat=True``.
 
     Example:
         >>> class T:
@@ -83,7 +134,11 @@ def prompt_ids(tokenizer: Any, prompt: str, chat: bool = True,
         ([0, 1, 2], 3)
     """
     if not chat:
+        if not isinstance(prompt, str):
+            raise SteerlabError("chat messages need chat formatting (chat=True / --chat)")
         ids = encode_plain(tokenizer, prompt)
+        if not ids:
+            raise SteerlabError("the prompt is empty")
         return ids, len(ids)
     full = encode(tokenizer, chat_prompt(tokenizer, prompt, system=system))
     return full, min(instruction_length(tokenizer, prompt, system), len(full))
@@ -115,21 +170,6 @@ class ABSequences:
     @property
     def not_matching(self) -> list[int]:
         return [*self.prefix, self.not_matching_id]
-
-
-def common_prefix(rows: Sequence[Sequence[int]]) -> int:
-    """Number of leading tokens every row shares.
-
-    Example:
-        >>> common_prefix([[1, 2, 3], [1, 2, 4], [1, 2]])
-        2
-    """
-    n = 0
-    for column in zip(*rows, strict=False):
-        if any(c != column[0] for c in column):
-            break
-        n += 1
-    return n
 
 
 def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
@@ -167,7 +207,7 @@ def answer_sequences(tokenizer: Any, item: ABItem,
     """The matching and not-matching answers of ``item`` as assistant replies.
 
     Example:
-        >>> from steerlab.testing.tiny import tiny_tokenizer                          # doctest: +SKIP
+        >>> from steerlab.testing.tiny import tiny_tokenizer  # doctest: +SKIP
         >>> m, n = answer_sequences(tiny_tokenizer(), ABItem("Q?", "yes", "no"))  # doctest: +SKIP
     """
     prompt = encode(tokenizer, chat_prompt(tokenizer, item.question, system=system))

@@ -27,10 +27,8 @@ Example:
 from __future__ import annotations
 
 import copy
-import math
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -40,51 +38,29 @@ from tqdm.auto import tqdm
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import cache_kwarg, find_blocks, returned_cache
+from steerlab.model.arch import (
+    BlockCall,
+    Head,
+    UnsupportedArchitecture,
+    block_input,
+    cache_kwarg,
+    find_blocks,
+    returned_cache,
+    run_block,
+)
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
-from steerlab.scoring.ab import ABResult, _ab_items, _pad_id, left_pad, score_ab
-from steerlab.steering.hooks import (
-    PositionTracker,
-    SteeringSpec,
-    _split_output,
-    _Term,
-    apply_terms,
-    compile_terms,
-)
+from steerlab.scoring.ab import ABResult, ab_items, answer_result
+from steerlab.scoring.batch import steered_logits
+from steerlab.scoring.readout import ABReadout, AnswerReadout, Row
+from steerlab.steering.hooks import steer
+from steerlab.steering.plan import Plan, PositionTracker, apply_terms, compile_terms
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util.seq import left_pad
 from steerlab.vector import SteeringVector
 
 LayerKey = int | tuple[int, ...]
-_NORM_NAMES = ("norm", "final_layernorm", "final_layer_norm", "ln_f", "norm_f")
-
-
-@dataclass
-class _Call:
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-
-
-class _Head:
-    """Final norm + LM head of a model, applied to chosen positions only."""
-
-    def __init__(self, model: nn.Module, blocks_path: str):
-        parent_path = blocks_path.rsplit(".", 1)[0] if "." in blocks_path else ""
-        parent = model.get_submodule(parent_path) if parent_path else model
-        self.norm: nn.Module | None = next(
-            (getattr(parent, n) for n in _NORM_NAMES if isinstance(getattr(parent, n, None),
-                                                                   nn.Module)), None)
-        get_out = getattr(model, "get_output_embeddings", None)
-        self.lm_head: nn.Module | None = get_out() if callable(get_out) else None
-        self.softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
-        self.supported = (self.norm is not None and self.lm_head is not None
-                          and getattr(parent, "project_out", None) is None)
-
-    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
-        assert self.norm is not None and self.lm_head is not None
-        logits = self.lm_head(self.norm(hidden)).float()
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
+_Read = Callable[[torch.Tensor, int], list[Row]]
 
 
 def _expand(value: Any, batch: int, times: int) -> Any:
@@ -104,18 +80,18 @@ def _expand(value: Any, batch: int, times: int) -> Any:
     return value
 
 
-def _capture_calls(model: nn.Module, blocks: nn.ModuleList, head: _Head, starts: set[int],
-                   run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[int, _Call],
+def _capture_calls(model: nn.Module, blocks: nn.ModuleList, head: Head, starts: set[int],
+                   run: Callable[[], torch.Tensor]) -> tuple[torch.Tensor, dict[int, BlockCall],
                                                              torch.Tensor]:
     """Run ``run()`` recording each block's call from min(starts) up and the final hidden."""
-    calls: dict[int, _Call] = {}
+    calls: dict[int, BlockCall] = {}
     final: list[torch.Tensor] = []
     handles = []
     first = min(starts)
 
     def block_hook(index: int) -> Any:
         def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            calls[index] = _Call(args, dict(kwargs))
+            calls[index] = BlockCall(args, dict(kwargs))
         return hook
 
     def norm_hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
@@ -132,29 +108,8 @@ def _capture_calls(model: nn.Module, blocks: nn.ModuleList, head: _Head, starts:
         for handle in handles:
             handle.remove()
     if len(final) != 1 or len(calls) != len(blocks) - first:
-        raise _Unsupported("blocks or final norm were not called exactly once")
+        raise UnsupportedArchitecture("blocks or final norm were not called exactly once")
     return logits, calls, final[0]
-
-
-class _Unsupported(Exception):
-    """The model's forward does not decompose into blocks → norm → head as expected."""
-
-
-def _block_input(call: _Call) -> torch.Tensor:
-    if call.args and isinstance(call.args[0], torch.Tensor):
-        return call.args[0]
-    hidden = call.kwargs.get("hidden_states")
-    if not isinstance(hidden, torch.Tensor):
-        raise _Unsupported("block input is neither the first argument nor hidden_states=")
-    return hidden
-
-
-def _run_block(block: nn.Module, call: _Call, hidden: torch.Tensor) -> torch.Tensor:
-    if call.args and isinstance(call.args[0], torch.Tensor):
-        out = block(hidden, *call.args[1:], **call.kwargs)
-    else:
-        out = block(*call.args, **{**call.kwargs, "hidden_states": hidden})
-    return _split_output(out)[0]
 
 
 class SweepEngine:
@@ -170,7 +125,7 @@ class SweepEngine:
         self.lm = as_loaded(model)
         self.module = self.lm.model
         self.path, self.blocks = find_blocks(self.module)
-        self.head = _Head(self.module, self.path)
+        self.head = Head(self.module, self.path)
         self.batch_size = batch_size
         self.progress = progress
         self.prefix_reuse = self.head.supported
@@ -192,9 +147,7 @@ class SweepEngine:
         if all(isinstance(s, ABSequences) for s in seqs):
             return {key: ABResult(*(tuple(r[i] for r in cell) for i in range(4)))
                     for key, cell in rows.items()}
-        if len(seqs) % 2:
-            raise SteerlabError("whole answers come in (matching, not matching) pairs")
-        return {key: _answer_result([r[0] for r in cell]) for key, cell in rows.items()}
+        return {key: answer_result([r[0] for r in cell]) for key, cell in rows.items()}
 
     def score_rows(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
                    vector: SteeringVector, layer_groups: Sequence[Sequence[int]],
@@ -202,25 +155,30 @@ class SweepEngine:
                    positions: str = "all") -> dict[tuple[LayerKey, float],
                                                    list[tuple[float, ...]]]:
         """Per-row raw readings of every cell, in the order of ``seqs``."""
-        if unit not in ("coefficient", "strength"):
-            raise SteerlabError(f"unit must be 'coefficient' or 'strength', got {unit!r}")
+        readout = _readout(seqs)
         n_layers = len(self.blocks)
         groups = [tuple(g) for g in layer_groups]
         for group in groups:
             if not group:
                 raise SteerlabError("empty layer group in sweep")
-            SteeringSpec(vector, layers=list(group)).resolved_layers(n_layers)
+            SteeringSpec.at(vector, list(group), 0.0, unit=unit,
+                            positions=positions).resolved_layers(n_layers)
         values = [float(v) for v in values]
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i].prefix))
         per_cell: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {
             (self._key(g), v): [] for g in groups for v in values}
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch_index in tqdm(batches, disable=not self.progress, desc="sweep", leave=False):
-            chunk = [seqs[i] for i in batch_index]
-            cell_rows = self._score_batch(chunk, vector, groups, values, unit, positions)
+        cells = len(groups) * sum(v != 0.0 for v in values) + (0.0 in values)
+        bar = tqdm(total=len(seqs) * cells, disable=not self.progress, unit="row",
+                   desc=f"sweep {len(groups)} layer(s) × {len(values)} value(s)", leave=False)
+        for batch_index in batches:
+            cell_rows = self._score_batch(batch_index, readout, vector, groups, values, unit,
+                                          positions)
+            bar.update(len(batch_index) * cells)
             for key, rows in cell_rows.items():
                 pairs = zip(batch_index, rows, strict=True)
                 per_cell[key] += [(float(i), *row) for i, row in pairs]
+        bar.close()
         out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
         for key, rows in per_cell.items():
             rows.sort(key=lambda r: r[0])
@@ -231,16 +189,12 @@ class SweepEngine:
     def _key(group: tuple[int, ...]) -> LayerKey:
         return group[0] if len(group) == 1 else group
 
-    def _spec(self, vector: SteeringVector, group: tuple[int, ...], value: float, unit: str,
-              positions: str) -> SteeringSpec:
-        return SteeringSpec(vector, layers=list(group), positions=positions,
-                            coefficient=value if unit == "coefficient" else None,
-                            strength=value if unit == "strength" else None)
-
-    def _score_batch(self, chunk: Sequence[ABSequences], vector: SteeringVector,
+    def _score_batch(self, indices: list[int], readout: ABReadout | AnswerReadout,
+                     vector: SteeringVector,
                      groups: list[tuple[int, ...]], values: list[float], unit: str,
-                     positions: str) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
-        batch = left_pad([s.prefix for s in chunk], _pad_id(self.lm))
+                     positions: str) -> dict[tuple[LayerKey, float], list[Row]]:
+        chunk = [readout.seqs[i] for i in indices]
+        batch = left_pad([s.prefix for s in chunk], self.lm.pad_id)
         batch = {k: v.to(self.lm.device) for k, v in batch.items()}
         size = len(chunk)
         mask = batch["attention_mask"]
@@ -249,14 +203,17 @@ class SweepEngine:
         instr = torch.tensor([s.instruction_length for s in chunk])
         prompt_lengths = torch.tensor([getattr(s, "prompt_length", len(s.prefix))
                                        for s in chunk])
-        keep, read = _reader(chunk, batch["input_ids"])
+        keep = readout.keep(indices)
+
+        def read(logits: torch.Tensor, times: int) -> list[Row]:
+            return readout.read([i for i in indices for _ in range(times)], logits)
+
         out: dict[tuple[LayerKey, float], list[tuple[float, ...]]] = {}
         site = vector.site
         starts = {min(k + (1 if site == "block_output" else 0) for k in g) for g in groups}
 
         def forward() -> torch.Tensor:
-            result = self.module(**batch, use_cache=False, logits_to_keep=keep)
-            return result.logits[:, -keep:].float()
+            return steered_logits(self.lm, [s.prefix for s in chunk], keep=keep)
 
         width = int(mask.shape[1])
         # the suffix must hold every position whose logits are read
@@ -277,7 +234,7 @@ class SweepEngine:
                                                         starts | {len(self.blocks)}, forward)
                     if not self._verified:
                         self._verify(base, calls, final, starts, keep)
-                except _Unsupported as exc:
+                except UnsupportedArchitecture as exc:
                     self._fall_back(str(exc))
             if not self.prefix_reuse:
                 base = forward()
@@ -290,8 +247,8 @@ class SweepEngine:
                 if not nonzero:
                     continue
                 times = len(nonzero)
-                rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
-                        for v in nonzero]
+                rows = [[SteeringSpec.at(vector, list(group), v, unit=unit, positions=positions)]
+                        for _ in range(size) for v in nonzero]
                 plan = compile_terms([], rows, len(self.blocks))
                 tracker = PositionTracker(prompt_lengths.repeat_interleave(times).tolist(),
                                           instr.repeat_interleave(times).tolist())
@@ -301,7 +258,11 @@ class SweepEngine:
                     start = min(k + (1 if site == "block_output" else 0) for k in group)
                     logits = self._tail(start, calls, final, plan, tracker, size, times, keep)
                 else:
-                    logits = self._full(batch, rows, prompt_lengths, instr, times, keep)
+                    logits = steered_logits(
+                        self.lm, [s.prefix for s in chunk for _ in range(times)],
+                        row_steering=rows,
+                        prompt_lengths=prompt_lengths.repeat_interleave(times).tolist(),
+                        instruction_lengths=instr.repeat_interleave(times).tolist(), keep=keep)
                 scored = read(logits, times)
                 for j, v in enumerate(nonzero):
                     out[(self._key(group), v)] = scored[j::times]
@@ -313,8 +274,6 @@ class SweepEngine:
                       instr: torch.Tensor, keep: int, read: _Read,
                       ) -> dict[tuple[LayerKey, float], list[tuple[float, ...]]]:
         """Token-prefix reuse: tokens before ``first`` (padded index) run once, cached."""
-        from steerlab.steering.hooks import steer
-
         head = {k: v[:, :first] for k, v in batch.items()}
         cache = returned_cache(self.module(**head, use_cache=True))
 
@@ -340,51 +299,40 @@ class SweepEngine:
             if not nonzero:
                 continue
             times = len(nonzero)
-            rows = [[self._spec(vector, group, v, unit, positions)] for _ in range(size)
-                    for v in nonzero]
+            rows = [[SteeringSpec.at(vector, list(group), v, unit=unit, positions=positions)]
+                    for _ in range(size) for v in nonzero]
             scored = read(suffix(rows, times), times)
             for j, v in enumerate(nonzero):
                 out[(self._key(group), v)] = scored[j::times]
         return out
 
-    def _tail(self, start: int, calls: dict[int, _Call], final: torch.Tensor,
-              plan: dict[tuple[str, int], list[_Term]], tracker: PositionTracker, size: int,
+    def _tail(self, start: int, calls: dict[int, BlockCall], final: torch.Tensor,
+              plan: Plan, tracker: PositionTracker, size: int,
               times: int, keep: int) -> torch.Tensor:
         n = len(self.blocks)
-        source = _block_input(calls[start]) if start < n else final
+        source = block_input(calls[start]) if start < n else final
         hidden = source.repeat_interleave(times, dim=0)
         if ("block_output", start - 1) in plan:
             hidden = apply_terms(hidden, plan[("block_output", start - 1)], tracker)
         for index in range(start, n):
             call = calls[index]
-            call = _Call(_expand(call.args, size, times), _expand(call.kwargs, size, times))
+            call = BlockCall(_expand(call.args, size, times), _expand(call.kwargs, size, times))
             if ("block_input", index) in plan:
                 hidden = apply_terms(hidden, plan[("block_input", index)], tracker)
-            hidden = _run_block(self.blocks[index], call, hidden)
+            hidden = run_block(self.blocks[index], call, hidden)
             if ("block_output", index) in plan:
                 hidden = apply_terms(hidden, plan[("block_output", index)], tracker)
         return self.head(hidden[:, -keep:])
 
-    def _full(self, batch: dict[str, torch.Tensor], rows: list[list[SteeringSpec]],
-              lengths: torch.Tensor, instr: torch.Tensor, times: int,
-              keep: int) -> torch.Tensor:
-        from steerlab.steering.hooks import steer
-
-        expanded = {k: v.repeat_interleave(times, 0) for k, v in batch.items()}
-        with steer(self.lm, None, row_specs=rows,
-                   prompt_lengths=lengths.repeat_interleave(times).tolist(),
-                   instruction_lengths=instr.repeat_interleave(times).tolist()):
-            result = self.module(**expanded, use_cache=False, logits_to_keep=keep)
-        return result.logits[:, -keep:].float()
-
-    def _verify(self, base: torch.Tensor, calls: dict[int, _Call], final: torch.Tensor,
+    def _verify(self, base: torch.Tensor, calls: dict[int, BlockCall], final: torch.Tensor,
                 starts: set[int], keep: int) -> None:
         """Replay the tail unsteered once and compare with the model's own logits."""
         empty = PositionTracker()
         replay = self._tail(min(starts), calls, final, {}, empty, base.shape[0], 1, keep)
         if not torch.allclose(replay, base, atol=1e-4, rtol=1e-4):
             delta = float((replay - base).abs().max())
-            raise _Unsupported(f"tail replay differs from the model's logits by {delta:.2e}")
+            raise UnsupportedArchitecture(f"tail replay differs from the model's logits by "
+                                          f"{delta:.2e}")
         self._verified = True
 
     def _fall_back(self, reason: str) -> None:
@@ -403,62 +351,16 @@ def _first_steered(positions: str, real: torch.Tensor, valid: torch.Tensor,
     return int(hits[0]) if len(hits) else int(steered.shape[0])
 
 
-_Read = Callable[[torch.Tensor, int], list[tuple[float, ...]]]
-
-
-def _reader(chunk: Sequence[Any], input_ids: torch.Tensor) -> tuple[int, _Read]:
-    """How many trailing positions' logits a batch needs, and how to turn them into rows.
-
-    A/B rows (:class:`ABSequences`) read the last position: (score, propensity, p_matching,
-    p_not_matching). Whole answers (:class:`AnswerSequence`) read the positions predicting
-    each row's answer tokens: (total log-probability of the answer,).
-    """
-    if all(isinstance(s, ABSequences) for s in chunk):
-        matching = torch.tensor([s.matching_id for s in chunk])
-        other = torch.tensor([s.not_matching_id for s in chunk])
-
-        def read_ab(logits: torch.Tensor, times: int) -> list[tuple[float, ...]]:
-            return _read(logits[:, -1], matching.repeat_interleave(times),
-                         other.repeat_interleave(times))
-        return 1, read_ab
-    if not all(isinstance(s, AnswerSequence) for s in chunk):
-        raise SteerlabError("a sweep batch mixes A/B items and whole answers")
-    answer = torch.tensor([s.answer_length for s in chunk])
-    longest = int(answer.max())
-    targets = input_ids[:, -longest:]  # left padding: every row's answer ends the row
-    column = torch.arange(longest)
-    counted = column[None, :] >= (longest - answer)[:, None]  # [B, longest]
-
-    def read_answers(logits: torch.Tensor, times: int) -> list[tuple[float, ...]]:
-        logprobs = torch.log_softmax(logits[:, :-1], dim=-1)  # predicts the last `longest`
-        picked = logprobs.gather(-1, targets.repeat_interleave(times, 0)[..., None].to(
-            logprobs.device))[..., 0]
-        weights = counted.repeat_interleave(times, 0).to(picked.device)
-        totals = (picked * weights).sum(-1)
-        return [(float(t),) for t in totals]
-    return longest + 1, read_answers
-
-
-def _read(logits: torch.Tensor, matching: torch.Tensor,
-          other: torch.Tensor) -> list[tuple[float, ...]]:
-    """(score, propensity, p_matching, p_not_matching) per row from last-position logits."""
-    logprobs = torch.log_softmax(logits, dim=-1)
-    rows = torch.arange(logits.shape[0], device=logits.device)
-    match, not_match = matching.to(logits.device), other.to(logits.device)
-    lp_m, lp_n = logprobs[rows, match], logprobs[rows, not_match]
-    score = torch.sigmoid(lp_m - lp_n)
-    prop = logits[rows, match] - logits[rows, not_match]
-    return list(zip(score.tolist(), prop.tolist(), lp_m.exp().tolist(), lp_n.exp().tolist(),
-                    strict=True))
-
-
-def _answer_result(totals: Sequence[float]) -> ABResult:
-    """Pair (matching, not matching) answer log-probabilities into an :class:`ABResult`."""
-    match, other = totals[0::2], totals[1::2]
-    props = tuple(m - o for m, o in zip(match, other, strict=True))
-    scores = tuple(float(torch.sigmoid(torch.tensor(p))) for p in props)
-    return ABResult(scores, props, tuple(math.exp(m) for m in match),
-                    tuple(math.exp(o) for o in other))
+def _readout(seqs: Sequence[ABSequences] | Sequence[AnswerSequence]
+             ) -> ABReadout | AnswerReadout:
+    """A/B letters for :class:`ABSequences`, whole answers for :class:`AnswerSequence`."""
+    if seqs and all(isinstance(x, ABSequences) for x in seqs):
+        return ABReadout(seqs)  # type: ignore[arg-type]
+    if seqs and all(isinstance(x, AnswerSequence) for x in seqs):
+        if len(seqs) % 2:
+            raise SteerlabError("whole answers come in (matching, not matching) pairs")
+        return AnswerReadout(seqs)  # type: ignore[arg-type]
+    raise SteerlabError("a sweep needs all A/B items or all whole answers (not a mix, not none)")
 
 
 def _groups(layers: Sequence[int | Sequence[int]]) -> list[tuple[int, ...]]:
@@ -478,7 +380,7 @@ def sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
         0.58
     """
     lm = as_loaded(model)
-    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in _ab_items(data)]
+    seqs = [ab_sequences(lm.tokenizer, item, system=system) for item in ab_items(data, "sweep_ab")]
     engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
     return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
 
@@ -497,54 +399,29 @@ def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
         ...                     unit="strength")
     """
     lm = as_loaded(model)
-    seqs = [seq for item in _ab_items(data)
+    seqs = [seq for item in ab_items(data, "sweep_answers")
             for seq in answer_sequences(lm.tokenizer, item, system=system)]
     engine = SweepEngine(lm, batch_size=batch_size, progress=progress)
     return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
 
 
-def naive_sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
-                        vector: SteeringVector, layers: Sequence[int | Sequence[int]],
-                        values: Sequence[float], *, unit: str = "coefficient",
-                        positions: str = "all", batch_size: int = 1,
-                        system: str | None = None) -> dict[tuple[LayerKey, float], ABResult]:
-    """Reference loop for :func:`sweep_answers`: one steering context per cell.
+def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                       vector: SteeringVector, layers: Sequence[int | float | str] | str | int,
+                       values: Sequence[float], *, unit: str = "coefficient",
+                       positions: str = "all", batch_size: int = 16, system: str | None = None,
+                       progress: bool = False) -> dict[float, ABResult]:
+    """Behaviour score at several coefficients (or strengths) of one layer (group).
+
+    One layer group of :func:`sweep_ab`: the unsteered prefix runs once and every value rides
+    in one forward as a per-row spec; results equal separate runs (tested).
 
     Example:
-        >>> ref = naive_sweep_answers(lm, items, vec, [12], [-1, 1])      # doctest: +SKIP
-    """
-    from steerlab.scoring.ab import score_answers
-
-    lm = as_loaded(model)
-    out: dict[tuple[LayerKey, float], ABResult] = {}
-    for group in _groups(layers):
-        for value in values:
-            spec = SteeringSpec(vector, layers=list(group), positions=positions,
-                                coefficient=float(value) if unit == "coefficient" else None,
-                                strength=float(value) if unit == "strength" else None)
-            key = group[0] if len(group) == 1 else group
-            out[(key, float(value))] = score_answers(lm, data, spec, batch_size=batch_size,
-                                                     system=system)
-    return out
-
-
-def naive_sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
-                   vector: SteeringVector, layers: Sequence[int | Sequence[int]],
-                   values: Sequence[float], *, unit: str = "coefficient",
-                   positions: str = "all", batch_size: int = 1, system: str | None = None,
-                   progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
-    """The reference loop: one steering context per cell, ``batch_size`` items per forward.
-
-    Example:
-        >>> ref = naive_sweep_ab(lm, val, vec, [12], [-1, 1])            # doctest: +SKIP
+        >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
+        >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
     """
     lm = as_loaded(model)
-    out: dict[tuple[LayerKey, float], ABResult] = {}
-    cells = [(g, float(v)) for g in _groups(layers) for v in values]
-    for group, value in tqdm(cells, disable=not progress, desc="naive sweep", leave=False):
-        spec = SteeringSpec(vector, layers=list(group), positions=positions,
-                            coefficient=value if unit == "coefficient" else None,
-                            strength=value if unit == "strength" else None)
-        key = group[0] if len(group) == 1 else group
-        out[(key, value)] = score_ab(lm, data, spec, batch_size=batch_size, system=system)
-    return out
+    group = tuple(SteeringSpec(vector, layers=layers).resolved_layers(lm.n_layers))
+    results = sweep_ab(lm, data, vector, [group], values, unit=unit, positions=positions,
+                       batch_size=batch_size, system=system, progress=progress)
+    key = SweepEngine._key(group)
+    return {float(v): results[(key, float(v))] for v in values}

@@ -1,1 +1,1 @@
-"""steering"""
+"""Applying steering vectors: specs, compiled terms and positions, hooks, conditional gates."""

@@ -11,7 +11,8 @@ from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
 from steerlab.model.load import as_loaded
 from steerlab.model.prompts import ab_sequences
-from steerlab.scoring.sweep import SweepEngine, naive_sweep_ab, sweep_ab
+from steerlab.scoring.sweep import SweepEngine, sweep_ab
+from steerlab.testing.reference import naive_sweep
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
 
@@ -42,7 +43,7 @@ def test_engine_equals_naive_loop(arch: str) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a fallback to whole forwards would warn: fail instead
         fast = sweep_ab(lm, ITEMS, vec, layers, [-3, 0, 2], batch_size=3)
-    slow = naive_sweep_ab(lm, ITEMS, vec, layers, [-3, 0, 2], batch_size=1)
+    slow = naive_sweep(lm, ITEMS, vec, layers, [-3, 0, 2], batch_size=1)
     assert _max_delta(fast, slow) < 1e-4
     # the steering must actually change something, or equality would be vacuous
     assert max(abs(fast[(1, -3.0)].scores[i] - fast[(1, 0.0)].scores[i])
@@ -55,7 +56,7 @@ def test_engine_strength_units_and_positions_match_naive() -> None:
     for positions in ("after_instruction", "last_prompt:2", "window:3:"):
         fast = sweep_ab(lm, ITEMS, vec, [1, 2], [-0.5, 0.5], unit="strength",
                         positions=positions, batch_size=4)
-        slow = naive_sweep_ab(lm, ITEMS, vec, [1, 2], [-0.5, 0.5], unit="strength",
+        slow = naive_sweep(lm, ITEMS, vec, [1, 2], [-0.5, 0.5], unit="strength",
                               positions=positions, batch_size=2)
         assert _max_delta(fast, slow) < 1e-4
 
@@ -65,7 +66,7 @@ def test_engine_block_input_site() -> None:
     base = _vector(lm, seed=2)
     vec = SteeringVector.from_directions(base.directions, site="block_input")
     fast = sweep_ab(lm, ITEMS, vec, [0, 3], [-2, 2], batch_size=5)
-    slow = naive_sweep_ab(lm, ITEMS, vec, [0, 3], [-2, 2], batch_size=5)
+    slow = naive_sweep(lm, ITEMS, vec, [0, 3], [-2, 2], batch_size=5)
     assert _max_delta(fast, slow) < 1e-4
 
 
@@ -78,7 +79,7 @@ def test_engine_falls_back_when_head_is_unknown() -> None:
     with pytest.warns(UserWarning, match="prefix reuse disabled"):
         fast = engine.score(seqs, vec, [[2]], [-1.0, 1.0])
     assert not engine.prefix_reuse
-    slow = naive_sweep_ab(lm, ITEMS, vec, [2], [-1, 1], batch_size=3)
+    slow = naive_sweep(lm, ITEMS, vec, [2], [-1, 1], batch_size=3)
     assert _max_delta(fast, slow) < 1e-4
 
 
@@ -104,7 +105,7 @@ def test_token_prefix_reuse_equals_naive_after_instruction(arch: str, monkeypatc
     fast = engine.score(seqs, vec, [[0], [lm.n_layers - 1]], [-4.0, 0.0, 4.0],
                         positions="after_instruction")
     assert calls, "the KV-cache (token prefix) path was not taken"
-    slow = naive_sweep_ab(lm, ITEMS, vec, [0, lm.n_layers - 1], [-4, 0, 4], batch_size=1,
+    slow = naive_sweep(lm, ITEMS, vec, [0, lm.n_layers - 1], [-4, 0, 4], batch_size=1,
                           positions="after_instruction")
     assert _max_delta(fast, slow) < 1e-4
     assert max(abs(fast[(0, 4.0)].scores[i] - fast[(0, 0.0)].scores[i])
@@ -118,13 +119,13 @@ OPEN = [ABItem(f"Tell me about day {i}{' please' * (i % 3)}.", "It was lovely an
 @pytest.mark.parametrize("arch", ["llama", "gemma3", "gpt2"])
 @pytest.mark.parametrize("positions", ["all", "generation"])
 def test_open_answer_sweep_equals_score_answers(arch: str, positions: str) -> None:
-    from steerlab.scoring.sweep import naive_sweep_answers, sweep_answers
+    from steerlab.scoring.sweep import sweep_answers
 
     lm = as_loaded(tiny_model(arch), tiny_tokenizer())
     vec = _vector(lm, seed=5)
     layers = [1, lm.n_layers - 1]
     fast = sweep_answers(lm, OPEN, vec, layers, [-3, 0, 3], positions=positions, batch_size=3)
-    slow = naive_sweep_answers(lm, OPEN, vec, layers, [-3, 0, 3], positions=positions)
+    slow = naive_sweep(lm, OPEN, vec, layers, [-3, 0, 3], form="open", positions=positions)
     assert _max_delta(fast, slow) < 1e-4
     assert max(abs(a - b) for a, b in zip(fast[(1, 3.0)].propensities,
                                           fast[(1, 0.0)].propensities, strict=True)) > 1e-3

@@ -20,9 +20,11 @@ from steerlab.eval import perplexity as ppl
 from steerlab.eval import sentiment as sent
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.scoring.ab import ABResult
-from steerlab.scoring.text import continuation_nll, cut_at_stop, sample_ids, unit_values
-from steerlab.steering.hooks import SteeringSpec
+from steerlab.scoring.generate import Sampling, generate_ids
+from steerlab.scoring.likelihood import continuation_nll
+from steerlab.steering.spec import SteeringSpec
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+from steerlab.util.parse import unit_values
 from steerlab.vector import SteeringVector
 
 
@@ -267,20 +269,20 @@ def test_vader_direction() -> None:
 # ---------------------------------------------------------------- helpers
 
 
-def test_sampling_is_seeded_and_cut_at_stop(lm: LoadedModel) -> None:
+def test_sampling_is_seeded_and_stops_at_eos(lm: LoadedModel) -> None:
     prompts = [[5, 6, 7], [8, 9]]
-    a = sample_ids(lm, prompts, max_new_tokens=6, seed=3)
-    b = sample_ids(lm, prompts, max_new_tokens=6, seed=3)
+    sampling = Sampling(temperature=1.0, seed=3)
+    a = generate_ids(lm, prompts, max_new_tokens=6, sampling=sampling)
+    b = generate_ids(lm, prompts, max_new_tokens=6, sampling=sampling)
     assert a == b and all(len(x) <= 6 for x in a)
-    assert cut_at_stop([4, 5, 0, 6], {0}) == [4, 5]
-    assert cut_at_stop([4, 5], {0}) == [4, 5]
+    assert not any(t in lm.stop_ids for x in a for t in x)
 
 
 def test_unit_values() -> None:
     assert unit_values("0,1,2", None) == ("coefficient", [0.0, 1.0, 2.0])
     assert unit_values(None, "0:1:0.5") == ("strength", [0.0, 0.5, 1.0])
     for args in ((None, None), ("1", "2")):
-        with pytest.raises(SteerlabError, match="exactly one"):
+        with pytest.raises(SteerlabError, match="strengths"):
             unit_values(*args)
     with pytest.raises(SteerlabError, match="repeated"):
         unit_values("1,1", None)

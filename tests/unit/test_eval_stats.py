@@ -6,7 +6,9 @@ import math
 
 import pytest
 
-from steerlab.eval.stats import (
+from steerlab.eval.sweep import cell_records, layer_chunks
+from steerlab.scoring.ab import ABResult
+from steerlab.util.stats import (
     bootstrap_ci,
     mean_ci,
     mean_diff_ci,
@@ -15,8 +17,6 @@ from steerlab.eval.stats import (
     steerability,
     wilson,
 )
-from steerlab.eval.sweep import cell_records, layer_chunks
-from steerlab.scoring.ab import ABResult
 
 
 def test_mean_ci_by_hand() -> None:

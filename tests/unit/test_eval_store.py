@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from steerlab.errors import SteerlabError
-from steerlab.eval.common import cell_id, parse_layer_list
+from steerlab.eval.common import cell_id
 from steerlab.eval.store import FIELDS, ResultStore, make_record
+from steerlab.util.parse import resolve_layers as parse_layer_list
 
 
 def test_record_has_every_field_and_cleans_nan(tmp_path: Path) -> None:

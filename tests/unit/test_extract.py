@@ -16,7 +16,9 @@ from torch import nn
 from steerlab.data import ABItem, ContrastPair, load_dataset, load_pairs
 from steerlab.errors import SteerlabError
 from steerlab.extraction import extract, pair_sequences
-from steerlab.extraction.methods import MeanDiff, pca_direction, probe_direction
+from steerlab.extraction.methods.mean_diff import MeanDiff
+from steerlab.extraction.methods.pca import pca_direction
+from steerlab.extraction.methods.probe import probe_direction
 from steerlab.extraction.record import record
 from steerlab.model.arch import find_blocks
 from steerlab.model.load import LoadedModel, as_loaded

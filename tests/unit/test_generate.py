@@ -8,9 +8,13 @@ import torch
 from steerlab.data.formats import ABItem
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import ab_sequences, chat_prompt, encode
-from steerlab.scoring.ab import generate, left_pad, score_ab, score_answers, score_coefficients
-from steerlab.steering.hooks import SteeringSpec, steer
+from steerlab.scoring.ab import score_ab, score_answers
+from steerlab.scoring.generate import generate
+from steerlab.scoring.sweep import score_coefficients
+from steerlab.steering.hooks import steer
+from steerlab.steering.spec import SteeringSpec
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+from steerlab.util.seq import left_pad
 from steerlab.vector import SteeringVector
 
 ITEMS = [

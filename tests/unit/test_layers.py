@@ -8,16 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from steerlab.model import arch as layers
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import (
-    find_blocks,
-    n_layers,
-    register_block_path,
-    resolve_layer,
-    resolve_layers,
-)
+from steerlab.model import arch as layers
+from steerlab.model.arch import find_blocks, n_layers, register_block_path
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
+from steerlab.util.parse import resolve_layer, resolve_layers
 
 EXPECTED_PATH = {
     "llama": "model.layers",

@@ -1,4 +1,4 @@
-"""Tests for steerlab.steering.hooks: hook hygiene, operators, positions under cache/padding, per-row specs.
+"""Tests for steerlab.steering: hook hygiene, operators, positions (cache, padding), per-row specs.
 
 Everything runs on the tiny random models of ``steerlab.testing.tiny`` (fp32, eager attention, CPU).
 Block outputs are read with two extra hooks per call: one registered *before* entering
@@ -18,15 +18,9 @@ from torch import nn
 
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import find_blocks
-from steerlab.steering.hooks import (
-    PositionTracker,
-    SteeringHandle,
-    SteeringSpec,
-    attach,
-    compile_terms,
-    parse_positions,
-    steer,
-)
+from steerlab.steering.hooks import SteeringHandle, attach, steer
+from steerlab.steering.plan import PositionTracker, compile_terms
+from steerlab.steering.spec import SteeringSpec, parse_positions
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
 
@@ -642,7 +636,7 @@ class _FakeCache:
 
 
 def test_cache_offset_sources_and_conflicts() -> None:
-    from steerlab.steering.hooks import cache_offset
+    from steerlab.model.arch import cache_offset
 
     mask = torch.ones(2, 7, dtype=torch.long)
     assert cache_offset({}, 3) == 0

@@ -341,7 +341,7 @@ def test_calibrate_measures_residual_norms(lm: steerlab.model.load.LoadedModel) 
     with pytest.raises(SteerlabError, match="no residual-norm calibration"):
         vec.coefficient_for_strength(1, 1.0)
     texts = ["The weather today is sunny and warm.", "Once upon a time"]
-    assert vec.calibrate(lm, texts) is vec
+    assert steerlab.calibrate(vec, lm, texts) is vec
     tok = lm.tokenizer
     with torch.inference_mode():
         hs = [lm.model(torch.tensor([tok(t)["input_ids"]]), output_hidden_states=True)
@@ -352,6 +352,6 @@ def test_calibrate_measures_residual_norms(lm: steerlab.model.load.LoadedModel) 
     assert vec.coefficient_for_strength(1, 0.5) == pytest.approx(
         0.5 * float(expected) / D**0.5, rel=1e-5)
     with pytest.raises(SteerlabError, match="at least 2 tokens"):
-        vec.calibrate(lm, ["a"])
+        steerlab.calibrate(vec, lm, ["a"])
     with pytest.raises(SteerlabError, match="needs a tokenizer"):
-        vec.calibrate(lm.model, texts)
+        steerlab.calibrate(vec, lm.model, texts)

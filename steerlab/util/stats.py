@@ -28,16 +28,21 @@ def t95(df: int) -> float:
     return float(t.ppf(0.975, df))
 
 
-def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
+def mean_ci(values: Sequence[float],
+            bounds: tuple[float, float] | None = None) -> tuple[float, float, float]:
     """Mean and 95 % Student-t interval (mean ± t₀.₉₇₅,ₙ₋₁·s/√n); NaN interval if n < 2.
 
     With few items or seeds (OOD cells, sample-count draws) the t quantile matters: n = 4
-    gives ±3.18 standard errors, not ±1.96.
+    gives ±3.18 standard errors, not ±1.96. ``bounds`` is the range the quantity lives in
+    (e.g. (0, 1) for a probability, (−1, 1) for a difference of two): the interval is clipped
+    to it, so it never claims an impossible value.
 
     Example:
         >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0])
         >>> m, round(hi - m, 4)
         (2.0, 2.4841)
+        >>> mean_ci([0.9, 1.0, 1.0], bounds=(0.0, 1.0))[2]
+        1.0
     """
     n = len(values)
     if n == 0:
@@ -47,7 +52,10 @@ def mean_ci(values: Sequence[float]) -> tuple[float, float, float]:
         return mean, math.nan, math.nan
     var = sum((v - mean) ** 2 for v in values) / (n - 1)
     half = t95(n - 1) * math.sqrt(var / n)
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(bounds[0], low), min(bounds[1], high)
+    return mean, low, high
 
 
 def wilson(successes: int, n: int) -> tuple[float, float, float]:

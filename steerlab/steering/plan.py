@@ -1,0 +1,266 @@
+"""Compiled steering: per-(site, layer) terms, token positions, and applying them.
+
+:func:`compile_terms` turns specs (global ones and per-row ones) into :class:`Term` lists per
+``(site, layer)``; per-row adds of the same vector are fused into one term with a per-row scale,
+so a whole coefficient sweep rides in one forward. :class:`PositionTracker` knows, for every
+token of the current call, its absolute real-token index (pads excluded) and each row's prompt
+length, so positions are right with the KV cache on or off, left or right padding, batched or
+alone. :func:`apply_terms` returns new hidden states with the terms applied in order (never in
+place).
+
+Example:
+    >>> import torch
+    >>> from steerlab.vector import SteeringVector
+    >>> from steerlab.steering.spec import SteeringSpec
+    >>> vec = SteeringVector.from_directions({0: torch.ones(2)})
+    >>> plan = compile_terms([SteeringSpec(vec, coefficient=3.0)], None, n_layers=1)
+    >>> tracker = PositionTracker()
+    >>> tracker.set_call(torch.tensor([[0, 1]]), torch.ones(1, 2, dtype=torch.bool))
+    >>> apply_terms(torch.zeros(1, 2, 2), plan[("block_output", 0)], tracker)[0, 1].tolist()
+    [3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from steerlab.errors import SteerlabError
+from steerlab.steering.spec import SteeringSpec, check_spec, parse_positions
+
+Plan = dict[tuple[str, int], list["Term"]]
+
+
+@dataclass
+class Term:
+    """One operation at one layer, possibly restricted to some rows with per-row scales."""
+
+    operator: str
+    direction: torch.Tensor  # raw for add, unit for ablate/clamp; [d] or [n_pos, d]
+    positions: str
+    preserve_norm: bool
+    row_scale: torch.Tensor | None  # [B] per-row scale (0 where the row is not steered)
+    scale: float = 1.0
+    row_mask: torch.Tensor | None = None  # [B] bool, rows this term touches
+    _cast: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = field(
+        default_factory=dict)
+
+    def direction_as(self, like: torch.Tensor) -> torch.Tensor:
+        # keyed by inference mode too: a copy made under torch.inference_mode() cannot be saved
+        # for backward, so a later grad-mode call in the same context gets its own copy
+        inference = torch.is_inference_mode_enabled()
+        key = (like.dtype, like.device, inference)
+        if key not in self._cast:
+            cast = self.direction.to(device=like.device, dtype=like.dtype)
+            if not inference and cast.is_inference():
+                cast = cast.clone()
+            self._cast[key] = cast
+        return self._cast[key]
+
+
+class PositionTracker:
+    """Per-call absolute real-token indices and per-row prompt lengths for one steer context.
+
+    Fed by a pre-hook on the blocks' parent module; steerlab's own engines may also call
+    :meth:`set_call` directly when they run blocks themselves.
+
+    Example:
+        >>> t = PositionTracker(prompt_lengths=[2])
+        >>> t.set_call(torch.tensor([[0, 1, 2]]), torch.ones(1, 3, dtype=torch.bool))
+        >>> t.mask("generation").tolist()
+        [[False, False, True]]
+    """
+
+    def __init__(self, prompt_lengths: Sequence[int] | None = None,
+                 instruction_lengths: Sequence[int] | None = None):
+        self.fixed_prompt = prompt_lengths is not None
+        self.prompt_lengths = (torch.tensor(list(prompt_lengths)) if prompt_lengths is not None
+                               else None)
+        self.instruction_lengths = (torch.tensor(list(instruction_lengths))
+                                    if instruction_lengths is not None else None)
+        self._prompt_ids: list[torch.Tensor] | None = None
+        self.real_index: torch.Tensor | None = None
+        self.valid: torch.Tensor | None = None
+        self._masks: dict[str, torch.Tensor] = {}
+
+    def set_call(self, real_index: torch.Tensor, valid: torch.Tensor) -> None:
+        self.real_index, self.valid = real_index, valid
+        self._masks = {}
+
+    def observe(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
+                past_len: int, batch: int, length: int, device: torch.device) -> None:
+        """Compute real indices for a call of ``length`` new tokens after ``past_len`` cached."""
+        if attention_mask is not None and attention_mask.ndim == 2 and \
+                attention_mask.shape[1] >= length:
+            mask = attention_mask.to(torch.long)
+            real = (mask.cumsum(-1) - 1)[:, -length:]
+            valid = mask[:, -length:].bool()
+        else:
+            real = (past_len + torch.arange(length, device=device)).expand(batch, length)
+            valid = torch.ones(batch, length, dtype=torch.bool, device=device)
+        real = real.clamp_min(0)
+        if past_len == 0:
+            self._on_fresh_call(input_ids, valid)
+        elif self.prompt_lengths is None:
+            self.prompt_lengths = real[:, 0].cpu()
+        self.set_call(real, valid)
+
+    def _on_fresh_call(self, input_ids: torch.Tensor | None, valid: torch.Tensor) -> None:
+        if self.fixed_prompt:
+            return
+        rows = ([ids[v] for ids, v in zip(input_ids.cpu(), valid.cpu(), strict=True)]
+                if input_ids is not None else None)
+        if rows is not None and self._prompt_ids is not None and \
+                len(rows) == len(self._prompt_ids) and self._continues(rows):
+            return  # no-cache generation: the same prompts, extended
+        self._prompt_ids = rows
+        self.prompt_lengths = valid.sum(-1).cpu()
+
+    def _continues(self, rows: list[torch.Tensor]) -> bool:
+        assert self._prompt_ids is not None
+        longer = False
+        for row, prompt in zip(rows, self._prompt_ids, strict=True):
+            if len(row) < len(prompt) or not torch.equal(row[: len(prompt)], prompt):
+                return False
+            longer = longer or len(row) > len(prompt)
+        return longer
+
+    def mask(self, positions: str, n_pos: int = 0) -> torch.Tensor:
+        """[B, T] bool mask of the current call's tokens selected by ``positions``."""
+        key = f"{positions}/{n_pos}"
+        if key in self._masks:
+            return self._masks[key]
+        if self.real_index is None or self.valid is None:
+            raise SteerlabError("steering hook ran before positions were known; call the model "
+                                "(or its blocks' parent module), not a block alone")
+        real, valid = self.real_index, self.valid
+        kind, a, b = parse_positions(positions)
+        if kind == "all":
+            out = valid
+        elif kind == "front":
+            out = valid & (real < n_pos)
+        elif kind == "window":
+            out = valid & (real >= a)
+            if b is not None:
+                out = out & (real < b)
+        elif kind == "after_instruction":
+            if self.instruction_lengths is None:
+                raise SteerlabError("positions='after_instruction' needs instruction_lengths= "
+                                    "(steerlab.scoring.ab/score_ab pass them)")
+            out = valid & (real >= self.instruction_lengths.to(real.device)[:, None])
+        else:
+            if self.prompt_lengths is None:
+                raise SteerlabError(f"positions={positions!r} needs the prompt length")
+            plen = self.prompt_lengths.to(real.device)[:, None]
+            if kind == "prompt":
+                out = valid & (real < plen)
+            elif kind == "generation":
+                out = valid & (real >= plen)
+            else:  # last_prompt
+                out = valid & (real < plen) & (real >= plen - a)
+        self._masks[key] = out
+        return out
+
+
+def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
+                tracker: PositionTracker) -> torch.Tensor:
+    """Return a new hidden-state tensor with ``terms`` applied in order (never in place)."""
+    for term in terms:
+        direction = term.direction_as(hidden)
+        if direction.shape[-1] != hidden.shape[-1]:
+            raise SteerlabError(f"vector width {direction.shape[-1]} does not match hidden "
+                                f"states of width {hidden.shape[-1]}")
+        n_pos = direction.shape[0] if direction.ndim == 2 else 1
+        mask = tracker.mask(term.positions, n_pos).to(hidden.dtype)
+        if mask.shape != hidden.shape[:2]:
+            raise SteerlabError(f"positions mask {list(mask.shape)} does not fit hidden states "
+                                f"{list(hidden.shape[:2])}")
+        if term.row_mask is not None:
+            if term.row_mask.shape[0] != hidden.shape[0]:
+                raise SteerlabError(f"per-row steering was given {term.row_mask.shape[0]} rows "
+                                    f"but the batch has {hidden.shape[0]}")
+            mask = mask * term.row_mask.to(hidden.device, hidden.dtype)[:, None]
+        if term.row_scale is not None:
+            weight = mask * term.row_scale.to(hidden.device, hidden.dtype)[:, None]
+        else:
+            weight = mask * term.scale
+        before = hidden.norm(dim=-1, keepdim=True) if term.preserve_norm else None
+        if term.operator == "add":
+            if direction.ndim == 2:
+                index = tracker.real_index
+                assert index is not None
+                delta = direction[index.clamp(max=n_pos - 1).to(hidden.device)]
+                hidden = hidden + weight[..., None] * delta
+            else:
+                hidden = hidden + weight[..., None] * direction
+        else:
+            projection = hidden @ direction
+            if term.operator == "ablate":
+                hidden = hidden - (weight * projection)[..., None] * direction
+            else:  # clamp: set the component along the direction to the scale
+                hidden = hidden + (mask * (weight - projection * mask))[..., None] * direction
+        if before is not None:
+            after = hidden.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+            hidden = torch.where(mask[..., None] > 0, hidden * (before / after), hidden)
+    return hidden
+
+
+def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[SteeringSpec]] | None,
+                  n_layers: int) -> Plan:
+    """Group specs into per-(site, layer) term lists; per-row adds of one vector are fused."""
+    plan: Plan = {}
+
+    def direction_for(spec: SteeringSpec, layer: int) -> torch.Tensor:
+        raw = spec.vector.directions[layer]
+        if raw.ndim == 2 and spec.positions != "front":
+            raise SteerlabError(f"layer {layer}: a position-resolved [n_pos, d] vector needs "
+                                f"positions='front', not {spec.positions!r}")
+        if spec.operator == "add":
+            return raw
+        if raw.ndim != 1:
+            raise SteerlabError(f"operator {spec.operator!r} needs a single direction per layer, "
+                                "not a position-resolved vector")
+        norm = raw.norm()
+        if norm == 0:
+            raise SteerlabError(f"layer {layer}: cannot {spec.operator} along a zero vector")
+        return raw / norm
+
+    for spec in specs:
+        check_spec(spec)
+        for layer in spec.resolved_layers(n_layers):
+            plan.setdefault((spec.vector.site, layer), []).append(Term(
+                spec.operator, direction_for(spec, layer), spec.positions, spec.preserve_norm,
+                None, spec.scale(layer)))
+    if row_specs is not None:
+        batch = len(row_specs)
+        # Terms of the same (vector, layer, operator, positions) are fused across rows, but a
+        # row may join an existing term only if that term comes after every term the row
+        # already uses at that site/layer: each row's own order is kept exactly.
+        fused: dict[tuple[Any, ...], tuple[Term, int]] = {}
+        for row, row_list in enumerate(row_specs):
+            last: dict[tuple[str, int], int] = {}  # site/layer -> index of the row's last term
+            for spec in row_list:
+                check_spec(spec)
+                for layer in spec.resolved_layers(n_layers):
+                    site_key = (spec.vector.site, layer)
+                    terms = plan.setdefault(site_key, [])
+                    key = (spec.vector.site, layer, id(spec.vector.directions[layer]),
+                           spec.operator, spec.positions, spec.preserve_norm)
+                    found = fused.get(key)
+                    if found is not None and found[1] > last.get(site_key, -1):
+                        term, index = found
+                    else:
+                        term = Term(spec.operator, direction_for(spec, layer), spec.positions,
+                                     spec.preserve_norm, torch.zeros(batch),
+                                     row_mask=torch.zeros(batch, dtype=torch.bool))
+                        index = len(terms)
+                        terms.append(term)
+                        fused[key] = (term, index)
+                    assert term.row_scale is not None and term.row_mask is not None
+                    term.row_scale[row] = spec.scale(layer)
+                    term.row_mask[row] = True
+                    last[site_key] = index
+    return plan

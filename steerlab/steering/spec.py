@@ -1,0 +1,195 @@
+"""What to steer with: :class:`SteeringSpec` (a vector, its layers, scale, positions, operator).
+
+Positions (per row): ``all``, ``prompt``, ``generation``, ``after_instruction`` (needs
+instruction lengths), ``front`` (row i of a position-resolved ActAdd vector is added at real
+position i; a plain ``[d]`` vector goes to the first real position only), ``last_prompt:k``,
+``window:a:b`` (real positions a..b-1; ``window:a:`` is open).
+
+Operators: ``add`` (h + c·v), ``ablate`` (h − c·(h·v̂)v̂, c defaults to 1), ``clamp``
+(h − (h·v̂)v̂ + c·v̂). ``preserve_norm`` rescales steered positions to their pre-steer norm.
+
+Example:
+    >>> import torch
+    >>> from steerlab.vector import SteeringVector
+    >>> vec = SteeringVector.from_directions({3: torch.ones(4)})
+    >>> SteeringSpec.at(vec, 3, 0.5, unit="strength").strength
+    0.5
+    >>> parse_positions("window:2:5")
+    ('window', 2, 5)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from steerlab.errors import SteerlabError
+from steerlab.util.parse import LayerSpec, resolve_layers
+from steerlab.vector import SteeringVector
+
+OPERATORS = ("add", "ablate", "clamp")
+SIMPLE_POSITIONS = ("all", "prompt", "generation", "after_instruction", "front")
+POSITIONS_HELP = (f"{', '.join(SIMPLE_POSITIONS)}, last_prompt:K or window:A:B (real token "
+                  "positions A..B-1)")
+UNITS = ("coefficient", "strength")
+
+
+def parse_positions(positions: str) -> tuple[str, int, int | None]:
+    """Validate a positions string; returns (kind, a, b).
+
+    Example:
+        >>> parse_positions("last_prompt:3")
+        ('last_prompt', 3, None)
+    """
+    if not isinstance(positions, str):
+        raise SteerlabError(f"positions must be a string, got {type(positions).__name__}")
+    if positions in SIMPLE_POSITIONS:
+        return positions, 0, None
+    kind, _, rest = positions.partition(":")
+    try:
+        if kind == "last_prompt":
+            k = int(rest)
+            if k < 1:
+                raise ValueError
+            return kind, k, None
+        if kind == "window":
+            a_text, _, b_text = rest.partition(":")
+            a = int(a_text)
+            b = int(b_text) if b_text else None
+            if a < 0 or (b is not None and b <= a):
+                raise ValueError
+            return kind, a, b
+    except ValueError:
+        pass
+    raise SteerlabError(f"bad positions {positions!r}; expected one of {POSITIONS_HELP}")
+
+
+@dataclass
+class SteeringSpec:
+    """One vector, where and how hard to apply it.
+
+    Give ``coefficient`` (raw multiplier of the stored vector) or ``strength`` (multiple of the
+    mean residual norm at the layer, from the vector's calibration) — not both. ``layers`` may be
+    ints, negative ints, fractions ("0.5") or range strings ("8-12"); default: all of the
+    vector's layers.
+
+    Example:
+        >>> import torch
+        >>> spec = SteeringSpec(SteeringVector.from_directions({2: torch.ones(4)}), coefficient=3)
+        >>> spec.operator, spec.positions
+        ('add', 'all')
+    """
+
+    vector: SteeringVector
+    layers: Sequence[LayerSpec] | LayerSpec | None = None
+    coefficient: float | None = None
+    strength: float | None = None
+    positions: str = "all"
+    operator: str = "add"
+    preserve_norm: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, SteeringVector):
+            raise SteerlabError(f"SteeringSpec needs a SteeringVector, got "
+                                f"{type(self.vector).__name__}")
+        if self.coefficient is not None and self.strength is not None:
+            raise SteerlabError("give coefficient or strength, not both")
+        if self.operator not in OPERATORS:
+            raise SteerlabError(f"unknown operator {self.operator!r}; expected one of "
+                                f"{', '.join(OPERATORS)}")
+        if self.operator == "ablate" and self.strength is not None:
+            raise SteerlabError("ablate takes coefficient= (the fraction of the component to "
+                                "remove, default 1), not strength=")
+        parse_positions(self.positions)
+        for value in (self.coefficient, self.strength):
+            if value is not None and (isinstance(value, bool) or not math.isfinite(float(value))):
+                raise SteerlabError(f"coefficient/strength must be a finite number, got {value!r}")
+
+    @classmethod
+    def at(cls, vector: SteeringVector, layers: Sequence[LayerSpec] | LayerSpec, value: float,
+           *, unit: str = "coefficient", positions: str = "all",
+           operator: str = "add") -> SteeringSpec:
+        """The spec of one sweep cell: ``value`` in ``unit`` (coefficient or strength).
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({1: torch.ones(2)})
+            >>> SteeringSpec.at(v, [1], -2.0).coefficient
+            -2.0
+        """
+        if unit not in UNITS:
+            raise SteerlabError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        value = float(value)
+        return cls(vector, layers=layers, positions=positions, operator=operator,
+                   coefficient=value if unit == "coefficient" else None,
+                   strength=value if unit == "strength" else None)
+
+    def resolved_layers(self, n_layers: int) -> list[int]:
+        """Layer indices this spec steers, checked against the vector."""
+        if self.layers is None:
+            layers = list(self.vector.layers)
+        else:
+            layers = resolve_layers(self.layers, n_layers)
+        missing = [k for k in layers if k not in self.vector.directions]
+        if missing:
+            raise SteerlabError(f"vector has no direction for layer(s) {missing}; "
+                                f"it has layers {self.vector.layers}")
+        bad = [k for k in layers if not 0 <= k < n_layers]
+        if bad:
+            raise SteerlabError(f"layer(s) {bad} out of range: model has {n_layers} layers")
+        return layers
+
+    def scale(self, layer: int) -> float:
+        """The raw coefficient (add) or clamp value / ablation fraction for this layer."""
+        if self.strength is not None:
+            if self.operator == "add":
+                return self.vector.coefficient_for_strength(layer, self.strength)
+            resid = self.vector.resid_norm(layer)
+            if resid is None:
+                raise SteerlabError(f"vector has no residual-norm calibration for layer {layer}: "
+                                    "use coefficient=, or steerlab.calibrate(vector, model, "
+                                    "texts)")
+            return self.strength * resid  # clamp: the value, in units of the residual norm
+        if self.coefficient is not None:
+            return float(self.coefficient)
+        return 1.0
+
+
+Steering = SteeringSpec | SteeringVector | Sequence[SteeringSpec] | None
+
+
+def as_specs(spec: Steering, **kwargs: Any) -> list[SteeringSpec]:
+    """Normalise the forms ``steer()`` accepts into a list of specs.
+
+    Keywords (``layers``, ``coefficient``, ``positions``...) describe a bare vector; given with
+    ready specs they would be silently ignored, so any non-default one is an error.
+
+    Example:
+        >>> import torch
+        >>> v = SteeringVector.from_directions({1: torch.ones(2)})
+        >>> [s.coefficient for s in as_specs(v, coefficient=2.0)]
+        [2.0]
+    """
+    if isinstance(spec, SteeringVector):
+        return [SteeringSpec(spec, **kwargs)]
+    defaults = {"positions": "all", "operator": "add", "preserve_norm": False}
+    if any(value != defaults.get(key) for key, value in kwargs.items()):
+        raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm "
+                            "keywords go with a SteeringVector, not with ready SteeringSpecs")
+    if spec is None:
+        return []
+    if isinstance(spec, SteeringSpec):
+        return [spec]
+    specs = list(spec)
+    for item in specs:
+        check_spec(item)
+    return specs
+
+
+def check_spec(spec: Any) -> SteeringSpec:
+    """``spec`` itself if it is a :class:`SteeringSpec`, else a one-line error."""
+    if not isinstance(spec, SteeringSpec):
+        raise SteerlabError(f"expected a SteeringSpec, got {type(spec).__name__}")
+    return spec
