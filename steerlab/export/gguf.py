@@ -39,7 +39,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -70,7 +70,7 @@ KEY_SCALE = "steerlab.scale"
 # Hugging Face ``model_type`` → llama.cpp ``general.architecture`` where the names differ.
 _HF_TO_LLAMACPP = {"gemma3_text": "gemma3", "gpt_neox": "gptneox", "mistral": "llama"}
 
-LayerArg = Sequence[int | float | str] | str | int | float | None
+LayerArg = Sequence[int | float | str] | str | int | None
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def _resolve(vector: SteeringVector, layers: LayerArg) -> list[int]:
     n_layers = vector.manifest.get("n_layers")
     n = int(n_layers) if isinstance(n_layers, int) else max(vector.layers) + 1
     # the spec resolves ints, negatives, fractions and "8-14" ranges and checks the vector
-    wanted = SteeringSpec(vector, layers=layers).resolved_layers(n)
+    wanted = SteeringSpec(vector, layers=cast(Any, layers)).resolved_layers(n)
     return list(dict.fromkeys(wanted))
 
 
@@ -150,7 +150,7 @@ def control_directions(vector: Any, *, layers: LayerArg = None,
 
     if isinstance(vector, SteeringSpec):
         spec = vector
-        vector, layers = spec.vector, spec.layers
+        vector, layers = spec.vector, cast(LayerArg, spec.layers)
         coefficient, strength = spec.coefficient, spec.strength
         positions, operator, preserve_norm = spec.positions, spec.operator, spec.preserve_norm
     if not isinstance(vector, SteeringVector):
