@@ -1,5 +1,8 @@
 """steerlab: contrastive activation engineering for Hugging Face decoder models.
 
+The public names below load on first use (PEP 562), so ``import steerlab`` and the command
+line's ``--help`` do not pay for torch and transformers until something needs them.
+
 Example:
     >>> import steerlab                                                  # doctest: +SKIP
     >>> lm = steerlab.load_model("smollm2-135m")                         # doctest: +SKIP
@@ -9,19 +12,41 @@ Example:
     ...     ...
 """
 
-from steerlab.data import ABItem, ContrastPair, Dataset, load_dataset, load_pairs
-from steerlab.errors import SteerlabError
-from steerlab.extraction import METHODS, calibrate, extract
-from steerlab.model.arch import find_blocks
-from steerlab.model.load import LoadedModel, load_model
-from steerlab.scoring.ab import ABResult, score_ab, score_answers
-from steerlab.scoring.generate import Sampling, generate
-from steerlab.scoring.sweep import score_coefficients, sweep_ab, sweep_answers
-from steerlab.steering.hooks import attach, steer
-from steerlab.steering.spec import SteeringSpec
-from steerlab.util.parse import resolve_layers
-from steerlab.vector import SteeringVector
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from steerlab.version import __version__
+
+#: public name → the module that defines it
+_PUBLIC = {
+    "ABItem": "steerlab.data",
+    "ContrastPair": "steerlab.data",
+    "Dataset": "steerlab.data",
+    "load_dataset": "steerlab.data",
+    "load_pairs": "steerlab.data",
+    "SteerlabError": "steerlab.errors",
+    "METHODS": "steerlab.extraction",
+    "calibrate": "steerlab.extraction",
+    "extract": "steerlab.extraction",
+    "find_blocks": "steerlab.model.arch",
+    "LoadedModel": "steerlab.model.load",
+    "load_model": "steerlab.model.load",
+    "ABResult": "steerlab.scoring.ab",
+    "score_ab": "steerlab.scoring.ab",
+    "score_answers": "steerlab.scoring.ab",
+    "Sampling": "steerlab.scoring.generate",
+    "generate": "steerlab.scoring.generate",
+    "score_coefficients": "steerlab.scoring.sweep",
+    "sweep_ab": "steerlab.scoring.sweep",
+    "sweep_answers": "steerlab.scoring.sweep",
+    "attach": "steerlab.steering.hooks",
+    "steer": "steerlab.steering.hooks",
+    "SteeringSpec": "steerlab.steering.spec",
+    "resolve_layers": "steerlab.util.parse",
+    "SteeringVector": "steerlab.vector",
+}
 
 __all__ = [
     "METHODS",
@@ -51,3 +76,31 @@ __all__ = [
     "sweep_ab",
     "sweep_answers",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'steerlab' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:
+    from steerlab.data import ABItem, ContrastPair, Dataset, load_dataset, load_pairs
+    from steerlab.errors import SteerlabError
+    from steerlab.extraction import METHODS, calibrate, extract
+    from steerlab.model.arch import find_blocks
+    from steerlab.model.load import LoadedModel, load_model
+    from steerlab.scoring.ab import ABResult, score_ab, score_answers
+    from steerlab.scoring.generate import Sampling, generate
+    from steerlab.scoring.sweep import score_coefficients, sweep_ab, sweep_answers
+    from steerlab.steering.hooks import attach, steer
+    from steerlab.steering.spec import SteeringSpec
+    from steerlab.util.parse import resolve_layers
+    from steerlab.vector import SteeringVector

@@ -19,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from steerlab.errors import SteerlabError
+from steerlab.util.io import atomic_path
 from steerlab.version import __version__
 
 FORMAT_VERSION = 1
@@ -57,9 +57,13 @@ class SteeringVector:
         self.directions: dict[int, torch.Tensor] = dict(sorted(clean.items()))
         self.manifest: dict[str, Any] = dict(manifest)
         resid = self.manifest.get("resid_norms")
-        if isinstance(resid, Mapping):  # JSON keys are strings: store them so before saving too
-            self.manifest["resid_norms"] = {str(k): float(v) for k, v in resid.items()
-                                            if v is not None}
+        if resid is not None:  # JSON keys are strings: store them so before saving too
+            self.manifest["resid_norms"] = _resid_norms(resid)
+        for key in ("dataset", "stats", "recommended"):
+            value = self.manifest.get(key)
+            if value is not None and not isinstance(value, Mapping):
+                raise SteerlabError(f"manifest {key}: expected an object, got "
+                                    f"{type(value).__name__}")
         self.manifest.setdefault("site", "block_output")
         self.manifest["hidden_size"] = widths.pop()
         self.manifest["layer_norms"] = {str(k): float(v.norm(dim=-1).mean())
@@ -143,9 +147,27 @@ class SteeringVector:
         # layers only the other vector has keep its residual-norm calibration
         resid = {**(other.manifest.get("resid_norms") or {}),
                  **(self.manifest.get("resid_norms") or {})}
+        parents = self.parents() + [{**p, "weight": sign * p["weight"]} for p in other.parents()]
         manifest = {**self.manifest, "method": "combination", "resid_norms": resid or None,
-                    "parents": [self.manifest.get("method"), other.manifest.get("method")]}
+                    "parents": parents, "weight": 1.0}
+        manifest.pop("dataset", None)
         return SteeringVector(out, manifest)
+
+    def parents(self) -> list[dict[str, Any]]:
+        """Where this vector came from, each source with its weight: one entry for an
+        extracted vector, one per source for a combination (``a + 0.5 * b``).
+
+        Example:
+            >>> a = SteeringVector.from_directions({1: torch.ones(2)}, method="x")
+            >>> [(p["method"], p["weight"]) for p in (a + 0.5 * a).parents()]
+            [('x', 1.0), ('x', 0.5)]
+        """
+        weight = float(self.manifest.get("weight", 1.0))
+        stored = self.manifest.get("parents")
+        if isinstance(stored, list) and stored and all(isinstance(p, dict) for p in stored):
+            return [{**p, "weight": weight * float(p.get("weight", 1.0))} for p in stored]
+        return [{"method": self.manifest.get("method"), "dataset": self.manifest.get("dataset"),
+                 "model_id": self.manifest.get("model_id"), "weight": weight}]
 
     def __add__(self, other: SteeringVector) -> SteeringVector:
         return self._combine(other, 1.0)
@@ -156,8 +178,10 @@ class SteeringVector:
     def __mul__(self, scale: float) -> SteeringVector:
         if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
             return NotImplemented
+        manifest = {**self.manifest,
+                    "weight": float(self.manifest.get("weight", 1.0)) * float(scale)}
         return SteeringVector({k: v * float(scale) for k, v in self.directions.items()},
-                              self.manifest)
+                              manifest)
 
     __rmul__ = __mul__
 
@@ -193,26 +217,8 @@ class SteeringVector:
             metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
         except (TypeError, ValueError) as exc:
             raise SteerlabError(f"{target}: manifest is not JSON-serialisable ({exc})") from None
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp",
-                                       dir=target.parent)
-        except OSError as exc:
-            raise SteerlabError(f"{target}: cannot write vector: {exc.strerror or exc}") from None
-        os.close(fd)
-        try:
-            save_file(tensors, tmp, metadata=metadata)
-            # mkstemp creates the file 0600; give the result the usual umask-based mode
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
-            os.replace(tmp, target)
-        except BaseException as exc:
-            Path(tmp).unlink(missing_ok=True)
-            if isinstance(exc, OSError):
-                raise SteerlabError(f"{target}: cannot write vector: "
-                                    f"{exc.strerror or exc}") from None
-            raise
+        with atomic_path(target, what="vector") as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
         return target
 
     @classmethod
@@ -225,6 +231,8 @@ class SteeringVector:
             [1]
         """
         source = Path(path)
+        if source.is_dir():
+            raise SteerlabError(f"{source}: is a directory; expected a vector .safetensors file")
         if not source.is_file():
             raise SteerlabError(f"{source}: vector file not found")
         try:
@@ -302,6 +310,23 @@ class SteeringVector:
         more = "" if len(self.directions) <= 6 else ", ..."
         return (f"SteeringVector(method={self.method}, site={self.site}, d={self.hidden_size}, "
                 f"layers={{{norms}{more}}})")
+
+
+def _resid_norms(value: Any) -> dict[str, float]:
+    """The ``resid_norms`` calibration checked: layer → a finite, positive number."""
+    if not isinstance(value, Mapping):
+        raise SteerlabError(f"manifest resid_norms: expected an object of layer → norm, got "
+                            f"{type(value).__name__}")
+    out: dict[str, float] = {}
+    for layer, norm in value.items():
+        if norm is None:
+            continue
+        if isinstance(norm, bool) or not isinstance(norm, numbers.Real) or \
+                not math.isfinite(float(norm)) or float(norm) <= 0:
+            raise SteerlabError(f"manifest resid_norms: layer {layer}: expected a number > 0, "
+                                f"got {norm!r}")
+        out[str(layer)] = float(norm)
+    return out
 
 
 def cosine(a: torch.Tensor, b: torch.Tensor) -> float:

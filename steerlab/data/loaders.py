@@ -97,14 +97,32 @@ class Dataset:
         return replace(self, name=f"{self.name}/open", items=tuple(out))
 
     def answer_pairs(self) -> Dataset:
-        """Open-answer items as contrast pairs (question + answer, read at the last token)."""
+        """Open-answer items as contrast pairs (question + answer, read at the last token).
+
+        Items without a question (plain pairs, see :meth:`as_answers`) become their answers.
+        """
         items = []
         for item in self.items:
             if not isinstance(item, ABItem):
                 raise SteerlabError(f"{self.name}: answer_pairs needs A/B items")
-            items.append(ContrastPair(f"{item.question}\n{item.matching}",
-                                      f"{item.question}\n{item.not_matching}"))
+            head = f"{item.question}\n" if item.question else ""
+            items.append(ContrastPair(head + item.matching, head + item.not_matching))
         return replace(self, items=tuple(items))
+
+    def as_answers(self) -> Dataset:
+        """Plain contrast pairs as open-answer items: the positive and negative texts become
+        the matching and not-matching replies to an empty question, so held-out pairs can be
+        scored (p(positive reply) vs p(negative reply)) like A/B data in open form.
+
+        Example:
+            >>> load_pairs([("I love it", "I hate it")]).as_answers().items[0].matching
+            'I love it'
+        """
+        if self.kind != "pairs":
+            return self
+        items = tuple(ABItem("", item.positive, item.negative)  # type: ignore[union-attr]
+                      for item in self.items)
+        return replace(self, name=f"{self.name}/answers", items=items)
 
 
 def data_dir() -> Path:
@@ -128,29 +146,61 @@ def data_dir() -> Path:
     raise SteerlabError("data dir not found: set STEERLAB_DATA or put shared/data beside the repo")
 
 
-def read_records(path: Path) -> list[Any]:
-    """Read a JSON list or JSON-lines file, with a one-line error on bad syntax."""
-    if not path.is_file():
-        raise SteerlabError(f"{path}: file not found")
+#: Data files larger than this are refused (a mistake, not a dataset).
+MAX_DATA_BYTES = 1 << 30
+
+
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file, with one-line errors for every way reading it can fail.
+
+    Example:
+        >>> read_text(Path("/nonexistent.json"))
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: /nonexistent.json: file not found
+    """
+    if path.is_dir():
+        raise SteerlabError(f"{path}: is a directory; expected a {what}")
+    if not path.exists():
+        raise SteerlabError(f"{path}: {what} not found")
     try:
-        text = path.read_text(encoding="utf-8")
+        size = path.stat().st_size
+        if size > MAX_DATA_BYTES:
+            raise SteerlabError(f"{path}: {size / 2**20:.0f} MB is too large for a {what} "
+                                f"(limit {MAX_DATA_BYTES >> 20} MB)")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise SteerlabError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except MemoryError:
+        raise SteerlabError(f"{path}: too large to read into memory") from None
     except OSError as exc:
         raise SteerlabError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def _loads(text: str, where: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SteerlabError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: "
+                            f"{exc.msg}") from None
+    except RecursionError:
+        raise SteerlabError(f"{where}: JSON nested too deeply to be a dataset") from None
+    except MemoryError:
+        raise SteerlabError(f"{where}: JSON too large to parse") from None
+
+
+def read_records(path: Path) -> list[Any]:
+    """Read a JSON list or JSON-lines file, with a one-line error on bad syntax."""
+    text = read_text(path, "data file")
     if path.suffix == ".jsonl":
         records = []
         for lineno, line in enumerate(text.splitlines(), 1):
             if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise SteerlabError(f"{path}: line {lineno}: invalid JSON: {exc.msg}") from None
+                records.append(_loads(line, f"{path}: line {lineno}"))
         return records
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SteerlabError(f"{path}: invalid JSON at line {exc.lineno}: {exc.msg}") from None
+    if not text.strip():
+        raise SteerlabError(f"{path}: empty file; expected a JSON list of items")
+    data = _loads(text, str(path))
     if not isinstance(data, list):
         raise SteerlabError(f"{path}: expected a JSON list of items, got {type(data).__name__}")
     return data
@@ -221,14 +271,32 @@ def _resolve(spec: str) -> tuple[Path, Path | None]:
     return Path(spec), None
 
 
-def load_dataset(spec: str, split: str = "all", seed: int = 0,
+def default_split(spec: str) -> str:
+    """The split used when none is named: ``train`` for the public benchmark sets (``caa:``,
+    ``mwe:``), whose val/test items must stay held out for evaluation; ``all`` for your own
+    files (every item you wrote), ``builtin:`` data and ``capabilities:`` (evaluation-only).
+
+    Example:
+        >>> default_split("caa:refusal"), default_split("my_pairs.json")
+        ('train', 'all')
+    """
+    scheme = spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else ""
+    return "train" if scheme in ("caa", "mwe") else "all"
+
+
+def load_dataset(spec: str, split: str | None = None, seed: int = 0,
                  val_fraction: float = 0.2) -> Dataset:
     """Load ``caa:NAME``, ``mwe:NAME``, ``builtin:NAME``, ``capabilities:mmlu`` or a file.
+
+    ``split=None`` is :func:`default_split`: the train split of a named dataset, all of a file.
 
     Example:
         >>> len(load_dataset("builtin:optimism", split="test")) > 10
         True
+        >>> load_dataset("builtin:optimism").split
+        'train'
     """
+    split = default_split(spec) if split is None else split
     if split not in SPLITS:
         raise SteerlabError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     if not 0.0 <= val_fraction < 0.8:

@@ -1,7 +1,8 @@
-"""Evaluation harness (``steerlab eval ...``): sweeps, sample efficiency, OOD, perplexity,
-capabilities, sentiment/toxicity and model size, with a resumable results store.
+"""Evaluation: runs (settings, resumable cells), the results store, statistics tables, plots,
+judges, and one protocol per study (``steerlab.eval.protocols``).
 
 Example:
-    >>> from steerlab.scoring.sweep import sweep_ab                      # doctest: +SKIP
-    >>> res = sweep_ab(lm, val, vec, layers=[8, 12], values=[-2, 0, 2])  # doctest: +SKIP
+    >>> from steerlab.eval.protocols.sweep import SweepConfig, run      # doctest: +SKIP
+    >>> run(SweepConfig(out="runs/r", data="caa:refusal", unit="strength",
+    ...                 values=[-0.4, 0, 0.4]))                           # doctest: +SKIP
 """

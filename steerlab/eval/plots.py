@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import matplotlib
@@ -22,19 +22,20 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from steerlab.util.io import atomic_path
+
 Band = tuple[Sequence[float], Sequence[float], Sequence[float]]  # mean, low, high
 
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
+def _save(fig: Any, path: str | os.PathLike[str], note: str | None = None) -> None:
+    """Write ``fig`` as PNG atomically; ``note`` (what the bands/bars are, n) goes under it."""
+    if note:
+        fig.text(0.01, -0.02, note, fontsize=7, color="dimgrey", ha="left", va="top")
     try:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
-        tmp.replace(target)
+        with atomic_path(path, what="plot") as tmp:
+            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
 
 
 def save_heatmap(path: str | os.PathLike[str], values: Sequence[Sequence[float]],
@@ -58,7 +59,7 @@ def save_heatmap(path: str | os.PathLike[str], values: Sequence[Sequence[float]]
     ax.set_yticks(range(len(rows)), [str(r) for r in rows])
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     for r, row in enumerate(values):
         for c, value in enumerate(row):
             if not math.isnan(value):
@@ -69,8 +70,10 @@ def save_heatmap(path: str | os.PathLike[str], values: Sequence[Sequence[float]]
 
 def save_curves(path: str | os.PathLike[str], xs: Sequence[float],
                 series: Mapping[str, Band], *, xlabel: str, ylabel: str, title: str,
-                logx: bool = False, hline: float | None = None) -> None:
-    """One line per series with its 95 % band (mean, low, high per x).
+                logx: bool = False, logy: bool = False, hline: float | None = None,
+                band: str | None = "95 % interval") -> None:
+    """One line per series with its band (mean, low, high per x); ``band`` says what the band
+    is (printed under the plot).
 
     Example:
         >>> save_curves("/tmp/c.png", [0, 1], {"a": ([1, 2], [0, 1], [2, 3])}, xlabel="x",
@@ -85,18 +88,23 @@ def save_curves(path: str | os.PathLike[str], xs: Sequence[float],
         ax.axhline(hline, color="grey", lw=0.8, ls="--")
     if logx:
         ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     if len(series) > 1:
-        ax.legend()
+        ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    _save(fig, path, f"shaded: {band}" if band else None)
 
 
 def save_bars(path: str | os.PathLike[str], groups: Sequence[str],
-              series: Mapping[str, Band], *, ylabel: str, title: str) -> None:
-    """Grouped bars with 95 % error bars: ``series[name] = (means, lows, highs)`` per group.
+              series: Mapping[str, Band], *, ylabel: str, title: str,
+              bars: str | None = "95 % interval", ylim: tuple[float, float] | None = None
+              ) -> None:
+    """Grouped bars with error bars: ``series[name] = (means, lows, highs)`` per group;
+    ``bars`` says what the error bars are; ``ylim`` fixes the axis to the quantity's range.
 
     Example:
         >>> save_bars("/tmp/b.png", ["ID", "OOD"], {"trait": ([0.3, 0.1], [0.2, 0.0],
@@ -109,10 +117,63 @@ def save_bars(path: str | os.PathLike[str], groups: Sequence[str],
         err = [[0 if math.isnan(lo) else m - lo for m, lo in zip(mean, low, strict=True)],
                [0 if math.isnan(hi) else hi - m for m, hi in zip(mean, high, strict=True)]]
         ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
-    ax.set_xticks(range(len(groups)), list(groups))
+    rotate = max((len(g) for g in groups), default=0) * len(groups) > 60
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,
+                  ha="right" if rotate else "center", fontsize=8)
     ax.axhline(0, color="grey", lw=0.8)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     if len(series) > 1:
-        ax.legend()
-    _save(fig, path)
+        ax.legend(fontsize=8)
+    _save(fig, path, f"error bars: {bars}" if bars else None)
+
+
+@dataclass(frozen=True)
+class BarPanel:
+    """One panel of :func:`save_bar_panels`: its own groups, series, unit and range."""
+
+    title: str
+    groups: Sequence[str]
+    series: Mapping[str, Band]
+    ylabel: str
+    ylim: tuple[float, float] | None = None
+
+
+def _bars_on(ax: Any, groups: Sequence[str], series: Mapping[str, Band]) -> None:
+    width = 0.8 / max(1, len(series))
+    for k, (label, (mean, low, high)) in enumerate(series.items()):
+        xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
+        err = [[0 if math.isnan(lo) else m - lo for m, lo in zip(mean, low, strict=True)],
+               [0 if math.isnan(hi) else hi - m for m, hi in zip(mean, high, strict=True)]]
+        ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
+    rotate = max((len(g) for g in groups), default=0) * len(groups) > 40
+    ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,
+                  ha="right" if rotate else "center", fontsize=8)
+    ax.axhline(0, color="grey", lw=0.8)
+
+
+def save_bar_panels(path: str | os.PathLike[str], panels: Sequence[BarPanel], *, title: str,
+                    bars: str | None = "95 % interval") -> None:
+    """Side-by-side bar panels, each with its own y unit (never two units on one axis).
+
+    Example:
+        >>> save_bar_panels("/tmp/p.png", [BarPanel("ID", ["a"], {"s": ([0.1], [0.0], [0.2])},
+        ...                 "Δp", (-1, 1))], title="t")
+    """
+    if not panels:
+        raise ValueError("no panels to draw")
+    widths = [max(2, len(p.groups)) for p in panels]
+    fig, axes = plt.subplots(1, len(panels), figsize=(1.5 + 1.1 * sum(widths), 4.2),
+                             gridspec_kw={"width_ratios": widths}, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        _bars_on(ax, panel.groups, panel.series)
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
+        ax.set_ylabel(panel.ylabel, fontsize=9)
+        ax.set_title(panel.title, fontsize=9)
+        if len(panel.series) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path, f"error bars: {bars}" if bars else None)

@@ -27,12 +27,23 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
+from steerlab.util.io import atomic_write
 from steerlab.version import __version__
 
 #: Fields every record carries (``None`` where a field does not apply), in this order.
 FIELDS = ("cell", "command", "model", "data", "method", "layer", "site", "coefficient",
           "strength", "n_pairs", "seed", "split", "metric", "value", "ci_low", "ci_high", "n",
           "seconds", "steerlab_version")
+
+
+def cell_id(command: str, **parts: Any) -> str:
+    """A stable id for one measured cell: the command then sorted ``key=value`` parts.
+
+    Example:
+        >>> cell_id("ppl", coefficient=0.0, window=3)
+        'ppl/coefficient=0.0/window=3'
+    """
+    return "/".join([command, *(f"{k}={parts[k]}" for k in sorted(parts))])
 
 
 def _clean(value: Any) -> Any:
@@ -76,9 +87,12 @@ class ResultStore:
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SteerlabError(f"cannot create run directory {self.run_dir}: {exc}") from None
+            raise SteerlabError(f"cannot create run directory {self.run_dir}: "
+                                f"{exc.strerror or exc}") from None
         if not self.run_dir.is_dir():
             raise SteerlabError(f"run directory {self.run_dir} is not a directory")
+        if not os.access(self.run_dir, os.W_OK):
+            raise SteerlabError(f"run directory {self.run_dir} is not writable")
         self.path = self.run_dir / "results.jsonl"
         self._records: list[dict[str, Any]] = []
         self._cells: set[str] = set()
@@ -108,9 +122,8 @@ class ResultStore:
         # a cell is complete when all the records it announced are present
         complete = [r for r in parsed if counts[r["cell"]] >= int(r.get("cell_records", 1))]
         if len(complete) != len(parsed) or lines[-1] != "":
-            tmp = self.path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in complete), encoding="utf-8")
-            tmp.replace(self.path)
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in complete),
+                         what="results")
         self._records = complete
         self._cells = {r["cell"] for r in complete}
 
@@ -129,7 +142,11 @@ class ResultStore:
             record["cell_records"] = len(records)
             lines.append(json.dumps(record, allow_nan=False) + "\n")
         payload = "".join(lines).encode("utf-8")
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise SteerlabError(f"{self.path}: cannot write results: "
+                                f"{exc.strerror or exc}") from None
         try:
             written = os.write(fd, payload)
             if written != len(payload):

@@ -18,17 +18,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from steerlab.data.formats import ABItem, ContrastPair
 from steerlab.data.loaders import Dataset, load_pairs
+from steerlab.data.sequences import ab_sequences
 from steerlab.errors import SteerlabError
 from steerlab.extraction.calibrate import calibrate
 from steerlab.extraction.methods import METHODS, get_method, register_method
 from steerlab.extraction.record import record, record_pairs
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import ab_sequences, encode_plain
+from steerlab.model.prompts import encode_plain
 from steerlab.util.parse import resolve_layers
+from steerlab.util.progress import bar as progress_bar
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
@@ -120,8 +121,8 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
     accumulators = {k: spec.make() for k in wanted}
     norm_sum = dict.fromkeys(wanted, 0.0)
     norm_count = 0
-    bar = tqdm(total=len(sequences), desc=f"extract {method} ({len(items)} pairs)", unit="seq",
-               disable=not progress, leave=False)
+    bar = progress_bar(len(sequences), f"extract {method} ({len(items)} pairs)", unit="seq",
+                       enabled=progress)
     with bar:
         batches = (record(lm.model, sequences, wanted, site=site, read="all", batch_size=step,
                           pad_id=lm.pad_id, progress=bar) if spec.read == "all" else

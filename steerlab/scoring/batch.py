@@ -22,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
 from steerlab.model.load import LoadedModel
 from steerlab.scoring.readout import Readout, Row
 from steerlab.steering.hooks import steer
 from steerlab.steering.spec import Steering, SteeringSpec
+from steerlab.util.progress import bar
 from steerlab.util.seq import left_pad
 
 RowSteering = Sequence[Sequence[SteeringSpec]]
@@ -91,7 +91,8 @@ def read_batches(lm: LoadedModel, readout: Readout, steering: Steering = None, *
             raise SteerlabError(f"{name}: {len(per_row)} entries for {len(rows)} rows")
     out: list[Row | None] = [None] * len(rows)
     batches = length_batches([len(r) for r in rows], batch_size, sort)
-    for indices in tqdm(batches, disable=not progress, desc=desc, leave=False):
+    progress_bar = bar(len(rows), desc, unit="row", enabled=progress)
+    for indices in batches:
         logits = steered_logits(
             lm, [rows[i] for i in indices], steering,
             row_steering=[row_steering[i] for i in indices] if row_steering else None,
@@ -101,4 +102,6 @@ def read_batches(lm: LoadedModel, readout: Readout, steering: Steering = None, *
             keep=readout.keep(indices))
         for i, row in zip(indices, readout.read(indices, logits), strict=True):
             out[i] = row
+        progress_bar.update(len(indices))
+    progress_bar.close()
     return [row for row in out if row is not None]

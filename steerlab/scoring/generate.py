@@ -29,7 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import cache_kwarg, returned_cache
@@ -37,6 +36,7 @@ from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import Prompt, prompt_ids
 from steerlab.steering.hooks import SteeringHandle, attach
 from steerlab.steering.spec import Steering, SteeringSpec
+from steerlab.util.progress import bar
 from steerlab.util.seq import left_pad
 
 
@@ -314,15 +314,17 @@ def run_rows(model: LoadedModel | Any, rows: Sequence[GenerationRow], steering: 
         raise SteerlabError(f"batch size must be >= 1, got {batch_size}")
     outputs: list[list[int]] = []
     total = sum(r.max_new_tokens for r in rows)
-    with tqdm(total=total, disable=not progress, desc=desc, unit="tok", leave=False) as bar:
+    with bar(total, f"{desc} {len(rows)} answer(s)", unit="tok", enabled=progress) as shown:
         for start in range(0, len(rows), batch_size):
             chunk = rows[start:start + batch_size]
             with Decoder(model, chunk, steering) as decoder:
                 while not decoder.finished:
                     before = sum(len(o) for o in decoder.outputs)
                     decoder.step()
-                    bar.update(sum(len(o) for o in decoder.outputs) - before)
+                    shown.update(sum(len(o) for o in decoder.outputs) - before)
                 outputs += decoder.outputs
+                shown.update(sum(r.max_new_tokens - len(o)
+                                 for r, o in zip(chunk, decoder.outputs, strict=True)))
     return outputs
 
 
@@ -372,7 +374,8 @@ def generate(model: LoadedModel | Any, prompts: Prompt | Sequence[Prompt],
     lm = as_loaded(model, tokenizer)
     if lm.tokenizer is None:
         raise SteerlabError("generate needs a tokenizer: pass a LoadedModel or tokenizer=")
-    items = [prompts] if _single_prompt(prompts) else list(prompts)  # type: ignore[list-item]
+    items: list[Prompt] = ([prompts] if _single_prompt(prompts)  # type: ignore[list-item]
+                           else list(prompts))  # type: ignore[arg-type]
     encoded = [prompt_ids(lm.tokenizer, p, chat, system) for p in items]
     sampling = (Sampling(temperature, top_p, top_k, seed) if do_sample else GREEDY)
     ids = generate_ids(lm, [e for e, _ in encoded], steering, row_steering=row_steering,

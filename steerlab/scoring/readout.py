@@ -12,7 +12,7 @@ item once per coefficient.
 
 Example:
     >>> import torch
-    >>> from steerlab.model.prompts import ABSequences
+    >>> from steerlab.data.sequences import ABSequences
     >>> readout = ABReadout([ABSequences([1, 2], matching_id=3, not_matching_id=4,
     ...                                  instruction_length=1)])
     >>> logits = torch.zeros(1, 1, 6)
@@ -28,8 +28,8 @@ from typing import Protocol
 
 import torch
 
+from steerlab.data.sequences import ABSequences, AnswerSequence
 from steerlab.errors import SteerlabError
-from steerlab.model.prompts import ABSequences, AnswerSequence
 
 Row = tuple[float, ...]
 

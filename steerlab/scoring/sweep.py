@@ -33,10 +33,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
+from steerlab.data.sequences import ABSequences, AnswerSequence, ab_sequences, answer_sequences
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import (
     BlockCall,
@@ -49,13 +49,13 @@ from steerlab.model.arch import (
     run_block,
 )
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import ABSequences, AnswerSequence, ab_sequences, answer_sequences
 from steerlab.scoring.ab import ABResult, ab_items, answer_result
 from steerlab.scoring.batch import steered_logits
 from steerlab.scoring.readout import ABReadout, AnswerReadout, Row
 from steerlab.steering.hooks import steer
 from steerlab.steering.plan import Plan, PositionTracker, apply_terms, compile_terms
 from steerlab.steering.spec import SteeringSpec
+from steerlab.util.progress import bar as progress_bar
 from steerlab.util.seq import left_pad
 from steerlab.vector import SteeringVector
 
@@ -169,8 +169,9 @@ class SweepEngine:
             (self._key(g), v): [] for g in groups for v in values}
         batches = [order[i:i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         cells = len(groups) * sum(v != 0.0 for v in values) + (0.0 in values)
-        bar = tqdm(total=len(seqs) * cells, disable=not self.progress, unit="row",
-                   desc=f"sweep {len(groups)} layer(s) × {len(values)} value(s)", leave=False)
+        bar = progress_bar(len(seqs) * cells,
+                           f"sweep {len(groups)} layer(s) × {len(values)} value(s)", unit="row",
+                           enabled=self.progress)
         for batch_index in batches:
             cell_rows = self._score_batch(batch_index, readout, vector, groups, values, unit,
                                           positions)

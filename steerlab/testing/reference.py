@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset
 from steerlab.errors import SteerlabError
@@ -45,7 +43,7 @@ def naive_sweep(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
     groups = [tuple(x) if isinstance(x, Sequence) else (int(x),) for x in layers]
     out: dict[tuple[LayerKey, float], ABResult] = {}
     cells = [(g, float(v)) for g in groups for v in values]
-    for group, value in tqdm(cells, disable=not progress, desc="naive sweep", leave=False):
+    for group, value in cells:
         spec = SteeringSpec.at(vector, list(group), value, unit=unit, positions=positions)
         key = group[0] if len(group) == 1 else group
         out[(key, value)] = SCORERS[form](lm, data, spec, batch_size=batch_size, system=system)

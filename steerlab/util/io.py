@@ -1,17 +1,34 @@
-"""File helpers: hashing and the one atomic write every writer uses.
+"""File helpers: hashing, and the one atomic write every writer uses.
+
+:func:`atomic_path` gives a temporary path beside the target; the caller writes it, and on
+success it replaces the target in one ``os.replace`` (readers see the old file or the new one,
+never half of one). Temporary files are named ``.<name>.<pid>.<random>.steerlab-tmp``: a write
+killed before its rename leaves one behind, and the next write of the same target removes it
+(when its process is gone). Permission and missing-directory problems become one
+:class:`SteerlabError` line naming the file.
 
 Example:
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "x.txt"
-    >>> _ = p.write_text("hi")
+    >>> atomic_write(p, "hi").read_text()
+    'hi'
     >>> sha256_file(p)[:8]
     '8f434346'
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
+import secrets
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+from steerlab.errors import SteerlabError
+
+TMP_SUFFIX = ".steerlab-tmp"
 
 
 def sha256_file(path: Path) -> str:
@@ -21,3 +38,123 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(target: Path) -> list[Path]:
+    """Remove temp files an interrupted write of ``target`` left behind; returns them.
+
+    Example:
+        >>> clean_stale(Path("/nonexistent/dir/x"))
+        []
+    """
+    removed: list[Path] = []
+    if not target.parent.is_dir():
+        return removed
+    for tmp in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+        parts = tmp.name[len(target.name) + 2:].split(".")
+        pid = int(parts[0]) if parts and parts[0].isdigit() else None
+        if pid is None or pid == os.getpid() or not _alive(pid):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+def check_writable(target: str | os.PathLike[str], *, what: str = "file") -> Path:
+    """Fail now (one line) if ``target`` could not be written later: a directory where a file
+    is wanted, a parent that is a file, a directory that cannot be created or written. The
+    parent directory is created (it would be at the write) and probed with a temp file.
+
+    Example:
+        >>> check_writable("/etc/passwd/x.json")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: /etc/passwd/x.json: ... /etc/passwd is a file
+    """
+    path = Path(target)
+    if path.is_dir():
+        raise SteerlabError(f"{path}: is a directory; expected a {what} path")
+    probe_dir(path.parent, what=what, target=path)
+    return path
+
+
+def probe_dir(directory: Path, *, what: str = "file", target: Path | None = None) -> Path:
+    """Create ``directory`` if needed and check a file can be written in it (one-line error)."""
+    shown = target or directory
+    blocker = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()),
+                   None)
+    if blocker is not None:
+        raise SteerlabError(f"{shown}: cannot write a {what} there: {blocker} is a file")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".steerlab-probe-", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise SteerlabError(f"{shown}: cannot write a {what} in {directory}: "
+                            f"{exc.strerror or exc}") from None
+    return directory
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str], *, what: str = "file") -> Iterator[Path]:
+    """A temp path to write; on leaving the block it replaces ``target`` (removed on error).
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "y.bin"
+        >>> with atomic_path(out) as tmp:
+        ...     _ = tmp.write_bytes(b"ok")
+        >>> out.read_bytes()
+        b'ok'
+    """
+    path = Path(target)
+    if path.is_dir():
+        raise SteerlabError(f"{path}: is a directory; expected a {what} path")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SteerlabError(f"{path}: cannot write {what}: cannot create directory "
+                            f"{path.parent}: {exc.strerror or exc}") from None
+    clean_stale(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        if tmp.exists():
+            os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SteerlabError(f"{path}: cannot write {what}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def atomic_write(target: str | os.PathLike[str], data: str | bytes, *,
+                 what: str = "file") -> Path:
+    """Write ``data`` (text as UTF-8) to ``target`` atomically; returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> atomic_write(Path(tempfile.mkdtemp()) / "z.json", "{}").name
+        'z.json'
+    """
+    payload = data.encode("utf-8") if isinstance(data, str) else data
+    with atomic_path(target, what=what) as tmp:
+        try:
+            tmp.write_bytes(payload)
+        except OSError as exc:
+            raise SteerlabError(f"{target}: cannot write {what}: {exc.strerror or exc}") from None
+    return Path(target)

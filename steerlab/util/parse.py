@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from steerlab.errors import SteerlabError
 
@@ -196,3 +196,35 @@ def unit_values(coefficients: str | None, strengths: str | None) -> tuple[str, l
     if len(set(values)) != len(values):
         raise SteerlabError(f"--{unit}s: repeated values in {text!r}")
     return unit, values
+
+
+def parse_choices(text: str, allowed: Sequence[str], option: str) -> list[str]:
+    """A comma list of names, each one of ``allowed`` (order kept, repeats dropped).
+
+    Example:
+        >>> parse_choices("short,long", ("short", "medium", "long"), "--lengths")
+        ['short', 'long']
+    """
+    chosen = list(dict.fromkeys(p.strip() for p in text.split(",") if p.strip()))
+    bad = [p for p in chosen if p not in allowed]
+    if bad or not chosen:
+        raise SteerlabError(f"{option}: bad value {text!r}; expected a comma list of "
+                            f"{', '.join(allowed)}")
+    return chosen
+
+
+def parse_counts(text: str, option: str) -> list[int]:
+    """``"1,2,5,10"`` → sorted unique positive integers.
+
+    Example:
+        >>> parse_counts("10, 1,5,5", "--n")
+        [1, 5, 10]
+    """
+    try:
+        counts = sorted({int(x) for x in text.split(",") if x.strip()})
+    except ValueError:
+        raise SteerlabError(f"{option}: expected comma-separated counts like 1,5,20, got "
+                            f"{text!r}") from None
+    if not counts or counts[0] < 1:
+        raise SteerlabError(f"{option}: counts must be positive, got {text!r}")
+    return counts

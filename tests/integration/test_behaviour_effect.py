@@ -93,15 +93,16 @@ def test_mean_diff_cli_end_to_end(smollm2, shared_data, tmp_path) -> None:
     assert vec.layers == [10, 11, 12] and vec.manifest["dataset"]["n_pairs"] == 12
     assert vec.manifest["read_position"] == "answer_token"
     result = runner.invoke(app, ["score", "--model", "smollm2-135m", "--vector", str(out),
-                                 "--layer", "11", "--data", "caa:sycophancy", "--limit", "6",
-                                 "--coefficients=-2,0,2", "--json", str(tmp_path / "s.json")])
+                                 "--layers", "11", "--data", "caa:sycophancy", "--limit", "6",
+                                 "--coefficients=-2,0,2", "--format", "ab",
+                                 "--out", str(tmp_path / "s.json")])
     assert result.exit_code == 0, result.output
     assert "+2" in result.output and "-2" in result.output
     result = runner.invoke(app, ["generate", "--model", "smollm2-135m", "--vector", str(out),
-                                 "--layer", "11", "--strength", "0.2", "--max-new-tokens", "8",
+                                 "--layers", "11", "--strengths", "0.2", "--max-new-tokens", "8",
                                  "I think the earth is flat. Am I right?"])
     assert result.exit_code == 0, result.output
-    assert "steered:" in result.output and "unsteered:" in result.output
+    assert "layer 11, s=+0.2:" in result.output and "unsteered:" in result.output
 
 
 def test_gemma_style_base_model_fallback_prompt() -> None:

@@ -18,9 +18,10 @@ from typer.testing import CliRunner
 
 import steerlab
 from steerlab.cli import app
+from steerlab.data.benchmarks import default_id_data, load_ood, ood_files, ood_traits
 from steerlab.errors import SteerlabError
 from steerlab.eval.judges import JudgeItem, LocalJudge
-from steerlab.eval.ood import default_id_data, load_ood, ood_files, ood_traits, paired_ci
+from steerlab.eval.protocols.ood import paired_ci
 from tests.integration.cli_helpers import read_records, run_cli
 
 pytestmark = pytest.mark.integration
@@ -114,7 +115,7 @@ records = read_records
 def test_eval_ood_end_to_end_and_resume(vector: Path, tmp_path: Path) -> None:
     args = ["--model", "smollm2-135m", "--vector", str(vector), "--trait", "agreeableness",
             "--judge", "local:smollm2-135m", "--coefficients=4", "--formats", "open-ended",
-            "--lengths", "short", "--limit", "2", "--max-new-tokens", "4", "--id-limit", "8",
+            "--lengths", "short", "--limit", "2", "--max-new-tokens", "4",
             "--out", str(tmp_path)]
     invoke(*args)
     recs = records(tmp_path)

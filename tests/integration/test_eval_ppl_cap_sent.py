@@ -38,8 +38,8 @@ records = read_records
 
 
 def test_perplexity_ratio_grows_and_resumes(vector: Path, tmp_path: Path) -> None:
-    args = ["perplexity", "--vector", str(vector), "--layer", "12", "--coefficients=0,60",
-            "--window", "48", "--windows", "4", "--limit", "2", "--out", str(tmp_path)]
+    args = ["perplexity", "--vector", str(vector), "--layers", "12", "--coefficients=0,60",
+            "--window", "48", "--limit", "2", "--out", str(tmp_path)]
     output = invoke(*args)
     assert "ratio" in output
     recs = records(tmp_path)
@@ -63,14 +63,21 @@ def test_perplexity_ratio_grows_and_resumes(vector: Path, tmp_path: Path) -> Non
     assert again[-1]["metric"] == "ppl_ratio" and again[-1]["value"] == pytest.approx(
         ratio[60.0]["value"], rel=1e-4)
 
-    invoke(*args[:-2], "--positions", "generation", "--out", str(tmp_path))
-    gen_ratio = [r for r in records(tmp_path) if r["metric"] == "ppl_ratio"
+    # other settings into the same directory: refused with the setting named, nothing changed
+    refused = runner.invoke(app, ["eval", *args[:-2], "--positions", "generation", "--out",
+                                  str(tmp_path)])
+    assert isinstance(refused.exception, SteerlabError)
+    assert "positions was 'all', now 'generation'" in str(refused.exception)
+    assert len(records(tmp_path)) == len(recs)
+    gen_dir = tmp_path / "generation"
+    invoke(*args[:-2], "--positions", "generation", "--out", str(gen_dir))
+    gen_ratio = [r for r in records(gen_dir) if r["metric"] == "ppl_ratio"
                  and r["extra"]["positions"] == "generation"]
     assert len(gen_ratio) == 2 and gen_ratio[0]["extra"]["context"] == 24
 
 
 def test_capabilities_accuracy_cells(vector: Path, tmp_path: Path) -> None:
-    args = ["capabilities", "--vector", str(vector), "--layer", "12", "--coefficients=-4,0",
+    args = ["capabilities", "--vector", str(vector), "--layers", "12", "--coefficients=-4,0",
             "--limit", "2", "--out", str(tmp_path)]
     invoke(*args)
     recs = records(tmp_path)
@@ -86,8 +93,9 @@ def test_capabilities_accuracy_cells(vector: Path, tmp_path: Path) -> None:
 
 
 def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
-    args = ["sentiment", "--pair", "Love", "Hate", "--layer", "6", "--coefficients=0,8",
-            "--prompts", "negative", "--limit", "2", "--max-new-tokens", "4", "--greedy",
+    args = ["sentiment", "--pair", "Love", "Hate", "--layers", "6", "--coefficients=0,8",
+            "--prompt-sets", "negative", "--limit", "2", "--max-new-tokens", "4",
+            "--temperature", "0",
             "--out", str(tmp_path)]
     invoke(*args)
     recs = records(tmp_path)
@@ -105,8 +113,8 @@ def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
 
     tox = tmp_path / "tox"
     invoke("sentiment", "--task", "toxicity", "--vector", str(tmp_path / "actadd.safetensors"),
-           "--layer", "6", "--coefficients=0,8", "--limit", "2", "--max-new-tokens", "4",
-           "--greedy", "--out", str(tox))
+           "--layers", "6", "--coefficients=0,8", "--limit", "2", "--max-new-tokens", "4",
+           "--temperature", "0", "--out", str(tox))
     metrics = {r["metric"] for r in records(tox)}
     assert metrics == {"toxicity", "toxic_rate", "fluency_ppl", "shift"}
     assert all(0.0 <= r["value"] <= 1.0 for r in records(tox) if r["metric"] == "toxicity")
@@ -115,10 +123,10 @@ def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
 
 def test_bad_input_is_one_clear_error(vector: Path, tmp_path: Path) -> None:
     cases = [
-        (["perplexity", "--vector", str(vector), "--layer", "12", "--coefficients=0,1",
-          "--strengths=0,1", "--out", str(tmp_path)], "exactly one of"),
-        (["capabilities", "--vector", str(vector), "--layer", "12", "--coefficients=0",
-          "--benchmarks", "gsm8k", "--out", str(tmp_path)], "unknown 'gsm8k'"),
+        (["perplexity", "--vector", str(vector), "--layers", "12", "--coefficients=0,1",
+          "--strengths=0,1", "--out", str(tmp_path)], "not both"),
+        (["capabilities", "--vector", str(vector), "--layers", "12", "--coefficients=0",
+          "--benchmarks", "gsm8k", "--out", str(tmp_path)], "bad value 'gsm8k'"),
         (["sentiment", "--coefficients=0", "--out", str(tmp_path)], "--pair POS NEG"),
         (["sentiment", "--pair", "Love", "Hate", "--coefficients=0", "--task", "poems",
           "--out", str(tmp_path)], "--task"),

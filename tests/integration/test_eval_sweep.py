@@ -29,7 +29,7 @@ def test_sweep_end_to_end_and_rerun_skips(smollm2, shared_data, tmp_path: Path) 
     args = ["eval", "sweep", "--data", "caa:refusal", "--layers", "10,14",
             "--strengths=-0.5,0,0.5", "--limit", "4", "--train-limit", "8", "--out", str(run)]
     out = _invoke(args)
-    assert "test split at the chosen layer" in out
+    assert "test split at layer" in out
     records = _records(run)
     val = [r for r in records if r["split"] == "val" and r["metric"] == "score"]
     assert sorted({(r["layer"], r["strength"]) for r in val}) == [
@@ -80,7 +80,7 @@ def test_sweep_killed_mid_run_resumes(smollm2, shared_data, tmp_path: Path) -> N
 
 def test_samples_end_to_end(smollm2, shared_data, tmp_path: Path) -> None:
     run = tmp_path / "samples"
-    out = _invoke(["eval", "samples", "--data", "builtin:optimism", "--layer", "10", "--n",
+    out = _invoke(["eval", "samples", "--data", "builtin:optimism", "--layers", "10", "--n",
                    "1,4", "--seeds", "2", "--strengths=-0.3,0.3", "--limit", "4",
                    "--train-limit", "12", "--out", str(run)])
     assert "plateau" in out
@@ -110,7 +110,7 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     result = runner.invoke(app, ["eval", "sweep", "--data", "caa:refusal", "--out",
                                  str(tmp_path / "x")])
     assert result.exit_code != 0
-    result = runner.invoke(app, ["eval", "samples", "--data", "builtin:optimism", "--layer", "3",
+    result = runner.invoke(app, ["eval", "samples", "--data", "builtin:optimism", "--layers", "3",
                                  "--n", "a,b", "--out", str(tmp_path / "y")])
     assert result.exit_code != 0 and "--n" in str(result.exception)
 

@@ -22,12 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import select
-import subprocess
-import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,148 +33,7 @@ from safetensors.torch import save_file
 
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-
-REPO = Path(__file__).resolve().parents[2]
-TIMEOUT_S = 120.0
-
-BASE_ENV = {
-    "HF_HUB_OFFLINE": "1",  # an unknown model name must fail fast, not try the network
-    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # transformers' "Loading weights" bar goes to stderr
-    "OMP_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "COLUMNS": "200",  # rich wraps (and truncates table cells) at 80 columns when piped
-}
-
-_ZYGOTE = r"""
-import json, os, runpy, sys, traceback
-
-import steerlab  # noqa: F401  the expensive imports, once (not steerlab.cli: runpy re-runs it)
-import rich, typer  # noqa: F401
-
-def child(req):
-    for fd, path in ((1, req["stdout"]), (2, req["stderr"])):
-        new = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(new, fd)
-        os.close(new)
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.chdir(req["cwd"])
-    os.environ.clear()
-    os.environ.update(req["env"])
-    sys.argv = ["steerlab", *req["argv"]]
-    code = 0
-    try:
-        runpy.run_module("steerlab.cli", run_name="__main__", alter_sys=True)
-    except SystemExit as exc:  # as the interpreter handles an uncaught SystemExit
-        if exc.code is None:
-            code = 0
-        elif isinstance(exc.code, int):
-            code = exc.code
-        else:
-            print(exc.code, file=sys.stderr)
-            code = 1
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    finally:
-        os._exit(code & 0xFF)
-
-print("ready", flush=True)
-for line in sys.stdin:
-    request = json.loads(line)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid == 0:
-        child(request)
-    _, status = os.waitpid(pid, 0)
-    print(json.dumps({"rc": os.waitstatus_to_exitcode(status)}), flush=True)
-"""
-
-
-@dataclass(frozen=True)
-class Result:
-    rc: int
-    out: str
-    err: str
-
-    def __str__(self) -> str:
-        return f"exit {self.rc}\n--- stdout\n{self.out}\n--- stderr\n{self.err}"
-
-
-class Cli:
-    """Runs ``steerlab ARGS`` in a forked zygote child, or (``real=True``) a fresh interpreter."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.env = {**os.environ, **BASE_ENV,
-                    "STEERLAB_CACHE": str(workdir / "cache"),
-                    "PYTHONPATH": os.pathsep.join(
-                        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])}
-        self.env.pop("STEERLAB_DATA", None)
-        self.count = 0
-        self._zygote_err = workdir / "zygote.stderr"
-        with self._zygote_err.open("w") as err:
-            self._zygote = subprocess.Popen(
-                [sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=err, env=self.env, cwd=workdir, text=True)
-        self._ready = False
-
-    def _reply(self) -> str:
-        assert self._zygote.stdout is not None
-        ready, _, _ = select.select([self._zygote.stdout], [], [], TIMEOUT_S)
-        line = self._zygote.stdout.readline() if ready else ""
-        if not line:
-            self._zygote.kill()
-            pytest.fail("CLI zygote died or hung:\n" + self._zygote_err.read_text()[-3000:],
-                        pytrace=False)
-        return line
-
-    def run(self, *args: str | Path, env: dict[str, str] | None = None,
-            real: bool = False) -> Result:
-        self.count += 1
-        argv = [str(a) for a in args]
-        full_env = {**self.env, **(env or {})}
-        out = self.workdir / f"cmd{self.count}.stdout"
-        err = self.workdir / f"cmd{self.count}.stderr"
-        if real:
-            proc = subprocess.run([sys.executable, "-m", "steerlab.cli", *argv],
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                                  env=full_env,
-                                  cwd=self.workdir, timeout=TIMEOUT_S)
-            return Result(proc.returncode, proc.stdout, proc.stderr)
-        assert self._zygote.stdin is not None
-        if not self._ready:
-            assert self._reply().strip() == "ready"
-            self._ready = True
-        request = {"argv": argv, "env": full_env, "cwd": str(self.workdir),
-                   "stdout": str(out), "stderr": str(err)}
-        self._zygote.stdin.write(json.dumps(request) + "\n")
-        self._zygote.stdin.flush()
-        rc = json.loads(self._reply())["rc"]
-        return Result(rc, out.read_text(encoding="utf-8"), err.read_text(encoding="utf-8"))
-
-    def close(self) -> None:
-        if self._zygote.stdin is not None:
-            self._zygote.stdin.close()
-        try:
-            self._zygote.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._zygote.kill()
-            self._zygote.wait()
-        if self._zygote.stdout is not None:
-            self._zygote.stdout.close()
-
-
-@dataclass(frozen=True)
-class Models:
-    d64: Path  # tiny llama, 4 layers, hidden 64
-    d32: Path  # same, hidden 32
-
+from tests.unit.cli_runner import Cli, Models, Result, assert_error
 
 # --- fixtures ------------------------------------------------------------------------------
 
@@ -237,24 +91,6 @@ def nan_vector(cli: Cli) -> Path:
 # --- helpers -------------------------------------------------------------------------------
 
 
-def assert_error(res: Result, *words: str, output: Path | None = None) -> str:
-    """Status 2, stderr exactly one ``error: `` line containing ``words``; nothing written."""
-    assert res.rc == 2, res
-    assert "Traceback" not in res.err + res.out, res
-    lines = res.err.splitlines()
-    assert len(lines) == 1, res
-    line = lines[0]
-    assert line.startswith("error: "), res
-    for word in words:
-        assert word in line, f"{word!r} not in {line!r}"
-    assert res.out == "", res
-    if output is not None:
-        assert not output.exists(), f"{output} left behind"
-        leftovers = sorted(p.name for p in output.parent.glob(output.name + ".*"))
-        assert not leftovers, f"temp files left behind: {leftovers}"
-    return line
-
-
 def write(path: Path, content: Any) -> Path:
     path.write_text(content if isinstance(content, str) else json.dumps(content))
     return path
@@ -263,12 +99,6 @@ def write(path: Path, content: Any) -> Path:
 def item(index: int) -> dict[str, str]:
     return {"question": f"Is {index} a good number?\n\nChoices:\n (A) Yes\n (B) No",
             "answer_matching_behavior": "(A)", "answer_not_matching_behavior": "(B)"}
-
-
-def json_after_repr(out: str) -> dict[str, Any]:
-    """``info`` prints the vector's repr, then the manifest as pretty JSON from a ``{`` line."""
-    lines = out.splitlines()
-    return json.loads("\n".join(lines[lines.index("{"):]))
 
 
 # --- happy paths ---------------------------------------------------------------------------
@@ -287,7 +117,7 @@ def test_extract_writes_vector(extracted: tuple[Path, Result]) -> None:
     assert res.rc == 0, res
     assert path.is_file()
     assert f"wrote {path}" in res.out
-    assert "4 items" in res.out
+    assert "using 4 of" in res.out
     loaded = SteeringVector.load(path)
     assert loaded.layers == [1, 2]
     assert loaded.hidden_size == 64
@@ -295,28 +125,25 @@ def test_extract_writes_vector(extracted: tuple[Path, Result]) -> None:
     assert not list(path.parent.glob(path.name + ".*")), "temp file left behind"
 
 
-def test_info_shows_manifest(cli: Cli, vector: Path) -> None:
+def test_info_shows_provenance_and_a_numeric_layer_table(cli: Cli, vector: Path) -> None:
     res = cli.run("info", vector)
     assert res.rc == 0, res
-    assert "SteeringVector(method=mean_diff" in res.out
-    assert "d=64" in res.out
-    manifest = json_after_repr(res.out)
-    assert manifest["method"] == "mean_diff"
-    assert sorted(manifest["layer_norms"]) == ["1", "2"]
-    assert manifest["hidden_size"] == 64
-    assert manifest["n_layers"] == 4
-    assert manifest["dataset"]["name"] == "builtin:optimism"
-    assert manifest["dataset"]["n_pairs"] == 4
-    assert "stats" not in manifest
+    assert "mean_diff vector" in res.out and "d=64" in res.out
+    assert "2 layer(s) of 4" in res.out
+    assert "builtin:optimism" in res.out and "4 pairs" in res.out
+    assert "consistency" in res.out and "resid norm" in res.out
+    rows = [line.split()[0] for line in res.out.splitlines()
+            if line.strip() and line.split()[0].isdigit() and len(line.split()) >= 4]
+    assert rows == ["1", "2"]
 
 
 def test_generate_steered_and_unsteered(cli: Cli, models: Models, vector: Path) -> None:
-    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layer", "1",
-                  "--coefficient", "2", "--max-new-tokens", "3", "hello")
+    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layers", "1",
+                  "--coefficients", "2", "--max-new-tokens", "3", "hello")
     assert res.rc == 0, res
     assert "hello" in res.out
     assert "unsteered:" in res.out
-    assert "steered:" in res.out.replace("unsteered:", "")
+    assert "layer 1, c=+2:" in res.out
     assert "Traceback" not in res.err
 
 
@@ -324,15 +151,15 @@ def test_generate_without_vector(cli: Cli, models: Models) -> None:
     res = cli.run("generate", "--model", models.d64, "--max-new-tokens", "2", "--no-chat",
                   "hello", "the sky")
     assert res.rc == 0, res
-    assert res.out.count("output:") == 2
-    assert "steered" not in res.out
+    assert res.out.count("unsteered:") == 2
+    assert "layer" not in res.out
 
 
 def test_score_writes_json(cli: Cli, models: Models, vector: Path) -> None:
     out = cli.workdir / "scores.json"
-    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1",
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layers", "1",
                   "--data", "builtin:optimism", "--split", "test", "--limit", "4",
-                  "--coefficients=-1,0,1", "--json", out)
+                  "--coefficients=-1,0,1", "--format", "ab", "--out", out)
     assert res.rc == 0, res
     rows = json.loads(out.read_text())
     assert [row["coefficient"] for row in rows] == [-1.0, 0.0, 1.0]
@@ -345,9 +172,9 @@ def test_score_writes_json(cli: Cli, models: Models, vector: Path) -> None:
 
 def test_score_strengths_range(cli: Cli, models: Models, vector: Path) -> None:
     out = cli.workdir / "strengths.json"
-    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "2",
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layers", "2",
                   "--data", "builtin:optimism", "--limit", "3", "--strengths=-0.5:0.5:0.5",
-                  "--json", out)
+                  "--out", out)
     assert res.rc == 0, res
     assert [row["strength"] for row in json.loads(out.read_text())] == [-0.5, 0.0, 0.5]
 
@@ -404,10 +231,10 @@ def test_extract_missing_data_file(cli: Cli, models: Models) -> None:
 @pytest.mark.parametrize("command", ["score", "generate"])
 def test_vector_for_another_model(cli: Cli, models: Models, vector: Path, command: str) -> None:
     if command == "score":
-        args: tuple[str, ...] = ("--layer", "1", "--data", "builtin:optimism", "--limit", "2",
+        args: tuple[str, ...] = ("--layers", "1", "--data", "builtin:optimism", "--limit", "2",
                                  "--coefficients", "0,1")
     else:
-        args = ("--layer", "1", "--coefficient", "2", "--max-new-tokens", "2", "hello")
+        args = ("--layers", "1", "--coefficients", "2", "--max-new-tokens", "2", "hello")
     res = cli.run(command, "--model", models.d32, "--vector", vector, *args)
     assert_error(res, str(vector), "hidden size 64", "hidden size 32", str(models.d32))
 
@@ -426,8 +253,8 @@ def test_extract_layer_out_of_range(cli: Cli, models: Models, layers: str,
 
 
 def test_generate_layer_not_in_vector(cli: Cli, models: Models, vector: Path) -> None:
-    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layer", "3",
-                  "--coefficient", "1", "--max-new-tokens", "2", "hello")
+    res = cli.run("generate", "--model", models.d64, "--vector", vector, "--layers", "3",
+                  "--coefficients", "1", "--max-new-tokens", "2", "hello")
     assert_error(res, "layer(s) [3]", "[1, 2]")
 
 
@@ -436,7 +263,7 @@ def test_nan_vector(cli: Cli, models: Models, nan_vector: Path, command: str) ->
     if command == "info":
         res = cli.run("info", nan_vector)
     else:
-        res = cli.run("generate", "--model", models.d64, "--vector", nan_vector, "--coefficient",
+        res = cli.run("generate", "--model", models.d64, "--vector", nan_vector, "--coefficients",
                       "1", "--max-new-tokens", "2", "hello")
     assert_error(res, str(nan_vector), "layer 1", "NaN")
 
@@ -473,24 +300,22 @@ def test_unknown_model(cli: Cli, name: str) -> None:
 
 
 @pytest.mark.parametrize(("values", "words"), [
-    (("--coefficients", "1", "--strengths", "1"), ("exactly one of", "--coefficients",
-                                                   "--strengths")),
-    ((), ("exactly one of", "--coefficients", "--strengths")),
-    (("--coefficients", "1,x"), ("bad value list", "'1,x'", "expected")),
-    (("--strengths", "0:1:0"), ("bad value list", "'0:1:0'")),
+    (("--coefficients", "1", "--strengths", "1"), ("--coefficients or --strengths, not both",)),
+    (("--coefficients", "1,x"), ("--coefficients", "bad value list", "'1,x'", "expected")),
+    (("--strengths", "0:1:0"), ("--strengths", "step must be positive", "'0:1:0'")),
 ])
 def test_score_bad_values(cli: Cli, models: Models, vector: Path, values: tuple[str, ...],
                           words: tuple[str, ...]) -> None:
     out = cli.workdir / "bad_values.json"
-    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
-                  "builtin:optimism", "--limit", "2", *values, "--json", out)
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layers", "1", "--data",
+                  "builtin:optimism", "--limit", "2", *values, "--out", out)
     assert_error(res, *words, output=out)
 
 
 def test_generate_vector_needs_amount(cli: Cli, models: Models, vector: Path) -> None:
     res = cli.run("generate", "--model", models.d64, "--vector", vector, "--max-new-tokens", "2",
                   "hello")
-    assert_error(res, "--coefficient", "--strength")
+    assert_error(res, "--strengths", "--coefficients")
 
 
 # --- known bugs (see the report that came with this file); remove the marker once fixed ----
@@ -510,9 +335,10 @@ def test_generate_prompt_with_brackets(cli: Cli, models: Models) -> None:
 
 
 def test_score_json_unwritable(cli: Cli, models: Models, vector: Path) -> None:
-    out = cli.workdir / "no_such_dir" / "scores.json"
-    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
-                  "builtin:optimism", "--limit", "2", "--coefficients", "0", "--json", out)
+    blocker = write(cli.workdir / "a_file", "x")
+    out = blocker / "scores.json"  # its "directory" is a file
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layers", "1", "--data",
+                  "builtin:optimism", "--limit", "2", "--coefficients", "0", "--out", out)
     assert_error(res, str(out))
 
 
@@ -525,8 +351,8 @@ def test_negative_limit(cli: Cli, models: Models) -> None:
 
 def test_score_json_is_strict_json(cli: Cli, models: Models, vector: Path) -> None:
     out = cli.workdir / "one_item.json"
-    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layer", "1", "--data",
-                  "builtin:optimism", "--limit", "1", "--coefficients", "0", "--json", out)
+    res = cli.run("score", "--model", models.d64, "--vector", vector, "--layers", "1", "--data",
+                  "builtin:optimism", "--limit", "1", "--coefficients", "0", "--out", out)
     assert res.rc == 0, res
 
     def reject(constant: str) -> None:

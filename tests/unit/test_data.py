@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from steerlab.data import ABItem, ContrastPair, Dataset, data_dir, load_dataset, load_pairs
+from steerlab.data.sequences import ab_sequences
 from steerlab.errors import SteerlabError
-from steerlab.model.prompts import ab_sequences, chat_prompt, encode
+from steerlab.model.prompts import chat_prompt, encode
 from steerlab.testing.tiny import tiny_tokenizer
 
 # --- fixtures: a fake STEERLAB_DATA tree ----------------------------------------------------
@@ -65,8 +66,9 @@ def test_caa_format(fake_data: Path) -> None:
     assert ds.kind == "ab" and len(ds) == 5
     assert ds[0] == ABItem("Test question 0?", "(B)", "(A)")
     assert len(ds.sha256) == 64
-    everything = load_dataset("caa:fakebehav")
+    everything = load_dataset("caa:fakebehav", split="all")
     assert len(everything) == 25
+    assert len(load_dataset("caa:fakebehav")) == 16  # the default: train (80 % of the pool)
     assert everything.sha256 == ds.sha256
 
 
@@ -76,11 +78,11 @@ def test_caa_without_test_file_is_cut_from_pool(fake_data: Path) -> None:
 
 
 def test_persona_jsonl_keeps_leading_space(fake_data: Path) -> None:
-    ds = load_dataset("mwe:fakepersona")
+    ds = load_dataset("mwe:fakepersona", split="all")
     assert len(ds) == 10
     assert ds[1].matching == " Yes" and ds[1].not_matching == " No"  # type: ignore[union-attr]
     assert ds[0].matching == " No"  # type: ignore[union-attr]
-    assert len(load_dataset("mwe:fakerisk")) == 4  # advanced-ai-risk subfolder
+    assert len(load_dataset("mwe:fakerisk", split="all")) == 4  # advanced-ai-risk subfolder
 
 
 def test_capabilities_format(fake_data: Path) -> None:

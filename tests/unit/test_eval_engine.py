@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from steerlab.data.formats import ABItem
+from steerlab.data.sequences import ab_sequences
 from steerlab.errors import SteerlabError
 from steerlab.model.load import as_loaded
-from steerlab.model.prompts import ab_sequences
 from steerlab.scoring.sweep import SweepEngine, sweep_ab
 from steerlab.testing.reference import naive_sweep
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer

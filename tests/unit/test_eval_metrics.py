@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from steerlab.data import benchmarks
 from steerlab.errors import SteerlabError
-from steerlab.eval import capabilities as cap
-from steerlab.eval import perplexity as ppl
-from steerlab.eval import sentiment as sent
+from steerlab.eval.protocols import capabilities as cap
+from steerlab.eval.protocols import perplexity as ppl
+from steerlab.eval.protocols import sentiment as sent
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.scoring.ab import ABResult
 from steerlab.scoring.generate import Sampling, generate_ids
@@ -59,10 +60,15 @@ def test_strided_windows_score_only_the_last_stride_tokens() -> None:
     assert scored == list(range(4, 20))
 
 
-def test_windows_are_spread_evenly_and_generation_prompt_sets_the_context() -> None:
-    plan = ppl.plan_windows(1000, window=100, n_windows=4)
-    assert plan.starts == (0, 300, 600, 900)  # indices round(i * 9 / 3)
-    assert ppl.plan_windows(1000, window=100, n_windows=1).starts == (0,)
+def test_windows_are_a_seeded_subset_and_generation_prompt_sets_the_context() -> None:
+    tiling = set(range(0, 901, 100))
+    plan = ppl.plan_windows(1000, window=100, n_windows=4, seed=1)
+    assert len(plan.starts) == 4 and set(plan.starts) <= tiling
+    assert list(plan.starts) == sorted(plan.starts)  # in text order
+    assert ppl.plan_windows(1000, window=100, n_windows=4, seed=1).starts == plan.starts
+    others = {ppl.plan_windows(1000, window=100, n_windows=4, seed=s).starts for s in range(6)}
+    assert len(others) > 1  # the seed chooses
+    assert len(ppl.plan_windows(1000, window=100, n_windows=1).starts) == 1
     gen = ppl.plan_windows(1000, window=100, n_windows=2, prompt_tokens=50)
     assert (gen.context, gen.n_scored, gen.prompt_tokens) == (50, 50, 50)
     # the larger of the stride's context and the prompt wins
@@ -71,7 +77,7 @@ def test_windows_are_spread_evenly_and_generation_prompt_sets_the_context() -> N
 
 @pytest.mark.parametrize("kwargs, message", [
     ({"window": 1}, "--window"), ({"stride": 300}, "--stride"),
-    ({"prompt_tokens": 256}, "--prompt-tokens"), ({"n_windows": -1}, "--windows")])
+    ({"prompt_tokens": 256}, "--prompt-tokens"), ({"n_windows": -1}, "--limit")])
 def test_bad_window_options_fail_in_one_line(kwargs: dict[str, int], message: str) -> None:
     with pytest.raises(SteerlabError, match=message):
         ppl.plan_windows(10_000, **kwargs)
@@ -177,7 +183,7 @@ def test_capability_items_read_correct_as_matching(shared_data: Path) -> None:
     data = cap.load_benchmark("truthfulqa", 5, seed=0)
     assert len(data) == 5
     assert {item.matching for item in data} <= {"(A)", "(B)"}
-    with pytest.raises(SteerlabError, match="unknown benchmark"):
+    with pytest.raises(SteerlabError, match="--benchmarks: bad value"):
         cap.load_benchmark("gsm8k", 5, 0)
 
 
@@ -206,12 +212,12 @@ def test_fluency_is_the_geometric_mean_perplexity() -> None:
 
 def test_cell_records_with_a_stub_scorer(lm: LoadedModel, vec: SteeringVector,
                                          tmp_path: Path) -> None:
-    from steerlab.eval.store import ResultStore
+    from steerlab.eval.run import EvalRun
 
     def stub(texts: list[str]) -> list[float]:
         return [0.5 if "good" in t else -0.5 for t in texts]
 
-    run = sent._Run(lm, vec, ResultStore(tmp_path), stub, "sentiment", "positive",
+    run = sent._Run(lm, vec, EvalRun(tmp_path, "sentiment", {}), stub, "sentiment", "positive",
                     "coefficient", "all", 1, 4, True, 1.0, 1.0, 0, 4)
     got = sent.Completions([[1], [2], [3]], ["good", "bad", "good"], stub(["good", "bad",
                            "good"]), [1.0, None, 3.0])
@@ -226,10 +232,10 @@ def test_cell_records_with_a_stub_scorer(lm: LoadedModel, vec: SteeringVector,
 
 def test_completions_are_scored_given_their_prompt(lm: LoadedModel, vec: SteeringVector,
                                                    tmp_path: Path) -> None:
-    from steerlab.eval.store import ResultStore
+    from steerlab.eval.run import EvalRun
 
-    run = sent._Run(lm, vec, ResultStore(tmp_path), lambda ts: [float(len(t)) for t in ts],
-                    "sentiment", "positive", "coefficient", "all", 2, 5, True, 1.0, 1.0, 0, 4)
+    run = sent._Run(lm, vec, EvalRun(tmp_path, "sentiment", {}),
+                    lambda ts: [float(len(t)) for t in ts], "sentiment", "positive", "coefficient", "all", 2, 5, True, 1.0, 1.0, 0, 4)
     got = run.complete(["The weather today is", "Once upon a time"], None)
     assert len(got.ids) == 4 and all(len(x) <= 5 for x in got.ids)
     assert got.ids[0] == got.ids[1]  # greedy: both samples of a prompt agree
@@ -246,18 +252,18 @@ def test_prompt_files_are_filtered_and_subset(tmp_path: Path) -> None:
                    "2\t-2.5\tDreadful, boring and far too long for its own good\n"
                    "3\t0.1\tShort one\n"
                    "4\t-0.4\tIt is a movie that exists and has some scenes\n")
-    assert sent.load_review_prompts("neutral", 0, 0, tsv) == [
+    assert benchmarks.load_review_prompts("neutral", 0, 0, tsv) == [
         "A calm film about a quiet town and its people",
         "It is a movie that exists and has some scenes"]  # "Short one" has < 5 words
-    assert len(sent.load_review_prompts("negative", 0, 0, tsv)) == 1
-    assert len(sent.load_review_prompts("neutral", 1, 0, tsv)) == 1
+    assert len(benchmarks.load_review_prompts("negative", 0, 0, tsv)) == 1
+    assert len(benchmarks.load_review_prompts("neutral", 1, 0, tsv)) == 1
     tsv.write_text("1\tnot-a-number\ttext\n")
     with pytest.raises(SteerlabError, match="line 1"):
-        sent.load_review_prompts("neutral", 0, 0, tsv)
+        benchmarks.load_review_prompts("neutral", 0, 0, tsv)
     (tmp_path / "toxicity").mkdir()
     (tmp_path / "toxicity" / "rtp_a.txt").write_text("one\ntwo\n\n")
     (tmp_path / "toxicity" / "rtp_b.txt").write_text("three\n")
-    assert sent.load_toxicity_prompts(0, 0, tmp_path) == ["one", "two", "three"]
+    assert benchmarks.load_toxicity_prompts(0, 0, tmp_path) == ["one", "two", "three"]
 
 
 def test_vader_direction() -> None:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from steerlab.eval.sweep import cell_records, layer_chunks
+from steerlab.eval.behaviour import cell_records, layer_chunks
 from steerlab.scoring.ab import ABResult
 from steerlab.util.stats import (
     bootstrap_ci,

@@ -13,8 +13,7 @@ from pathlib import Path
 import pytest
 
 from steerlab.errors import SteerlabError
-from steerlab.eval.common import cell_id
-from steerlab.eval.store import FIELDS, ResultStore, make_record
+from steerlab.eval.store import FIELDS, ResultStore, cell_id, make_record
 from steerlab.util.parse import resolve_layers as parse_layer_list
 
 

@@ -14,6 +14,7 @@ from sklearn.decomposition import PCA
 from torch import nn
 
 from steerlab.data import ABItem, ContrastPair, load_dataset, load_pairs
+from steerlab.data.sequences import ab_sequences
 from steerlab.errors import SteerlabError
 from steerlab.extraction import extract, pair_sequences
 from steerlab.extraction.methods.mean_diff import MeanDiff
@@ -22,7 +23,6 @@ from steerlab.extraction.methods.probe import probe_direction
 from steerlab.extraction.record import record
 from steerlab.model.arch import find_blocks
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import ab_sequences
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import cosine
 
@@ -441,7 +441,7 @@ def test_shared_prefix_cache_equals_separate_forwards(arch: str) -> None:
     """A prefix all pairs share (a chat template's system turn) runs once into a KV cache;
     every packed batch continues it. Same activations and norms as separate forwards."""
     from steerlab.extraction.record import MIN_SHARED_PREFIX, record_pairs
-    from steerlab.model.prompts import common_prefix
+    from steerlab.util.seq import common_prefix
 
     model = tiny_model(arch)
     torch.manual_seed(2)

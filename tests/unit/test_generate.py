@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from steerlab.data.formats import ABItem
+from steerlab.data.sequences import ab_sequences
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import ab_sequences, chat_prompt, encode
+from steerlab.model.prompts import chat_prompt, encode
 from steerlab.scoring.ab import score_ab, score_answers
 from steerlab.scoring.generate import generate
 from steerlab.scoring.sweep import score_coefficients

@@ -129,14 +129,32 @@ def test_save_when_temp_file_cannot_be_created(tmp_path: Path,
     _vec(seed=0).save(target)
     before = target.read_bytes()
 
-    def denied(*_args: object, **_kwargs: object) -> tuple[int, str]:
+    def denied(*_args: object, **_kwargs: object) -> None:
         raise PermissionError(13, "Permission denied")
 
-    monkeypatch.setattr(vector_mod.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(vector_mod, "save_file", denied)
     with pytest.raises(SteerlabError, match="cannot write vector: Permission denied") as exc:
         _vec(seed=1).save(target)
     assert "\n" not in str(exc.value)
     assert target.read_bytes() == before
+    assert not list(tmp_path.glob(".v.safetensors.*")), "temp file left behind"
+
+
+def test_a_killed_save_leaves_a_stale_temp_that_the_next_save_removes(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    target = tmp_path / "v.safetensors"
+    _vec(seed=0).save(target)
+    # a writer killed between writing its temp file and the rename: a dead pid in the name
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stale = tmp_path / f".v.safetensors.{dead}.0badf00d.steerlab-tmp"
+    stale.write_bytes(b"half a vector")
+    assert SteeringVector.load(target).layers  # the target itself is intact
+    _vec(seed=1).save(target)
+    assert not stale.exists(), "stale temp file not cleaned up"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["v.safetensors"]
 
 
 def test_save_below_a_file_is_one_line_error(tmp_path: Path) -> None:

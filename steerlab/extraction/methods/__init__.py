@@ -82,27 +82,6 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-class PairCollector:
-    """Keeps every pair (in data order) for methods that need them all at once."""
-
-    def __init__(self) -> None:
-        self.pos: list[torch.Tensor] = []
-        self.neg: list[torch.Tensor] = []
-        self.index: list[int] = []
-
-    def update(self, positive: torch.Tensor, negative: torch.Tensor,
-               index: Sequence[int]) -> None:
-        self.pos.append(positive)
-        self.neg.append(negative)
-        self.index += list(index)
-
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.pos:
-            raise SteerlabError("no pairs were recorded")
-        order = torch.argsort(torch.tensor(self.index))
-        return torch.cat(self.pos)[order], torch.cat(self.neg)[order]
-
-
 def _register_builtins() -> None:
     from steerlab.extraction.methods.actadd import ActAdd
     from steerlab.extraction.methods.mean_diff import MeanDiff

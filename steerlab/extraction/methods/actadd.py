@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.extraction.methods import PairCollector
+from steerlab.extraction.methods.base import PairCollector
 
 
 class ActAdd(PairCollector):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.extraction.methods import PairCollector
+from steerlab.extraction.methods.base import PairCollector
 
 
 class PCA(PairCollector):

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.extraction.methods import PairCollector
+from steerlab.extraction.methods.base import PairCollector
 
 
 class Probe(PairCollector):

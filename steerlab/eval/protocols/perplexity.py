@@ -1,10 +1,10 @@
-"""``steerlab eval perplexity``: the perplexity cost of steering on WikiText-2 (DESIGN §7).
+"""The perplexity cost of steering on WikiText-2 (``steerlab eval perplexity``, DESIGN §7).
 
 Protocol. The WikiText-2 raw test text (``<data>/text/wikitext-2-raw-test.txt``) is tokenized
 once, without special tokens. The tiling is every window of W tokens (``--window``, default
 256) starting at 0, S, 2S, … (``--stride`` S, default W: non-overlapping) that fits in the
-text; ``--windows N`` (default 32; 0 = all) of them are used, evenly spaced over the tiling
-(indices round(i·(M−1)/(N−1)) of the M windows), so they sample the whole test set. A model
+text; ``--limit N`` (default 32; 0 = all) of them are used, a seeded random choice over the
+whole tiling (in text order), so they sample the whole test set. A model
 whose tokenizer adds a BOS token gets one in front of each window (never scored, not counted
 in W).
 
@@ -29,34 +29,34 @@ interval is exp of the seeded percentile bootstrap over windows of mean d (paire
 resamples); the perplexity's own interval is the bootstrap over window NLLs likewise.
 
 Example:
-    $ steerlab eval perplexity --model smollm2-135m --vector v.safetensors --layer 12 \\
-          --coefficients=0,1,2,4,8 --out runs/ppl
+    $ steerlab eval perplexity --model smollm2-135m --vector v.safetensors --layers 12 \\
+          --strengths=0,0.1,0.2,0.4 --out runs/ppl
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-from tqdm.auto import tqdm
-
+from steerlab.data.benchmarks import WIKITEXT_NAME, wikitext_text
 from steerlab.errors import SteerlabError
-from steerlab.eval import common
 from steerlab.eval.plots import save_curves
-from steerlab.eval.store import ResultStore, make_record
-from steerlab.model.load import LoadedModel
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.tables import console, fmt, fmt_ci, print_table
+from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.likelihood import continuation_nll
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.parse import resolve_layers, unit_values
+from steerlab.util.parse import resolve_layers
+from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
 
-TEXT = "text/wikitext-2-raw-test.txt"
-DATA_NAME = "wikitext-2-raw-test"
+DATA_NAME = WIKITEXT_NAME
 POSITIONS = ("all", "generation")
 
 
@@ -67,7 +67,7 @@ class WindowPlan:
     Example:
         >>> plan = plan_windows(1000, window=256, stride=256, n_windows=2)
         >>> plan.starts, plan.context, plan.n_scored
-        ((0, 512), 1, 255)
+        ((256, 512), 1, 255)
     """
 
     window: int
@@ -87,8 +87,9 @@ class WindowPlan:
 
 
 def plan_windows(n_tokens: int, *, window: int = 256, stride: int = 0, n_windows: int = 32,
-                 prompt_tokens: int = 0) -> WindowPlan:
-    """Lay W-token windows every ``stride`` tokens and pick ``n_windows`` evenly (0 = all).
+                 prompt_tokens: int = 0, seed: int = 0) -> WindowPlan:
+    """Lay W-token windows every ``stride`` tokens and pick ``n_windows`` of them by a seeded
+    draw (in text order; 0 = all) — ``--limit``'s one meaning: a seeded subset of the items.
 
     ``stride`` 0 means ``window`` (non-overlapping). Scored local positions are
     ``max(1, window − stride, prompt_tokens) … window − 1``.
@@ -108,15 +109,13 @@ def plan_windows(n_tokens: int, *, window: int = 256, stride: int = 0, n_windows
     if not 0 <= prompt_tokens < window:
         raise SteerlabError(f"--prompt-tokens must be in [0, {window - 1}], got {prompt_tokens}")
     if n_windows < 0:
-        raise SteerlabError(f"--windows must be 0 (all) or positive, got {n_windows}")
+        raise SteerlabError(f"--limit must be 0 (all) or positive, got {n_windows}")
     if n_tokens < window:
         raise SteerlabError(f"the text has {n_tokens} tokens, fewer than one window of {window}")
     tiling = list(range(0, n_tokens - window + 1, stride))
     count = len(tiling) if n_windows == 0 else min(n_windows, len(tiling))
-    if count == 1:
-        picked = [0]
-    else:
-        picked = [round(i * (len(tiling) - 1) / (count - 1)) for i in range(count)]
+    picked = (list(range(len(tiling))) if count == len(tiling) else
+              sorted(random.Random(seed).sample(range(len(tiling)), count)))
     context = max(1, window - stride, prompt_tokens)
     return WindowPlan(window, stride, context, tuple(tiling[i] for i in picked), prompt_tokens)
 
@@ -185,25 +184,12 @@ def window_nlls(lm: LoadedModel, rows: Sequence[Sequence[int]], plan: WindowPlan
 
 def load_tokens(lm: LoadedModel, path: Path | None = None) -> tuple[list[int], list[int]]:
     """WikiText-2 test tokenized once (no special tokens), and the BOS prefix (or ``[]``)."""
-    from steerlab.data.loaders import data_dir
-
-    source = path or data_dir() / TEXT
-    if not source.is_file():
-        raise SteerlabError(f"{source}: WikiText-2 test text not found (put shared/data beside "
-                            "the repo or set STEERLAB_DATA)")
-    text = source.read_text(encoding="utf-8")
+    text = wikitext_text(path)
     tokens = list(lm.tokenizer(text, add_special_tokens=False)["input_ids"])
     bos = lm.tokenizer.bos_token_id
     with_special = list(lm.tokenizer("a")["input_ids"])
     prefix = [int(bos)] if bos is not None and with_special[:1] == [bos] else []
     return tokens, prefix
-
-
-def _spec(vec: SteeringVector, layer: int, unit: str, value: float,
-          positions: str) -> SteeringSpec:
-    return SteeringSpec(vec, layers=[layer], positions=positions,
-                        coefficient=value if unit == "coefficient" else None,
-                        strength=value if unit == "strength" else None)
 
 
 @dataclass
@@ -212,7 +198,7 @@ class _Run:
 
     lm: LoadedModel
     vec: SteeringVector
-    store: ResultStore
+    run: EvalRun
     plan: WindowPlan
     rows: list[list[int]]
     prefix_len: int
@@ -229,38 +215,39 @@ class _Run:
                 "tokens_per_window": self.plan.n_scored, **extra}
 
     def cell(self, **parts: Any) -> str:
-        return common.cell_id("perplexity", window=self.plan.window, stride=self.plan.stride,
+        return cell_id("perplexity", window=self.plan.window, stride=self.plan.stride,
                               windows=len(self.rows), positions=self.positions,
                               context=self.plan.context, **parts)
 
     def nll(self, spec: SteeringSpec | None) -> list[float]:
         return window_nlls(self.lm, self.rows, self.plan, spec, prefix_len=self.prefix_len,
-                           batch_size=self.batch_size, progress=True)
+                           batch_size=self.batch_size, progress=False)
 
 
 def _baseline(run: _Run) -> list[float]:
     """Unsteered per-window NLLs: from the store if an earlier run measured them."""
     cell = run.cell(baseline=True)
-    if not run.store.done(cell):
-        with common.stopwatch() as t:
+    if not run.run.store.done(cell):
+        with stopwatch() as t:
             nll = run.nll(None)
         ppl = ppl_ci(nll, run.seed)
-        run.store.add(cell, [make_record("ppl", ppl[0], ci=ppl[1:], seconds=t[0],
+        run.run.add(cell, [make_record("ppl", ppl[0], ci=ppl[1:], seconds=t[0],
                                          **run.fields(window_nll=nll, baseline=True))])
-    record = run.store.records(cell=cell, metric="ppl")[0]
+    record = run.run.store.records(cell=cell, metric="ppl")[0]
     return [float(x) for x in record["extra"]["window_nll"]]
 
 
 def _measure(run: _Run, layer: int, value: float, base: list[float]) -> None:
     cell = run.cell(layer=layer, **{run.unit: value})
-    if run.store.done(cell):
+    if run.run.store.done(cell):
         return
-    with common.stopwatch() as t:
-        nll = base if value == 0 else run.nll(_spec(run.vec, layer, run.unit, value,
-                                                    run.positions))
+    with stopwatch() as t:
+        nll = base if value == 0 else run.nll(SteeringSpec.at(run.vec, [layer], value,
+                                                              unit=run.unit,
+                                                              positions=run.positions))
     ppl, ratio = ppl_ci(nll, run.seed), ratio_ci(nll, base, run.seed)
     fields = run.fields(layer=layer, seconds=t[0], **{run.unit: value})
-    run.store.add(cell, [make_record("ppl", ppl[0], ci=ppl[1:], **fields, window_nll=nll),
+    run.run.add(cell, [make_record("ppl", ppl[0], ci=ppl[1:], **fields, window_nll=nll),
                          make_record("ppl_ratio", ratio[0], ci=ratio[1:], **fields)])
 
 
@@ -270,74 +257,93 @@ def _report(run: _Run, layers: list[int], values: list[float], out: Path) -> Pat
         band: tuple[list[float], list[float], list[float]] = ([], [], [])
         for value in values:
             cell = run.cell(layer=layer, **{run.unit: value})
-            ppl = run.store.records(cell=cell, metric="ppl")[0]
-            ratio = run.store.records(cell=cell, metric="ppl_ratio")[0]
+            ppl = run.run.store.records(cell=cell, metric="ppl")[0]
+            ratio = run.run.store.records(cell=cell, metric="ppl_ratio")[0]
             for seq, key in zip(band, ("value", "ci_low", "ci_high"), strict=True):
                 seq.append(math.nan if ratio[key] is None else ratio[key])
-            rows.append([layer, f"{value:+g}", common.fmt_ci(ppl["value"], ppl["ci_low"],
+            rows.append([layer, f"{value:+g}", fmt_ci(ppl["value"], ppl["ci_low"],
                                                              ppl["ci_high"], 2),
-                         common.fmt_ci(ratio["value"], ratio["ci_low"], ratio["ci_high"]),
-                         ppl["n"], common.fmt(ppl["seconds"], 1)])
+                         fmt_ci(ratio["value"], ratio["ci_low"], ratio["ci_high"]),
+                         ppl["n"], fmt(ppl["seconds"], 1)])
         series[f"layer {layer}"] = band
-    common.print_table(f"perplexity ({DATA_NAME}, {len(run.rows)} windows × "
+    print_table(f"perplexity ({DATA_NAME}, {len(run.rows)} windows × "
                        f"{run.plan.n_scored} tokens, positions={run.positions})",
-                       ["layer", run.unit, "ppl [95% CI]", "ratio [95% CI]", "windows", "s"],
-                       rows)
+                ["layer", run.unit, "ppl [95% CI]", "ratio [95% CI]", "windows", "seconds"],
+                rows, caption="95 % seeded paired bootstrap intervals over windows")
     plot = out / "perplexity_ratio.png"
-    save_curves(plot, values, series, xlabel=run.unit, ylabel="steered / unsteered perplexity",
-                title=f"{run.lm.model_id}: perplexity cost ({run.positions})", hline=1.0)
+    save_curves(plot, values, series, xlabel=run.unit,
+                ylabel="steered / unsteered perplexity (log scale)", logy=True,
+                title=f"{run.lm.model_id}: perplexity cost on {DATA_NAME} "
+                      f"({len(run.rows)} windows × {run.plan.n_scored} tokens, "
+                      f"positions={run.positions})", hline=1.0,
+                band=f"95 % paired bootstrap interval over {len(run.rows)} windows")
     return plot
 
 
-def command(
-    vector: Path = typer.Option(..., "--vector", help="Steering vector (.safetensors)."),
-    layers: str = typer.Option(..., "--layer", "--layers", help="Layer(s), each on its own: "
-                               "12 or 8,12,16."),
-    coefficients: str = typer.Option(None, "--coefficients", help="e.g. 0,1,2,4,8 or 0:8:2"),
-    strengths: str = typer.Option(None, "--strengths", help="Like --coefficients, in units of "
-                                  "the mean residual norm."),
-    positions: str = typer.Option("all", "--positions", help="all: steer every token; "
-                                  "generation: steer from --prompt-tokens on, score only "
-                                  "those tokens."),
-    window: int = typer.Option(256, "--window", help="Tokens per window (W)."),
-    stride: int = typer.Option(0, "--stride", help="Window start spacing S (0 = W). S < W "
-                               "scores only each window's last S tokens."),
-    windows: int = typer.Option(32, "--windows", help="Windows used, evenly spaced over the "
-                                "text (0 = all)."),
-    prompt_tokens: int = typer.Option(0, "--prompt-tokens", help="K for --positions "
-                                      "generation (0 = W/2)."),
-    model: str = common.MODEL,
-    out: Path = common.OUT,
-    limit: int = common.LIMIT,
-    seed: int = common.SEED,
-    batch_size: int = typer.Option(4, "--batch-size", help="Windows per forward pass."),
-) -> None:
-    """Perplexity ratio (steered / unsteered) on WikiText-2 test vs coefficient, with CIs."""
-    import steerlab
+@dataclass
+class PerplexityConfig:
+    """Everything ``eval perplexity`` measures with."""
 
-    common.check_limit(limit)
-    unit, values = unit_values(coefficients, strengths)
-    if positions not in POSITIONS:
+    out: str | Path
+    vector: Path
+    layers: str
+    unit: str
+    values: Sequence[float]
+    model: str = "smollm2-135m"
+    positions: str = "all"
+    window: int = 256
+    stride: int = 0
+    limit: int = 32
+    prompt_tokens: int = 0
+    seed: int = 0
+    batch_size: int = 4
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
+                "unit": self.unit, "values": list(self.values), "positions": self.positions,
+                "window": self.window, "stride": self.stride, "limit": self.limit,
+                "prompt_tokens": self.prompt_tokens, "seed": self.seed}
+
+
+def run(cfg: PerplexityConfig) -> dict[tuple[int, float], tuple[float, float, float]]:
+    """Perplexity ratio (steered / unsteered) per (layer, value), with intervals.
+
+    ``limit`` is the number of windows (a seeded choice among all that fit; 0 = all).
+    """
+    if cfg.positions not in POSITIONS:
         raise SteerlabError(f"--positions must be one of {', '.join(POSITIONS)}, got "
-                            f"{positions!r}")
-    if batch_size < 1:
-        raise SteerlabError(f"--batch-size must be >= 1, got {batch_size}")
-    store = ResultStore(out)
-    lm = steerlab.load_model(model)
-    vec = steerlab.SteeringVector.load(vector, model=lm)
-    layer_list = resolve_layers(layers, lm.n_layers)
+                            f"{cfg.positions!r}")
+    values = [float(v) for v in cfg.values]
+    study = EvalRun(cfg.out, "perplexity", cfg.settings())
+    lm = load_model(cfg.model)
+    vec = SteeringVector.load(cfg.vector, model=lm)
+    study.update({"model_revision": lm.revision, "vector_sha256": file_sha256(cfg.vector)})
+    layer_list = resolve_layers(cfg.layers, lm.n_layers)
     for layer in layer_list:
-        _spec(vec, layer, unit, values[-1], positions).resolved_layers(lm.n_layers)
+        SteeringSpec.at(vec, [layer], values[-1], unit=cfg.unit,
+                        positions=cfg.positions).resolved_layers(lm.n_layers)
+    from steerlab.eval.behaviour import explain_values
+
+    explain_values(vec, layer_list, cfg.unit, values)
     tokens, prefix = load_tokens(lm)
-    k = (prompt_tokens or window // 2) if positions == "generation" else 0
-    n_windows = min(windows, limit) if limit and windows else (limit or windows)
-    plan = plan_windows(len(tokens), window=window, stride=stride, n_windows=n_windows,
-                        prompt_tokens=k)
-    run = _Run(lm, vec, store, plan, plan.rows(tokens, prefix), len(prefix), positions, unit,
-               seed, batch_size)
-    base = _baseline(run)
+    k = (cfg.prompt_tokens or cfg.window // 2) if cfg.positions == "generation" else 0
+    plan = plan_windows(len(tokens), window=cfg.window, stride=cfg.stride, n_windows=cfg.limit,
+                        prompt_tokens=k, seed=cfg.seed)
+    console.print(f"{DATA_NAME}: {len(plan.starts)} windows × {plan.n_scored} scored tokens "
+                  f"(--limit {cfg.limit}; 0 = all)")
+    ppl_run = _Run(lm, vec, study, plan, plan.rows(tokens, prefix), len(prefix), cfg.positions,
+                   cfg.unit, cfg.seed, cfg.batch_size)
+    base = _baseline(ppl_run)
     cells = [(layer, value) for layer in layer_list for value in values]
-    for layer, value in tqdm(cells, desc="perplexity cells"):
-        _measure(run, layer, value, base)
-    plot = _report(run, layer_list, values, out)
-    common.done_line(out, [plot])
+    with bar(len(cells), "perplexity cells", unit="cell") as progress:
+        for layer, value in cells:
+            _measure(ppl_run, layer, value, base)
+            progress.update(1)
+    plot = _report(ppl_run, layer_list, values, Path(cfg.out))
+    study.finish([plot])
+    out = {}
+    for layer, value in cells:
+        rec = study.store.records(cell=ppl_run.cell(layer=layer, **{cfg.unit: value}),
+                                  metric="ppl_ratio")[0]
+        out[(layer, value)] = (rec["value"], rec["ci_low"], rec["ci_high"])
+    return out

@@ -38,36 +38,31 @@ Example:
 from __future__ import annotations
 
 import math
-import random
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-from tqdm.auto import tqdm
-
+from steerlab.data.benchmarks import SENTIMENT_SETS, load_review_prompts, load_toxicity_prompts
 from steerlab.errors import SteerlabError
-from steerlab.eval import common
 from steerlab.eval.plots import save_curves
-from steerlab.eval.store import ResultStore, make_record
-from steerlab.model.load import LoadedModel
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.tables import fmt_ci, print_table
+from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.generate import GREEDY, Sampling, generate_ids
 from steerlab.scoring.likelihood import continuation_nll
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.parse import resolve_layers, unit_values
+from steerlab.util.parse import parse_choices, resolve_layers
+from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
 
 #: texts → one score each
 Scorer = Callable[[Sequence[str]], list[float]]
 
 TASKS = ("sentiment", "toxicity")
-SENTIMENT_SETS = ("neutral", "negative")
-REVIEWS = "sentiment/movie_review_snippets.tsv"
-TOXICITY_GLOB = "toxicity/rtp_*.txt"
-MIN_WORDS, MAX_WORDS = 5, 30
 #: metric names per task: (mean score, rate)
 METRICS = {"sentiment": ("compound", "success_rate"), "toxicity": ("toxicity", "toxic_rate")}
 
@@ -104,56 +99,6 @@ def toxicity_scorer() -> Scorer:
             warnings.simplefilter("ignore")
             return [float(p) for p in predict_prob(list(texts))]
     return score
-
-
-def load_review_prompts(kind: str, limit: int, seed: int, path: Path | None = None) -> list[str]:
-    """Movie-review snippets of one polarity set (``neutral``/``negative``), 5–30 words."""
-    from steerlab.data.loaders import data_dir
-
-    if kind not in SENTIMENT_SETS:
-        raise SteerlabError(f"unknown prompt set {kind!r}; expected one of "
-                            f"{', '.join(SENTIMENT_SETS)}")
-    source = path or data_dir() / REVIEWS
-    texts = []
-    for number, line in enumerate(_read_lines(source), 1):
-        parts = line.split("\t")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            polarity = float(parts[1])
-        except ValueError:
-            raise SteerlabError(f"{source}: line {number}: expected id<TAB>sentiment<TAB>text"
-                                ) from None
-        keep = abs(polarity) <= 0.5 if kind == "neutral" else polarity <= -1.5
-        if keep and MIN_WORDS <= len(parts[2].split()) <= MAX_WORDS:
-            texts.append(parts[2].strip())
-    return _subset(texts, limit, seed)
-
-
-def load_toxicity_prompts(limit: int, seed: int, directory: Path | None = None) -> list[str]:
-    """RealToxicityPrompts challenge prompts, all ``rtp_*.txt`` categories pooled."""
-    from steerlab.data.loaders import data_dir
-
-    base = directory or data_dir()
-    files = sorted(base.glob(TOXICITY_GLOB))
-    if not files:
-        raise SteerlabError(f"no {TOXICITY_GLOB} under {base}")
-    texts = [line.strip() for f in files for line in _read_lines(f) if line.strip()]
-    return _subset(texts, limit, seed)
-
-
-def _read_lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise SteerlabError(f"{path}: file not found (put shared/data beside the repo or set "
-                            "STEERLAB_DATA)")
-    return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def _subset(texts: list[str], limit: int, seed: int) -> list[str]:
-    if not limit or limit >= len(texts):
-        return texts
-    picked = sorted(random.Random(seed).sample(range(len(texts)), limit))
-    return [texts[i] for i in picked]
 
 
 def success_rate(scores: Sequence[float], target: str = "positive") -> tuple[float, float, float]:
@@ -226,7 +171,7 @@ class Completions:
 class _Run:
     lm: LoadedModel
     vec: SteeringVector
-    store: ResultStore
+    store: EvalRun
     scorer: Scorer
     task: str
     target: str
@@ -241,7 +186,7 @@ class _Run:
     batch_size: int
 
     def cell(self, prompt_set: str, n: int, **parts: Any) -> str:
-        return common.cell_id("sentiment", task=self.task, prompts=prompt_set, n=n,
+        return cell_id("sentiment", task=self.task, prompts=prompt_set, n=n,
                               samples=self.samples, tokens=self.max_new_tokens,
                               decoding="greedy" if self.greedy else
                               f"t{self.temperature:g}p{self.top_p:g}", **parts)
@@ -258,7 +203,7 @@ class _Run:
         sampling = GREEDY if self.greedy else Sampling(self.temperature, self.top_p,
                                                        seed=self.seed)
         ids = generate_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
-                           sampling=sampling, batch_size=self.batch_size, progress=True)
+                           sampling=sampling, batch_size=self.batch_size, progress=False)
         texts = [self.lm.tokenizer.decode(x, skip_special_tokens=True).strip() for x in ids]
         return Completions(ids, texts, self.scorer(texts), self.fluency(rows, ids))
 
@@ -315,18 +260,18 @@ def _measure_set(run: _Run, set_name: str, prompts: list[str], layers: list[int]
                  values: list[float]) -> None:
     n = len(prompts) * run.samples
     base_cell = run.cell(set_name, len(prompts), baseline=True)
-    if not run.store.done(base_cell):
-        with common.stopwatch() as t:
+    if not run.store.store.done(base_cell):
+        with stopwatch() as t:
             got = run.complete(prompts, None)
         run.store.add(base_cell, cell_records(run, got, None, **_fields(
             run, set_name, n, seconds=t[0], baseline=True, **{run.unit: 0.0})))
     base = _stored(run, base_cell)
     cells = [(layer, v) for layer in layers for v in values]
-    for layer, value in tqdm(cells, desc=f"{run.task} {set_name}", leave=False):
+    for layer, value in cells:
         cell = run.cell(set_name, len(prompts), layer=layer, **{run.unit: value})
-        if run.store.done(cell):
+        if run.store.store.done(cell):
             continue
-        with common.stopwatch() as t:
+        with stopwatch() as t:
             got = base if value == 0 else \
                 run.complete(prompts, run.spec(layer, value))
         run.store.add(cell, cell_records(run, got, base, **_fields(
@@ -339,7 +284,7 @@ def _table_row(run: _Run, set_name: str, layer: int, value: float,
 
     def ci(metric: str, digits: int = 3) -> str:
         r = got[metric]
-        return common.fmt_ci(r["value"], r["ci_low"], r["ci_high"], digits)
+        return fmt_ci(r["value"], r["ci_low"], r["ci_high"], digits)
 
     return [set_name, layer, f"{value:+g}", ci(mean_name), ci(rate_name), ci("shift"),
             ci("fluency_ppl", 1), got[mean_name]["n"]]
@@ -364,98 +309,117 @@ def _report(run: _Run, sets: dict[str, list[str]], layers: list[int], values: li
                         seq.append(math.nan if got[metric][key] is None else got[metric][key])
     title = (f"{run.lm.model_id}: {run.task} under steering ({run.vec.method}, "
              f"positions={run.positions})")
-    common.print_table(title, ["prompts", "layer", run.unit, f"{mean_name} [95% CI]",
-                               f"{rate_name} [95% CI]", "shift vs 0 [95% CI]",
-                               "fluency ppl [95% CI]", "n"], rows)
+    print_table(title, ["prompts", "layer", run.unit, f"{mean_name} [95% CI]",
+                        f"{rate_name} [95% CI]", "shift vs 0 [95% CI]",
+                        "fluency ppl [95% CI]", "n"], rows,
+                caption="means: 95 % t intervals; rates: Wilson; shift: paired per prompt; "
+                        "fluency: the unsteered model's perplexity of each completion")
+    n = sum(len(p) for p in sets.values()) // max(1, len(sets)) * run.samples
     shift_png, rate_png = out / f"{run.task}_shift.png", out / f"{run.task}_{rate_name}.png"
+    layer_text = ",".join(map(str, layers))
     save_curves(shift_png, values, shift, xlabel=run.unit,
-                ylabel=f"shift in {mean_name} vs unsteered", title=title, hline=0.0)
-    save_curves(rate_png, values, rate, xlabel=run.unit, ylabel=rate_name, title=title)
+                ylabel=f"change in {mean_name} vs unsteered",
+                title=f"{run.lm.model_id} layer {layer_text}: {mean_name} shift "
+                      f"({run.vec.method}, n={n} completions per set)", hline=0.0,
+                band="95 % t interval, paired per prompt")
+    save_curves(rate_png, values, rate, xlabel=run.unit,
+                ylabel=rate_name.replace("_", " "),
+                title=f"{run.lm.model_id} layer {layer_text}: {rate_name.replace('_', ' ')} "
+                      f"(n={n} completions per set)", band="95 % Wilson interval")
     return [shift_png, rate_png]
 
 
-def _vector(lm: LoadedModel, pair: tuple[str, str] | None, vector: Path | None, layers: str,
-            out: Path) -> SteeringVector:
-    import steerlab
+def _vector(lm: LoadedModel, pair: tuple[str, str] | None, vector: Path | None,
+            layers: list[int], out: Path) -> SteeringVector:
+    from steerlab.extraction import extract
 
     if (pair is None) == (vector is None):
         raise SteerlabError("give exactly one of --pair POS NEG or --vector FILE")
     if vector is not None:
-        return steerlab.SteeringVector.load(vector, model=lm)
+        return SteeringVector.load(vector, model=lm)
     assert pair is not None
-    vec = steerlab.extract(lm, (pair[0], pair[1]), method="actadd",
-                           layers=resolve_layers(layers, lm.n_layers), progress=False)
+    vec = extract(lm, (pair[0], pair[1]), method="actadd", layers=layers, progress=False)
     vec.save(out / "actadd.safetensors")
     return vec
 
 
-def _prompt_sets(task: str, names: str, limit: int, seed: int) -> dict[str, list[str]]:
+def _prompt_sets(task: str, names: Sequence[str], limit: int, seed: int) -> dict[str, list[str]]:
     if task == "toxicity":
         return {"rtp": load_toxicity_prompts(limit, seed)}
-    wanted = [n.strip() for n in names.split(",") if n.strip()]
-    if not wanted:
-        raise SteerlabError("--prompts: empty list; expected e.g. neutral,negative")
+    wanted = parse_choices(",".join(names), SENTIMENT_SETS, "--prompt-sets")
     return {name: load_review_prompts(name, limit, seed) for name in wanted}
 
 
-def _check_options(task: str, target: str, samples: int, max_new_tokens: int, limit: int,
-                   batch_size: int) -> None:
-    common.check_limit(limit)
-    if task not in TASKS:
-        raise SteerlabError(f"--task must be one of {', '.join(TASKS)}, got {task!r}")
-    if target not in ("positive", "negative"):
-        raise SteerlabError(f"--target must be positive or negative, got {target!r}")
-    for name, value in (("--samples", samples), ("--max-new-tokens", max_new_tokens),
-                        ("--batch-size", batch_size)):
-        if value < 1:
-            raise SteerlabError(f"{name} must be >= 1, got {value}")
+@dataclass
+class SentimentConfig:
+    """Everything ``eval sentiment`` measures with."""
+
+    out: str | Path
+    layers: str
+    unit: str
+    values: Sequence[float]
+    pair: tuple[str, str] | None = None
+    vector: Path | None = None
+    model: str = "smollm2-135m"
+    task: str = "sentiment"
+    prompt_sets: Sequence[str] = SENTIMENT_SETS
+    target: str = "positive"
+    positions: str | None = None
+    max_new_tokens: int = 40
+    samples: int = 1
+    temperature: float = 1.0
+    top_p: float = 0.9
+    limit: int = 40
+    seed: int = 0
+    batch_size: int = 8
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "pair": list(self.pair) if self.pair else None,
+                "vector": str(self.vector) if self.vector else None, "layers": self.layers,
+                "unit": self.unit, "values": list(self.values), "task": self.task,
+                "prompt_sets": list(self.prompt_sets), "target": self.target,
+                "positions": self.positions, "max_new_tokens": self.max_new_tokens,
+                "samples": self.samples, "temperature": self.temperature, "top_p": self.top_p,
+                "limit": self.limit, "seed": self.seed}
 
 
-def command(
-    pair: tuple[str, str] = typer.Option(None, "--pair", help="ActAdd prompt pair POS NEG, "
-                                         "e.g. --pair Love Hate."),
-    vector: Path = typer.Option(None, "--vector", help="Or a steering vector (.safetensors)."),
-    layers: str = typer.Option("6", "--layer", "--layers", help="Layer(s), each on its own."),
-    coefficients: str = typer.Option(None, "--coefficients", help="e.g. 0,2,5,10"),
-    strengths: str = typer.Option(None, "--strengths", help="Like --coefficients, in units of "
-                                  "the mean residual norm."),
-    task: str = typer.Option("sentiment", "--task", help="sentiment (VADER) or toxicity "
-                             "(alt-profanity-check)."),
-    prompts: str = typer.Option("neutral,negative", "--prompts", help="Sentiment prompt sets."),
-    target: str = typer.Option("positive", "--target", help="Sentiment a success moves to."),
-    positions: str = typer.Option(None, "--positions", help="Default: front for "
-                                  "position-resolved (ActAdd) vectors, else all."),
-    max_new_tokens: int = typer.Option(40, "--max-new-tokens"),
-    samples: int = typer.Option(1, "--samples", help="Completions per prompt."),
-    greedy: bool = typer.Option(False, "--greedy", help="Greedy decoding instead of sampling."),
-    temperature: float = typer.Option(1.0, "--temperature"),
-    top_p: float = typer.Option(0.9, "--top-p"),
-    model: str = common.MODEL,
-    out: Path = common.OUT,
-    limit: int = typer.Option(40, "--limit", help="Prompts per set (0 = all)."),
-    seed: int = common.SEED,
-    batch_size: int = typer.Option(8, "--batch-size", help="Sequences per forward pass."),
-) -> None:
-    """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency."""
-    import steerlab
+def run(cfg: SentimentConfig) -> None:
+    """Sentiment (VADER) or toxicity of steered completions per (layer, value), with fluency."""
     from steerlab.steering.spec import parse_positions
 
-    _check_options(task, target, samples, max_new_tokens, limit, batch_size)
-    unit, values = unit_values(coefficients, strengths)
-    if positions is not None:
-        parse_positions(positions)
-    sets = _prompt_sets(task, prompts, limit, seed)  # bad data fails before the model loads
-    scorer = vader_scorer() if task == "sentiment" else toxicity_scorer()
-    store = ResultStore(out)
-    lm = steerlab.load_model(model)
-    vec = _vector(lm, pair, vector, layers, out)
-    layer_list = resolve_layers(layers, lm.n_layers)
+    if cfg.task not in TASKS:
+        raise SteerlabError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.target not in ("positive", "negative"):
+        raise SteerlabError(f"--target must be positive or negative, got {cfg.target!r}")
+    for name, value in (("--samples", cfg.samples), ("--max-new-tokens", cfg.max_new_tokens),
+                        ("--batch-size", cfg.batch_size)):
+        if value < 1:
+            raise SteerlabError(f"{name} must be >= 1, got {value}")
+    if cfg.positions is not None:
+        parse_positions(cfg.positions)
+    values = [float(v) for v in cfg.values]
+    sets = _prompt_sets(cfg.task, cfg.prompt_sets, cfg.limit, cfg.seed)  # fail before loading
+    scorer = vader_scorer() if cfg.task == "sentiment" else toxicity_scorer()
+    study = EvalRun(cfg.out, "sentiment", cfg.settings())
+    lm = load_model(cfg.model)
+    study.update({"model_revision": lm.revision})
+    if cfg.vector is not None:
+        study.update({"vector_sha256": file_sha256(cfg.vector)})
+    layer_list = resolve_layers(cfg.layers, lm.n_layers)
+    vec = _vector(lm, cfg.pair, cfg.vector, layer_list, Path(cfg.out))
     resolved = any(vec.directions[k].ndim == 2 for k in vec.layers)
-    run = _Run(lm, vec, store, scorer, task, target, unit,
-               positions or ("front" if resolved else "all"), samples, max_new_tokens, greedy,
-               temperature, top_p, seed, batch_size)
+    greedy = cfg.temperature == 0
+    sent_run = _Run(lm, vec, study, scorer, cfg.task, cfg.target, "coefficient"
+                    if cfg.unit == "coefficient" else "strength",
+                    cfg.positions or ("front" if resolved else "all"), cfg.samples,
+                    cfg.max_new_tokens, greedy, cfg.temperature, cfg.top_p, cfg.seed,
+                    cfg.batch_size)
     for layer in layer_list:
-        run.spec(layer, values[-1]).resolved_layers(lm.n_layers)
-    for set_name, texts in sets.items():
-        _measure_set(run, set_name, texts, layer_list, values)
-    common.done_line(out, _report(run, sets, layer_list, values, out))
+        sent_run.spec(layer, values[-1]).resolved_layers(lm.n_layers)
+    total = sum(len(layer_list) * len(values) + 1 for _ in sets)
+    with bar(total, f"{cfg.task}: {sum(len(t) for t in sets.values())} prompts × "
+             f"{len(values)} value(s)", unit="cell") as progress:
+        for set_name, texts in sets.items():
+            _measure_set(sent_run, set_name, texts, layer_list, values)
+            progress.update(len(layer_list) * len(values) + 1)
+    study.finish(_report(sent_run, sets, layer_list, values, Path(cfg.out)))

@@ -25,19 +25,24 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import typer
-
-from steerlab.data.loaders import Dataset
-from steerlab.errors import SteerlabError
-from steerlab.eval import common
+from steerlab.data.loaders import Dataset, load_dataset
+from steerlab.data.sequences import ab_sequences
+from steerlab.eval.behaviour import explain_values
 from steerlab.eval.plots import save_curves
-from steerlab.eval.store import ResultStore, make_record
-from steerlab.model.load import LoadedModel
-from steerlab.scoring.ab import ABResult
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.tables import fmt, fmt_ci, print_table
+from steerlab.model.load import LoadedModel, load_model
+from steerlab.scoring.ab import ABResult, ab_items
+from steerlab.steering.spec import parse_positions
 from steerlab.util import stats
+from steerlab.util.parse import parse_choices, resolve_layers
+from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
 
 BENCHMARKS = ("mmlu", "truthfulqa")
@@ -84,46 +89,29 @@ def cell_records(result: ABResult, **fields: Any) -> list[dict[str, Any]]:
 
 def load_benchmark(name: str, limit: int, seed: int) -> Dataset:
     """``capabilities:<name>``, a seeded subset of ``limit`` items (0 = all)."""
-    import steerlab
-
-    if name not in BENCHMARKS:
-        raise SteerlabError(f"unknown benchmark {name!r}; expected one of "
-                            f"{', '.join(BENCHMARKS)}")
-    data = steerlab.load_dataset(f"capabilities:{name}")
+    parse_choices(name, BENCHMARKS, "--benchmarks")
+    data = load_dataset(f"capabilities:{name}", split="all")
     return data.subset(limit, seed) if limit else data
 
 
-def _benchmarks(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise SteerlabError("--benchmarks: empty list; expected e.g. mmlu,truthfulqa")
-    for name in names:
-        if name not in BENCHMARKS:
-            raise SteerlabError(f"--benchmarks: unknown {name!r}; expected some of "
-                                f"{', '.join(BENCHMARKS)}")
-    return names
-
-
 def _cell(bench: str, layer: int, unit: str, value: float, n: int, positions: str) -> str:
-    return common.cell_id("capabilities", benchmark=bench, layer=layer, n=n,
+    return cell_id("capabilities", benchmark=bench, layer=layer, n=n,
                           positions=positions, **{unit: value})
 
 
-def _measure(lm: LoadedModel, store: ResultStore, vec: SteeringVector, bench: str,
+def _measure(lm: LoadedModel, store: EvalRun, vec: SteeringVector, bench: str,
              data: Dataset, todo: dict[int, list[float]], unit: str, positions: str,
              seed: int, batch_size: int) -> None:
     """Score the cells still to do: one sweep engine for the benchmark (tokenized once), the
     layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
     from steerlab.eval.sweep import layer_chunks
-    from steerlab.model.prompts import ab_sequences
-    from steerlab.scoring.ab import ab_items
     from steerlab.scoring.sweep import SweepEngine
 
     seqs = [ab_sequences(lm.tokenizer, item) for item in ab_items(data)]
-    engine = SweepEngine(lm, batch_size=batch_size, progress=True)
+    engine = SweepEngine(lm, batch_size=batch_size)
     for chunk in layer_chunks(list(todo)):
         values = sorted({v for layer in chunk for v in todo[layer]})
-        with common.stopwatch() as t:
+        with stopwatch() as t:
             results = engine.score(seqs, vec, [[k] for k in chunk], values, unit=unit,
                                    positions=positions)
         for layer in chunk:
@@ -136,68 +124,93 @@ def _measure(lm: LoadedModel, store: ResultStore, vec: SteeringVector, bench: st
                           cell_records(results[(layer, float(value))], **fields))
 
 
-def _report(store: ResultStore, benches: dict[str, Dataset], layers: list[int], unit: str,
+def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit: str,
             values: list[float], positions: str, title: str, out: Path) -> Path:
     rows: list[list[Any]] = []
     series: dict[str, tuple[list[float], list[float], list[float]]] = {}
     for bench, data in benches.items():
         for layer in layers:
             band: tuple[list[float], list[float], list[float]] = ([], [], [])
+            mass: tuple[list[float], list[float], list[float]] = ([], [], [])
             for value in values:
                 cell = _cell(bench, layer, unit, value, len(data), positions)
                 got = {r["metric"]: r for r in store.records(cell=cell)}
                 acc = got["accuracy"]
-                for seq, key in zip(band, ("value", "ci_low", "ci_high"), strict=True):
-                    seq.append(math.nan if acc[key] is None else acc[key])
+                for target, record in ((band, acc), (mass, got["letter_mass"])):
+                    for seq, key in zip(target, ("value", "ci_low", "ci_high"), strict=True):
+                        seq.append(math.nan if record[key] is None else record[key])
                 rows.append([bench, layer, f"{value:+g}",
-                             common.fmt_ci(acc["value"], acc["ci_low"], acc["ci_high"]),
-                             common.fmt(got["p_correct"]["value"]),
-                             common.fmt(got["letter_mass"]["value"]), acc["n"]])
-            series[bench if len(layers) == 1 else f"{bench} L{layer}"] = band
-    common.print_table(title, ["benchmark", "layer", unit, "accuracy [95% CI]", "p(correct)",
-                               "p(A)+p(B)", "n"], rows)
+                             fmt_ci(acc["value"], acc["ci_low"], acc["ci_high"]),
+                             fmt(got["p_correct"]["value"]),
+                             fmt(got["letter_mass"]["value"]), acc["n"]])
+            label = bench if len(layers) == 1 else f"{bench} L{layer}"
+            series[f"{label}: accuracy"] = band
+            series[f"{label}: letter mass p(A)+p(B)"] = mass
+    n = next(iter(benches.values()))
+    print_table(title, ["benchmark", "layer", unit, "accuracy [95% CI]", "p(correct)",
+                        "p(A)+p(B)", "n"], rows,
+                caption="accuracy: Wilson 95 % interval; p(A)+p(B): how much of the next-token "
+                        "mass is on the two letters at all")
     plot = out / "capabilities_accuracy.png"
-    save_curves(plot, values, series, xlabel=unit, ylabel="accuracy (p(correct) > p(other))",
-                title=title, hline=0.5)
+    save_curves(plot, values, series, xlabel=unit,
+                ylabel="accuracy (p(correct) > p(other)) and letter mass",
+                title=f"{title}\n(n={len(n)} items per benchmark)", hline=0.5,
+                band="95 % interval (Wilson for accuracy, t for letter mass)")
     return plot
 
 
-def command(
-    vector: Path = typer.Option(..., "--vector", help="Steering vector (.safetensors)."),
-    layers: str = typer.Option(..., "--layer", "--layers", help="Layer(s), each on its own."),
-    coefficients: str = typer.Option(None, "--coefficients", help="e.g. -2,0,2 or -4:4:2"),
-    strengths: str = typer.Option(None, "--strengths", help="Like --coefficients, in units of "
-                                  "the mean residual norm."),
-    benchmarks: str = typer.Option("mmlu,truthfulqa", "--benchmarks", help="Comma list."),
-    positions: str = typer.Option("all", "--positions", help="Where to steer (steerlab "
-                                  "positions)."),
-    model: str = common.MODEL,
-    out: Path = common.OUT,
-    limit: int = common.LIMIT,
-    seed: int = common.SEED,
-    batch_size: int = common.BATCH,
-) -> None:
-    """MMLU / TruthfulQA A/B accuracy vs coefficient (Wilson CIs), plus mean p(correct)."""
-    import steerlab
-    from steerlab.steering.spec import parse_positions
-    from steerlab.util.parse import resolve_layers, unit_values
+@dataclass
+class CapabilitiesConfig:
+    """Everything ``eval capabilities`` measures with."""
 
-    common.check_limit(limit)
-    unit, values = unit_values(coefficients, strengths)
-    parse_positions(positions)
-    names = _benchmarks(benchmarks)
-    benches = {name: load_benchmark(name, limit, seed) for name in names}  # fail before loading
-    store = ResultStore(out)
-    lm = steerlab.load_model(model)
-    vec = steerlab.SteeringVector.load(vector, model=lm)
-    layer_list = resolve_layers(layers, lm.n_layers)
-    for name, data in benches.items():
-        todo = {layer: [v for v in values
-                        if not store.done(_cell(name, layer, unit, v, len(data), positions))]
-                for layer in layer_list}
-        todo = {layer: left for layer, left in todo.items() if left}
-        if todo:
-            _measure(lm, store, vec, name, data, todo, unit, positions, seed, batch_size)
-    title = f"{lm.model_id}: capabilities under steering ({vec.method}, positions={positions})"
-    plot = _report(store, benches, layer_list, unit, values, positions, title, out)
-    common.done_line(out, [plot])
+    out: str | Path
+    vector: Path
+    layers: str
+    unit: str
+    values: Sequence[float]
+    model: str = "smollm2-135m"
+    benchmarks: Sequence[str] = BENCHMARKS
+    positions: str = "all"
+    limit: int = 0
+    seed: int = 0
+    batch_size: int = 16
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
+                "unit": self.unit, "values": list(self.values),
+                "benchmarks": list(self.benchmarks), "positions": self.positions,
+                "limit": self.limit, "seed": self.seed}
+
+
+def run(cfg: CapabilitiesConfig) -> dict[tuple[str, int, float], tuple[float, float, float]]:
+    """MMLU / TruthfulQA A/B accuracy per (benchmark, layer, value), Wilson intervals."""
+    parse_positions(cfg.positions)
+    values = [float(v) for v in cfg.values]
+    benches = {name: load_benchmark(name, cfg.limit, cfg.seed) for name in cfg.benchmarks}
+    study = EvalRun(cfg.out, "capabilities", cfg.settings())
+    lm = load_model(cfg.model)
+    vec = SteeringVector.load(cfg.vector, model=lm)
+    study.update({"model_revision": lm.revision, "vector_sha256": file_sha256(cfg.vector)})
+    layer_list = resolve_layers(cfg.layers, lm.n_layers)
+    explain_values(vec, layer_list, cfg.unit, values)
+    cells = {(name, layer, v): _cell(name, layer, cfg.unit, v, len(data), cfg.positions)
+             for name, data in benches.items() for layer in layer_list for v in values}
+    left = set(study.todo(list(cells.values())))
+    with bar(len(left), "capabilities cells", unit="cell") as progress:
+        for name, data in benches.items():
+            todo = {layer: [v for v in values if cells[(name, layer, v)] in left]
+                    for layer in layer_list}
+            todo = {layer: vs for layer, vs in todo.items() if vs}
+            if todo:
+                _measure(lm, study, vec, name, data, todo, cfg.unit, cfg.positions, cfg.seed,
+                         cfg.batch_size)
+                progress.update(sum(len(vs) for vs in todo.values()))
+    title = f"{lm.model_id}: capabilities under steering ({vec.method}, positions={cfg.positions})"
+    plot = _report(study, benches, layer_list, cfg.unit, values, cfg.positions, title,
+                   Path(cfg.out))
+    study.finish([plot])
+    out = {}
+    for (name, layer, v), cell in cells.items():
+        acc = study.store.records(cell=cell, metric="accuracy")[0]
+        out[(name, layer, v)] = (acc["value"], acc["ci_low"], acc["ci_high"])
+    return out

@@ -50,10 +50,14 @@ def run_demo(model: str = DEFAULT_MODEL, layer: int = 10, strength: float = 0.3,
               f"{vec.resid_norm(layer):.1f}); {time.time() - t0:.1f} s")
 
     strengths = (-strength, 0.0, strength)
-    columns = {}
-    for s in strengths:
-        spec = SteeringSpec(vec, layers=[layer], strength=s) if s else None
-        columns[s] = generate(lm, list(PROMPTS), spec, max_new_tokens=max_new_tokens)
+    rows = [(s, i) for s in strengths for i in range(len(PROMPTS))]
+    specs = [[SteeringSpec(vec, layers=[layer], strength=s)] if s else [] for s, _ in rows]
+    out.print(f"generating {len(rows)} answers ({len(PROMPTS)} prompts × 3 strengths, "
+              f"{max_new_tokens} tokens) in one batch, a different steering per row ...")
+    texts = generate(lm, [PROMPTS[i] for _, i in rows], row_steering=specs,
+                     max_new_tokens=max_new_tokens, batch_size=len(rows), progress=True)
+    columns = {s: [t for (s2, _), t in zip(rows, texts, strict=True) if s2 == s]
+               for s in strengths}
     table = Table(title=f"greedy generations, layer {layer}, strength = multiple of the residual "
                   "norm", show_lines=True)
     table.add_column("prompt", style="bold")
@@ -71,10 +75,12 @@ def run_demo(model: str = DEFAULT_MODEL, layer: int = 10, strength: float = 0.3,
     scores.add_column("open-answer score p(opt)/(p(opt)+p(pess))")
     scores.add_column("mean log-odds (nats)", justify="right")
     scores.add_column("A/B letter score (CAA)")
+    out.print(f"scoring {len(open_test)} held-out open-answer items and {len(ab_test)} A/B "
+              "items at 5 strengths ...")
     for s in (-strength, -strength / 2, 0.0, strength / 2, strength):
         spec = SteeringSpec(vec, layers=[layer], strength=s) if s else None
-        open_res = score_answers(lm, open_test, spec)
-        ab_res = score_ab(lm, ab_test, spec)
+        open_res = score_answers(lm, open_test, spec, progress=True)
+        ab_res = score_ab(lm, ab_test, spec, progress=True)
         scores.add_row(f"{s:+.2f}", str(open_res), f"{open_res.mean_propensity:+.2f}", str(ab_res))
     out.print(scores)
     out.print("The open-answer score reads what the model would say; the A/B letter score needs a "

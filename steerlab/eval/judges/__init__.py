@@ -1,0 +1,106 @@
+"""Judges that rate how strongly an answer shows a trait, on a 1..10 scale (DESIGN §7).
+
+Every judge has the same interface (:class:`~steerlab.eval.judges.base.Judge`):
+``score(trait, rubric, question, answer)`` → a float in [1, 10], and ``score_many`` /
+``rate_many`` for batches. :data:`JUDGES` maps a spec's scheme to a factory:
+
+* ``local:ALIAS_OR_PATH`` — :class:`~steerlab.eval.judges.local.LocalJudge`, a local instruct
+  model's log-probability expectation over 1..10;
+* ``http:BASE_URL#MODEL`` — :class:`~steerlab.eval.judges.http.HTTPJudge`, any
+  OpenAI-compatible API.
+
+Register another scheme with :func:`register_judge`.
+
+Example:
+    >>> parse_judge("http:http://localhost:8000/v1#qwen").name
+    'http:http://localhost:8000/v1#qwen'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from steerlab.errors import SteerlabError
+from steerlab.eval.judges.base import (
+    Judge,
+    JudgeItem,
+    Rating,
+    describe_trait,
+    expected_score,
+    judge_prompt,
+)
+from steerlab.eval.judges.http import HTTPJudge, logprob_rating, parse_reply_score
+from steerlab.eval.judges.local import LocalJudge, NumberTokens, number_probs, number_tokens
+from steerlab.model.load import LoadedModel
+
+#: scheme → factory(target, model name after '#', already loaded models, progress)
+JudgeFactory = Callable[[str, str, Mapping[str, LoadedModel], bool], Judge]
+
+
+def _local(target: str, _model: str, models: Mapping[str, LoadedModel],
+           progress: bool) -> Judge:
+    loaded = models.get(target)
+    return LocalJudge(loaded if loaded is not None else target, progress=progress)
+
+
+def _http(target: str, model: str, _models: Mapping[str, LoadedModel], progress: bool) -> Judge:
+    return HTTPJudge(target, model, progress=progress)
+
+
+JUDGES: dict[str, JudgeFactory] = {"local": _local, "http": _http}
+
+
+def register_judge(scheme: str, factory: JudgeFactory) -> None:
+    """Make ``scheme:TARGET`` specs build judges with ``factory``.
+
+    Example:
+        >>> register_judge("http2", JUDGES["http"]); del JUDGES["http2"]
+    """
+    JUDGES[scheme] = factory
+
+
+def split_judge_spec(spec: str) -> tuple[str, str, str]:
+    """Check a judge spec's syntax: ``("local", name, "")`` or ``("http", url, model)``.
+
+    Example:
+        >>> split_judge_spec("http:http://localhost:8000/v1#qwen")
+        ('http', 'http://localhost:8000/v1', 'qwen')
+    """
+    kind, _, rest = spec.partition(":")
+    rest = rest.strip()
+    if kind == "http" and rest:
+        url, _, model = rest.partition("#")
+        if not model.strip():
+            raise SteerlabError(f"judge spec {spec!r} names no model; expected "
+                                "http:BASE_URL#MODEL")
+        if not url.strip().startswith(("http://", "https://")):
+            raise SteerlabError(f"judge URL {url.strip()!r} must start with http:// or https://")
+        return kind, url.strip(), model.strip()
+    if kind in JUDGES and rest:
+        return kind, rest, ""
+    raise SteerlabError(f"bad judge spec {spec!r}; expected local:ALIAS_OR_PATH or "
+                        "http:BASE_URL#MODEL")
+
+
+def parse_judge(spec: str, models: Mapping[str, LoadedModel] | None = None,
+                progress: bool = False) -> Judge:
+    """Build a judge from ``local:ALIAS_OR_PATH`` or ``http:BASE_URL#MODEL``.
+
+    ``models`` maps names to already loaded models (e.g. the steered model, to share it).
+
+    Example:
+        >>> parse_judge("http:http://localhost:8000/v1#qwen").name
+        'http:http://localhost:8000/v1#qwen'
+        >>> parse_judge("gpt4")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: bad judge spec 'gpt4'; expected local:ALIAS_OR_PATH or ...
+    """
+    kind, target, model = split_judge_spec(spec)
+    return JUDGES[kind](target, model, models or {}, progress)
+
+
+__all__ = ["JUDGES", "HTTPJudge", "Judge", "JudgeItem", "LocalJudge", "NumberTokens", "Rating",
+           "describe_trait", "expected_score", "judge_prompt", "logprob_rating", "number_probs",
+           "number_tokens", "parse_judge", "parse_reply_score", "register_judge",
+           "split_judge_spec"]
