@@ -75,10 +75,20 @@ def parse_ab_record(record: Any, source: str, index: int) -> ABItem:
 
 
 def parse_pair_record(record: Any, source: str, index: int) -> ContrastPair:
-    """Parse one ``{"positive": ..., "negative": ...}`` record.
+    """Parse one ``{"positive": ..., "negative": ...}`` record, or a ``[positive, negative]``
+    list (the steering-vectors / repeng habit).
 
     A whitespace-only text is allowed (ActAdd's "Weddings" vs " " pair); an empty one is not.
+
+    Example:
+        >>> parse_pair_record(["I love it", "I hate it"], "f.json", 0).negative
+        'I hate it'
     """
+    if isinstance(record, list | tuple):
+        if len(record) != 2:
+            raise SteerlabError(f"{source}: item {index}: a pair as a list needs 2 texts "
+                                f"[positive, negative], got {len(record)}")
+        record = {"positive": record[0], "negative": record[1]}
     pair = ContrastPair(positive=_field(record, ("positive",), source, index, allow_blank=True),
                         negative=_field(record, ("negative",), source, index, allow_blank=True))
     if pair.positive == pair.negative:
@@ -88,5 +98,13 @@ def parse_pair_record(record: Any, source: str, index: int) -> ContrastPair:
 
 
 def is_pair_record(record: Any) -> bool:
-    """True when a record looks like a plain contrast pair rather than an A/B item."""
+    """True when a record looks like a plain contrast pair rather than an A/B item: an object
+    with ``positive`` / ``negative``, or a ``[positive, negative]`` list.
+
+    Example:
+        >>> is_pair_record(["a", "b"]), is_pair_record({"question": "Q"})
+        (True, False)
+    """
+    if isinstance(record, list | tuple):
+        return True
     return isinstance(record, dict) and "positive" in record and "negative" in record

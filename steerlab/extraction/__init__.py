@@ -80,9 +80,13 @@ def _as_items(data: Dataset | Sequence[ABItem | ContrastPair] | tuple[str, str]
         return list(data.items), info
     items: list[ABItem | ContrastPair] = []
     for index, item in enumerate(data):
+        if isinstance(item, list | tuple) and len(item) == 2 and \
+                all(isinstance(x, str) for x in item):
+            item = ContrastPair(str(item[0]), str(item[1]))  # (positive, negative) habit
         if not isinstance(item, ABItem | ContrastPair):
-            raise SteerlabError(f"extract data item {index}: expected an ABItem or ContrastPair, "
-                                f"got {type(item).__name__}")
+            raise SteerlabError(f"extract data item {index}: expected an ABItem, a "
+                                f"ContrastPair or a (positive, negative) pair of strings, got "
+                                f"{type(item).__name__}")
         items.append(item)
     return items, {"name": "in-memory", "sha256": None, "split": None, "n_pairs": len(items)}
 
@@ -94,8 +98,9 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
             tokenizer: Any = None, progress: bool = True) -> SteeringVector:
     """Extract a steering vector from contrast data.
 
-    ``data``: a :class:`Dataset`, a list of :class:`ABItem`/:class:`ContrastPair`, or one
-    ``(positive, negative)`` string pair (ActAdd). ``layers``: ints, "8-20", "all" (default).
+    ``data``: a :class:`Dataset`, a list of :class:`ABItem` / :class:`ContrastPair` /
+    ``(positive, negative)`` string pairs, or one ``(positive, negative)`` pair (ActAdd).
+    ``layers``: ints, "8-20", "all" (default).
     ``site``: ``block_output`` (default) or ``block_input`` (ActAdd's default, its resid_pre).
 
     Example:

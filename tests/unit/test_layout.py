@@ -80,6 +80,12 @@ def _imports(name: str, path: Path) -> list[tuple[str, str, int]]:
     return found
 
 
+#: (module, imported module): the one upward reference the layout allows — the vector's
+#: ``apply`` / ``attach`` methods, thin wrappers over ``steerlab.steer`` that users of the peer
+#: libraries expect on the vector itself (lazy, inside the two methods).
+SANCTIONED = {("steerlab.vector", "steerlab.steering.hooks")}
+
+
 def _package(module: str) -> str:
     return module.split(".")[1] if "." in module else module
 
@@ -103,7 +109,7 @@ def test_imports_flow_one_way() -> None:
                     problems.append(f"{where}: imports the steerlab facade (import the module)")
                 continue
             theirs = _package(target)
-            if theirs == mine:
+            if theirs == mine or (name, target) in SANCTIONED:
                 continue
             if theirs not in LEVELS:
                 problems.append(f"{where}: imports unknown {target}")
@@ -119,7 +125,8 @@ def test_no_import_cycles() -> None:
     edges: dict[str, set[str]] = {m: set() for m in MODULES}
     for name, path in MODULES.items():
         for target, _, _ in _imports(name, path):
-            if target in MODULES and target != name and not name.startswith(target + "."):
+            if target in MODULES and target != name and not name.startswith(target + ".") \
+                    and (name, target) not in SANCTIONED:
                 edges[name].add(target)
     cycles: set[str] = set()
     state: dict[str, int] = {}

@@ -119,6 +119,11 @@ def run(cfg: SweepConfig) -> SweepResult:
                       split="test", positions=cfg.positions, batch_size=cfg.batch_size,
                       fields=fields)
     result = _result(sweep_run, layers, cfg, effects, choice, tested, match)
+    if choice.chosen and cfg.vector is None:  # the run's own vector learns its best layer
+        vec.manifest["recommended"] = {
+            "layer": choice.layer, cfg.unit: max(cfg.values), "val_effect": choice.effect,
+            "chosen_by": f"eval sweep on {data} val ({cfg.form} format)"}
+        vec.save(sweep_run.path("vector.safetensors"))
     _report(result, cfg, lm.n_layers)
     plots = _plots(sweep_run, result, cfg, data)
     sweep_run.finish(plots)
