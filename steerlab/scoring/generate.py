@@ -269,7 +269,10 @@ class Decoder:
             assert self._mask is not None and self._next_pos is not None
             self._mask, self._next_pos = self._mask[index], self._next_pos[index]
             self._last = self._last[index]
-        self._detach()  # the per-row steering is re-made for the rows left, at the next step
+            if self._handle is not None:  # per-row steering (and gates) follow their rows
+                self._handle.select_rows(keep)
+        else:
+            self._detach()
 
 
 def _generator(sampling: Sampling) -> torch.Generator | None:

@@ -50,8 +50,14 @@ from steerlab.model.arch import (
     split_block_output,
 )
 from steerlab.model.load import LoadedModel
-from steerlab.steering.plan import Plan, PositionTracker, apply_terms, compile_terms
-from steerlab.steering.spec import Steering, SteeringSpec, as_specs, check_spec
+from steerlab.steering.plan import (
+    Plan,
+    PositionTracker,
+    apply_terms,
+    compile_terms,
+    select_rows,
+)
+from steerlab.steering.spec import Condition, Steering, SteeringSpec, as_specs, check_spec
 from steerlab.util.parse import LayerSpec
 from steerlab.vector import SteeringVector
 
@@ -213,6 +219,26 @@ class SteeringHandle:
         """Whether this steering is still applied."""
         return self._entry is not None
 
+    def select_rows(self, index: Sequence[int]) -> None:
+        """Keep batch rows ``index`` of a per-row steering (the others left the batch): their
+        scales, gates and prompt lengths follow them, nothing is recompiled."""
+        entry = self._entry
+        if entry is None:
+            return
+        rows = torch.tensor(list(index), dtype=torch.long)
+        select_rows(entry.plan, rows)
+        entry.tracker.select(rows)
+        if entry.rows is not None:
+            entry.rows = len(rows)
+
+    def gates(self) -> list[torch.Tensor]:
+        """Each condition's per-row decision on the last prompt (``True``: steered)."""
+        if self._entry is None:
+            return []
+        found = {id(t.gate): t.gate for terms in self._entry.plan.values() for t in terms
+                 if t.gate is not None and t.operator == "gate"}
+        return [g.values for g in found.values() if g.values is not None]
+
     def remove(self) -> None:
         entry, self._entry = self._entry, None
         if entry is None:
@@ -231,6 +257,7 @@ def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
            layers: Sequence[LayerSpec] | LayerSpec | None = None,
            coefficient: float | None = None, strength: float | None = None,
            positions: str = "all", operator: str = "add", preserve_norm: bool = False,
+           condition: Condition | None = None,
            row_specs: Sequence[Sequence[SteeringSpec]] | None = None,
            prompt_lengths: Sequence[int] | None = None,
            instruction_lengths: Sequence[int] | None = None,
@@ -249,7 +276,8 @@ def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
         raise SteerlabError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     module = model.model if isinstance(model, LoadedModel) else model
     specs = as_specs(spec, layers=layers, coefficient=coefficient, strength=strength,
-                     positions=positions, operator=operator, preserve_norm=preserve_norm)
+                     positions=positions, operator=operator, preserve_norm=preserve_norm,
+                     condition=condition)
     n_layers = len(find_blocks(module)[1])
     width = model_width(module)
     for row in row_specs or []:
@@ -281,6 +309,7 @@ def steer(model: LoadedModel | nn.Module, spec: Steering = None, *,
           layers: Sequence[LayerSpec] | LayerSpec | None = None,
           coefficient: float | None = None, strength: float | None = None,
           positions: str = "all", operator: str = "add", preserve_norm: bool = False,
+          condition: Condition | None = None,
           row_specs: Sequence[Sequence[SteeringSpec]] | None = None,
           prompt_lengths: Sequence[int] | None = None,
           instruction_lengths: Sequence[int] | None = None) -> Iterator[SteeringHandle]:
@@ -291,7 +320,9 @@ def steer(model: LoadedModel | nn.Module, spec: Steering = None, *,
     specs for batch row i only — one forward can carry a whole coefficient sweep.
     ``prompt_lengths`` / ``instruction_lengths`` fix each row's prompt (``prompt`` /
     ``generation`` positions) and instruction (``after_instruction``) lengths in real tokens;
-    without them the prompt is what the first call of the context saw.
+    without them the prompt is what the first call of the context saw. ``condition`` (a
+    :class:`~steerlab.steering.spec.Condition`) steers only the rows whose prompt fires it
+    (conditional steering, CAST).
 
     Example:
         >>> with steer(lm, vec, layers=[12], strength=0.5):        # doctest: +SKIP
@@ -299,7 +330,7 @@ def steer(model: LoadedModel | nn.Module, spec: Steering = None, *,
     """
     handle = attach(model, spec, layers=layers, coefficient=coefficient, strength=strength,
                     positions=positions, operator=operator, preserve_norm=preserve_norm,
-                    row_specs=row_specs, prompt_lengths=prompt_lengths,
+                    condition=condition, row_specs=row_specs, prompt_lengths=prompt_lengths,
                     instruction_lengths=instruction_lengths)
     try:
         yield handle

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.steering.spec import SteeringSpec, check_spec, parse_positions
+from steerlab.steering.spec import Condition, SteeringSpec, check_spec, parse_positions
 
 Plan = dict[tuple[str, int], list["Term"]]
 
@@ -45,6 +45,8 @@ class Term:
     row_scale: torch.Tensor | None  # [B] per-row scale (0 where the row is not steered)
     scale: float = 1.0
     row_mask: torch.Tensor | None = None  # [B] bool, rows this term touches
+    gate: Gate | None = None  # steer only the rows whose condition fires (or, for the
+    #                           operator "gate", the condition this term evaluates)
     _cast: dict[tuple[torch.dtype, torch.device, bool], torch.Tensor] = field(
         default_factory=dict)
 
@@ -59,6 +61,45 @@ class Term:
                 cast = cast.clone()
             self._cast[key] = cast
         return self._cast[key]
+
+
+@dataclass(eq=False)
+class Gate:
+    """One condition's per-row decision for the current batch (set at the prefill).
+
+    ``scores[b]`` is row b's similarity, ``values[b]`` whether its condition fires.
+    """
+
+    condition: Condition
+    direction: torch.Tensor
+    scores: torch.Tensor | None = None
+    values: torch.Tensor | None = None
+
+    def compute(self, hidden: torch.Tensor, tracker: PositionTracker) -> None:
+        """Score each row on its prompt tokens (pads excluded) and decide its gate."""
+        positions = "prompt" if self.condition.aggregate == "mean" else "last_prompt:1"
+        mask = tracker.mask(positions).to(torch.float32)
+        h = hidden.float()
+        c = self.direction.to(h.device, torch.float32)
+        if self.condition.mode == "cast":
+            projected = torch.tanh((h @ c)[..., None] * c / (c @ c))
+            sim = torch.nn.functional.cosine_similarity(h, projected, dim=-1, eps=1e-12)
+        else:
+            sim = torch.nn.functional.cosine_similarity(h, c.expand_as(h), dim=-1, eps=1e-12)
+        counts = mask.sum(-1)
+        if bool((counts == 0).any()):
+            raise SteerlabError("conditional steering: a row has no prompt tokens to read the "
+                                "condition from")
+        self.scores = ((sim * mask).sum(-1) / counts).cpu()
+        fire = (self.scores > self.condition.threshold
+                if self.condition.comparator == "greater"
+                else self.scores < self.condition.threshold)
+        self.values = fire
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the rows ``index`` (a batch that lost some rows)."""
+        if self.scores is not None and self.values is not None:
+            self.scores, self.values = self.scores[index], self.values[index]
 
 
 class PositionTracker:
@@ -84,11 +125,22 @@ class PositionTracker:
         self._prompt_ids: list[torch.Tensor] | None = None
         self.real_index: torch.Tensor | None = None
         self.valid: torch.Tensor | None = None
+        self.prefill = True  # the current call holds each row's whole prompt
         self._masks: dict[str, torch.Tensor] = {}
 
-    def set_call(self, real_index: torch.Tensor, valid: torch.Tensor) -> None:
-        self.real_index, self.valid = real_index, valid
+    def set_call(self, real_index: torch.Tensor, valid: torch.Tensor,
+                 prefill: bool = True) -> None:
+        self.real_index, self.valid, self.prefill = real_index, valid, prefill
         self._masks = {}
+
+    def select(self, index: torch.Tensor) -> None:
+        """Keep the rows ``index`` (a generation whose finished rows left the batch)."""
+        for name in ("prompt_lengths", "instruction_lengths"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, value[index.cpu()])
+        if self._prompt_ids is not None:
+            self._prompt_ids = [self._prompt_ids[int(i)] for i in index]
 
     def observe(self, input_ids: torch.Tensor | None, attention_mask: torch.Tensor | None,
                 past_len: int, batch: int, length: int, device: torch.device) -> None:
@@ -106,7 +158,7 @@ class PositionTracker:
             self._on_fresh_call(input_ids, valid)
         elif self.prompt_lengths is None:
             self.prompt_lengths = real[:, 0].cpu()
-        self.set_call(real, valid)
+        self.set_call(real, valid, prefill=past_len == 0)
 
     def _on_fresh_call(self, input_ids: torch.Tensor | None, valid: torch.Tensor) -> None:
         if self.fixed_prompt:
@@ -169,6 +221,16 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
                 tracker: PositionTracker) -> torch.Tensor:
     """Return a new hidden-state tensor with ``terms`` applied in order (never in place)."""
     for term in terms:
+        if term.operator == "gate":  # evaluate a condition (on the prefill only)
+            assert term.gate is not None
+            if tracker.prefill or term.gate.values is None:
+                if not tracker.prefill:
+                    raise SteerlabError(
+                        f"conditional steering: the condition at layer "
+                        f"{term.gate.condition.layer} first ran on a decode step; run the "
+                        "prompt through the model first (generation does)")
+                term.gate.compute(hidden, tracker)
+            continue
         direction = term.direction_as(hidden)
         if direction.shape[-1] != hidden.shape[-1]:
             raise SteerlabError(f"vector width {direction.shape[-1]} does not match hidden "
@@ -183,6 +245,11 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
                 raise SteerlabError(f"per-row steering was given {term.row_mask.shape[0]} rows "
                                     f"but the batch has {hidden.shape[0]}")
             mask = mask * term.row_mask.to(hidden.device, hidden.dtype)[:, None]
+        if term.gate is not None:
+            if term.gate.values is None:
+                raise SteerlabError("conditional steering: the condition was not evaluated on "
+                                    "this batch's prompt")
+            mask = mask * term.gate.values.to(hidden.device, hidden.dtype)[:, None]
         if term.row_scale is not None:
             weight = mask * term.row_scale.to(hidden.device, hidden.dtype)[:, None]
         else:
@@ -210,8 +277,40 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
 
 def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[SteeringSpec]] | None,
                   n_layers: int) -> Plan:
-    """Group specs into per-(site, layer) term lists; per-row adds of one vector are fused."""
+    """Group specs into per-(site, layer) term lists; per-row adds of one vector are fused.
+
+    A spec with a :class:`~steerlab.steering.spec.Condition` gets a gate: one ``"gate"`` term
+    at the condition's site evaluates it (first in its list), and the spec's terms steer only
+    the rows where it fires. A behaviour layer that runs before its condition is refused.
+    """
     plan: Plan = {}
+    gates: dict[int, Gate] = {}
+
+    def gate_for(spec: SteeringSpec, layer: int) -> Gate | None:
+        condition = spec.condition
+        if condition is None:
+            return None
+        order = 2 * layer + (0 if spec.vector.site == "block_input" else 1)
+        if order < condition.order:
+            raise SteerlabError(f"conditional steering: behaviour layer {layer} "
+                                f"({spec.vector.site}) runs before the condition at layer "
+                                f"{condition.layer} ({condition.site}) is known; use "
+                                "behaviour layers at or above the condition layer")
+        return gates[id(condition)]
+
+    # every condition's gate term first, so later per-row bookkeeping of indices holds
+    for spec in [*specs, *(x for row in row_specs or [] for x in row)]:
+        check_spec(spec)
+        condition = spec.condition
+        if condition is None or id(condition) in gates:
+            continue
+        if not 0 <= condition.layer < n_layers:
+            raise SteerlabError(f"condition layer {condition.layer} out of range: model has "
+                                f"{n_layers} layers")
+        gate = Gate(condition, condition.vector.directions[condition.layer])
+        gates[id(condition)] = gate
+        plan.setdefault((condition.site, condition.layer), []).append(
+            Term("gate", gate.direction, "all", False, None, gate=gate))
 
     def direction_for(spec: SteeringSpec, layer: int) -> torch.Tensor:
         raw = spec.vector.directions[layer]
@@ -231,9 +330,10 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
     for spec in specs:
         check_spec(spec)
         for layer in spec.resolved_layers(n_layers):
+            gate = gate_for(spec, layer)
             plan.setdefault((spec.vector.site, layer), []).append(Term(
                 spec.operator, direction_for(spec, layer), spec.positions, spec.preserve_norm,
-                None, spec.scale(layer)))
+                None, spec.scale(layer), gate=gate))
     if row_specs is not None:
         batch = len(row_specs)
         # Terms of the same (vector, layer, operator, positions) are fused across rows, but a
@@ -247,15 +347,16 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
                 for layer in spec.resolved_layers(n_layers):
                     site_key = (spec.vector.site, layer)
                     terms = plan.setdefault(site_key, [])
+                    gate = gate_for(spec, layer)
                     key = (spec.vector.site, layer, id(spec.vector.directions[layer]),
-                           spec.operator, spec.positions, spec.preserve_norm)
+                           spec.operator, spec.positions, spec.preserve_norm, id(gate))
                     found = fused.get(key)
                     if found is not None and found[1] > last.get(site_key, -1):
                         term, index = found
                     else:
                         term = Term(spec.operator, direction_for(spec, layer), spec.positions,
-                                     spec.preserve_norm, torch.zeros(batch),
-                                     row_mask=torch.zeros(batch, dtype=torch.bool))
+                                    spec.preserve_norm, torch.zeros(batch),
+                                    row_mask=torch.zeros(batch, dtype=torch.bool), gate=gate)
                         index = len(terms)
                         terms.append(term)
                         fused[key] = (term, index)
@@ -264,3 +365,17 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
                     term.row_mask[row] = True
                     last[site_key] = index
     return plan
+
+
+def select_rows(plan: Plan, index: torch.Tensor) -> None:
+    """Keep only the batch rows ``index`` in every per-row term and gate of ``plan``."""
+    seen: set[int] = set()
+    for terms in plan.values():
+        for term in terms:
+            if term.row_scale is not None:
+                term.row_scale = term.row_scale[index.cpu()]
+            if term.row_mask is not None:
+                term.row_mask = term.row_mask[index.cpu()]
+            if term.gate is not None and id(term.gate) not in seen:
+                seen.add(id(term.gate))
+                term.gate.select(index.cpu())

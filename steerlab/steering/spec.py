@@ -66,6 +66,66 @@ def parse_positions(positions: str) -> tuple[str, int, int | None]:
     raise SteerlabError(f"bad positions {positions!r}; expected one of {POSITIONS_HELP}")
 
 
+COMPARATORS = ("greater", "less")
+CONDITION_MODES = ("cast", "cosine")
+AGGREGATES = ("mean", "last")
+
+
+@dataclass(frozen=True, eq=False)
+class Condition:
+    """When to steer: a condition direction at a layer, compared with a threshold per row.
+
+    The similarity of row b is computed once, from that row's prompt tokens (pads excluded) at
+    the input of block ``layer`` (``site="block_input"``, CAST's "layer input") or its output,
+    and fixes the gate for the whole generation: the behaviour vector steers row b only when
+    ``similarity > threshold`` (``comparator="greater"``) or ``< threshold`` (``"less"``).
+
+    ``mode="cast"`` is CAST's similarity (Lee et al. 2024): cos(h, tanh(P h)) with the
+    projector P = c cᵀ / (c·c), averaged over the prompt tokens (``aggregate="mean"``) or taken
+    at the last one (``"last"``). ``mode="cosine"`` is cos(h, c): the same question without
+    the tanh squashing, its sign telling which side of the condition a prompt is on.
+
+    Example:
+        >>> import torch
+        >>> c = SteeringVector.from_directions({3: torch.ones(4)})
+        >>> Condition(c, layer=3, threshold=0.1).comparator
+        'greater'
+    """
+
+    vector: SteeringVector
+    layer: int
+    threshold: float
+    comparator: str = "greater"
+    mode: str = "cast"
+    aggregate: str = "mean"
+    site: str = "block_input"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, SteeringVector):
+            raise SteerlabError(f"a condition needs a SteeringVector, got "
+                                f"{type(self.vector).__name__}")
+        if self.layer not in self.vector.directions:
+            raise SteerlabError(f"condition vector has no direction for layer {self.layer}; it "
+                                f"has layers {self.vector.layers}")
+        if self.vector.directions[self.layer].ndim != 1:
+            raise SteerlabError("a condition needs one [d] direction at its layer")
+        for name, value, allowed in (("comparator", self.comparator, COMPARATORS),
+                                     ("mode", self.mode, CONDITION_MODES),
+                                     ("aggregate", self.aggregate, AGGREGATES),
+                                     ("site", self.site, ("block_input", "block_output"))):
+            if value not in allowed:
+                raise SteerlabError(f"condition {name} must be one of {', '.join(allowed)}, "
+                                    f"got {value!r}")
+        if isinstance(self.threshold, bool) or not math.isfinite(float(self.threshold)):
+            raise SteerlabError(f"condition threshold must be a finite number, got "
+                                f"{self.threshold!r}")
+
+    @property
+    def order(self) -> int:
+        """Where the condition is read in the forward (block input before block output)."""
+        return 2 * self.layer + (0 if self.site == "block_input" else 1)
+
+
 @dataclass
 class SteeringSpec:
     """One vector, where and how hard to apply it.
@@ -89,8 +149,12 @@ class SteeringSpec:
     positions: str = "all"
     operator: str = "add"
     preserve_norm: bool = False
+    condition: Condition | None = None
 
     def __post_init__(self) -> None:
+        if self.condition is not None and not isinstance(self.condition, Condition):
+            raise SteerlabError(f"condition must be a Condition, got "
+                                f"{type(self.condition).__name__}")
         if not isinstance(self.vector, SteeringVector):
             raise SteerlabError(f"SteeringSpec needs a SteeringVector, got "
                                 f"{type(self.vector).__name__}")
@@ -174,10 +238,12 @@ def as_specs(spec: Steering, **kwargs: Any) -> list[SteeringSpec]:
     """
     if isinstance(spec, SteeringVector):
         return [SteeringSpec(spec, **kwargs)]
-    defaults = {"positions": "all", "operator": "add", "preserve_norm": False}
+    defaults = {"positions": "all", "operator": "add", "preserve_norm": False,
+                "condition": None}
     if any(value != defaults.get(key) for key, value in kwargs.items()):
-        raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm "
-                            "keywords go with a SteeringVector, not with ready SteeringSpecs")
+        raise SteerlabError("layers/coefficient/strength/positions/operator/preserve_norm/"
+                            "condition keywords go with a SteeringVector, not with ready "
+                            "SteeringSpecs")
     if spec is None:
         return []
     if isinstance(spec, SteeringSpec):
