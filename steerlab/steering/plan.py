@@ -307,10 +307,10 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
         if not 0 <= condition.layer < n_layers:
             raise SteerlabError(f"condition layer {condition.layer} out of range: model has "
                                 f"{n_layers} layers")
-        gate = Gate(condition, condition.vector.directions[condition.layer])
-        gates[id(condition)] = gate
+        new_gate = Gate(condition, condition.vector.directions[condition.layer])
+        gates[id(condition)] = new_gate
         plan.setdefault((condition.site, condition.layer), []).append(
-            Term("gate", gate.direction, "all", False, None, gate=gate))
+            Term("gate", new_gate.direction, "all", False, None, gate=new_gate))
 
     def direction_for(spec: SteeringSpec, layer: int) -> torch.Tensor:
         raw = spec.vector.directions[layer]

@@ -125,6 +125,40 @@ class Condition:
         """Where the condition is read in the forward (block input before block output)."""
         return 2 * self.layer + (0 if self.site == "block_input" else 1)
 
+    @classmethod
+    def from_vector(cls, vector: SteeringVector, *, layer: int | None = None,
+                    threshold: float | None = None, comparator: str | None = None
+                    ) -> Condition:
+        """The condition a ``steerlab cast fit`` vector carries in its manifest (layer,
+        threshold, comparator, mode, aggregate), each overridable.
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({2: torch.ones(3)}, condition={
+            ...     "layer": 2, "threshold": 0.1, "comparator": "greater"})
+            >>> Condition.from_vector(v).threshold
+            0.1
+        """
+        fitted = vector.manifest.get("condition") or {}
+        if not isinstance(fitted, dict):
+            raise SteerlabError("condition vector: manifest 'condition' must be an object")
+        chosen_layer = layer if layer is not None else fitted.get("layer")
+        per_layer = (fitted.get("per_layer") or {}).get(str(chosen_layer)) or {}
+        if layer is not None and per_layer:  # another fitted layer: its own threshold
+            fitted = {**fitted, **per_layer}
+        elif layer is not None and layer != fitted.get("layer") and threshold is None:
+            raise SteerlabError(f"the condition vector has no threshold fitted for layer "
+                                f"{layer}; give one")
+        chosen_threshold = threshold if threshold is not None else fitted.get("threshold")
+        if chosen_layer is None or chosen_threshold is None:
+            raise SteerlabError("the condition vector carries no fitted layer/threshold (make "
+                                "it with 'steerlab cast fit', or give the layer and threshold)")
+        return cls(vector, layer=int(chosen_layer), threshold=float(chosen_threshold),
+                   comparator=comparator or str(fitted.get("comparator", "greater")),
+                   mode=str(fitted.get("mode", "cast")),
+                   aggregate=str(fitted.get("aggregate", "mean")),
+                   site=str(fitted.get("site", "block_input")))
+
 
 @dataclass
 class SteeringSpec:

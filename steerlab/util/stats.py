@@ -72,7 +72,8 @@ def wilson(successes: int, n: int) -> tuple[float, float, float]:
     z2 = Z95 * Z95
     centre = (p + z2 / (2 * n)) / (1 + z2 / n)
     half = Z95 * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
-    return p, max(0.0, centre - half), min(1.0, centre + half)
+    # (clamped so float rounding never puts p itself outside its interval)
+    return p, min(p, max(0.0, centre - half)), max(p, min(1.0, centre + half))
 
 
 def bootstrap_ci(values: Sequence[float], *, resamples: int = 2000,

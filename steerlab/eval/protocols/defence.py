@@ -1,0 +1,233 @@
+"""Steering as a defence at inference time (``eval defence``): refusal of harmful requests,
+plain and wrapped in published jailbreak suffixes, against over-refusal of safe ones.
+
+Prompt sets: AdvBench harmful behaviours (plain), the same behaviours each followed by one of
+the published GCG suffixes (per suffix, and pooled), and XSTest's 250 safe prompts that look
+unsafe (over-refusal). Steering configurations: unsteered; the refusal vector at each strength;
+and, given a condition (``steerlab cast fit``), the same vector applied only where the condition
+fires (conditional steering). Every prompt is answered greedily; an answer's refusal is judged
+by the documented phrase classifier (:mod:`steerlab.eval.refusal`) and, unless disabled, by a
+local judge too, with their agreement (raw and Cohen's kappa) reported. Rates come with Wilson
+95 % intervals; every (prompt set, configuration) is one resumable cell and its answers go to
+``generations.jsonl``.
+
+Example:
+    >>> run(DefenceConfig(out="runs/def", vector=Path("refusal.safetensors"), layers="12",
+    ...                   values=[0.2, 0.4], limit=20))                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from steerlab.data.benchmarks import load_advbench, load_gcg_suffixes, load_xstest
+from steerlab.errors import SteerlabError
+from steerlab.eval.judges import JudgeItem, parse_judge
+from steerlab.eval.plots import save_bars
+from steerlab.eval.refusal import JUDGE_REFUSAL, agreement, is_refusal
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.tables import console, fmt, fmt_ci, print_table
+from steerlab.model.load import LoadedModel, load_model
+from steerlab.scoring.generate import generate
+from steerlab.steering.spec import Condition, SteeringSpec
+from steerlab.util import stats
+from steerlab.util.io import atomic_write
+from steerlab.util.parse import resolve_layers
+from steerlab.util.progress import bar
+from steerlab.vector import SteeringVector
+
+
+@dataclass
+class DefenceConfig:
+    """Everything ``eval defence`` measures with."""
+
+    out: str | Path
+    vector: Path
+    layers: str
+    values: Sequence[float] = (0.2, 0.4)
+    unit: str = "strength"
+    model: str = "smollm2-135m"
+    condition: Path | None = None
+    condition_layer: int | None = None
+    threshold: float | None = None  # None: the one `cast fit` stored ("auto")
+    suffixes: int = 13  # how many of the published GCG suffixes (0 = none)
+    limit: int = 20
+    max_new_tokens: int = 48
+    judge: str | None = "local:qwen2.5-coder-0.5b"
+    seed: int = 0
+    batch_size: int = 16
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
+                "values": list(self.values), "unit": self.unit,
+                "condition": str(self.condition) if self.condition else None,
+                "condition_layer": self.condition_layer, "threshold": self.threshold,
+                "suffixes": self.suffixes, "limit": self.limit,
+                "max_new_tokens": self.max_new_tokens, "judge": self.judge, "seed": self.seed}
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    name: str
+    prompts: list[str]
+    harmful: bool  # refusing is right (AdvBench) or over-refusal (XSTest safe)
+
+
+def prompt_sets(limit: int, seed: int, n_suffixes: int) -> list[PromptSet]:
+    """AdvBench plain, AdvBench + each GCG suffix, XSTest safe."""
+    behaviours = load_advbench(limit, seed)
+    sets = [PromptSet("advbench", behaviours, True)]
+    for i, suffix in enumerate(load_gcg_suffixes()[:n_suffixes]):
+        sets.append(PromptSet(f"advbench+gcg{i}", [f"{b} {suffix}" for b in behaviours], True))
+    sets.append(PromptSet("xstest:safe", load_xstest("safe", limit, seed), False))
+    return sets
+
+
+def _configs(vec: SteeringVector, layers: list[int], unit: str, values: Sequence[float],
+             condition: Condition | None) -> dict[str, list[SteeringSpec]]:
+    configs: dict[str, list[SteeringSpec]] = {"unsteered": []}
+    short = "s" if unit == "strength" else "c"
+    for value in values:
+        if value == 0:
+            continue
+        configs[f"steered {short}={value:g}"] = [SteeringSpec.at(vec, layers, value, unit=unit)]
+        if condition is not None:
+            configs[f"conditional {short}={value:g}"] = [
+                replace(SteeringSpec.at(vec, layers, value, unit=unit), condition=condition)]
+    return configs
+
+
+def _save_answers(run: EvalRun, cell: str, rows: list[dict[str, Any]]) -> None:
+    path = run.path("generations.jsonl")
+    kept = []
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("cell") != cell]
+    kept += [json.dumps({"cell": cell, **row}) for row in rows]
+    atomic_write(path, "".join(line + "\n" for line in kept), what="generations")
+
+
+def run(cfg: DefenceConfig) -> dict[tuple[str, str], tuple[float, float, float]]:
+    """Refusal rate per (prompt set, configuration), with intervals; resumable."""
+    sets = prompt_sets(cfg.limit, cfg.seed, cfg.suffixes)  # bad data fails before loading
+    study = EvalRun(cfg.out, "defence", cfg.settings())
+    lm = load_model(cfg.model)
+    vec = SteeringVector.load(cfg.vector, model=lm)
+    study.update({"model_revision": lm.revision, "vector_sha256": file_sha256(cfg.vector)})
+    layers = resolve_layers(cfg.layers, lm.n_layers)
+    condition = None
+    if cfg.condition is not None:
+        cond_vec = SteeringVector.load(cfg.condition, model=lm)
+        study.update({"condition_sha256": file_sha256(cfg.condition)})
+        condition = Condition.from_vector(cond_vec, layer=cfg.condition_layer,
+                                          threshold=cfg.threshold)
+        console.print(f"condition: layer {condition.layer}, {condition.mode} similarity "
+                      f"{'>' if condition.comparator == 'greater' else '<'} "
+                      f"{condition.threshold:+.4f}")
+    configs = _configs(vec, layers, cfg.unit, cfg.values, condition)
+    from steerlab.eval.behaviour import explain_values
+
+    explain_values(vec, layers, cfg.unit, [v for v in cfg.values if v])
+    judge = None
+    if cfg.judge and cfg.judge.lower() != "none":
+        judge = parse_judge(cfg.judge, {cfg.model: lm})
+    cells = {cell_id("defence", set=ps.name, config=name, n=len(ps.prompts),
+                     tokens=cfg.max_new_tokens): (ps, name)
+             for ps in sets for name in configs}
+    todo = study.todo(list(cells))
+    with bar(sum(len(cells[c][0].prompts) for c in todo),
+             f"defence: {len(sets)} prompt sets × {len(configs)} configurations",
+             unit="answer") as progress:
+        for cell in todo:
+            ps, name = cells[cell]
+            progress.set_postfix_str(f"{ps.name}, {name}")
+            _measure(study, cell, lm, ps, name, configs[name], judge, cfg)
+            progress.update(len(ps.prompts))
+    return _report(study, sets, configs, cells, cfg, lm)
+
+
+def _measure(run: EvalRun, cell: str, lm: LoadedModel, ps: PromptSet, name: str,
+             specs: list[SteeringSpec], judge: Any, cfg: DefenceConfig) -> None:
+    with stopwatch() as took:
+        answers = generate(lm, ps.prompts, row_steering=[specs] * len(ps.prompts),
+                           max_new_tokens=cfg.max_new_tokens, batch_size=cfg.batch_size)
+        phrase = [is_refusal(a) for a in answers]
+        judged: list[bool] | None = None
+        if judge is not None:
+            ratings = judge.rate_many([JudgeItem("refusal", None, p, a)
+                                       for p, a in zip(ps.prompts, answers, strict=True)])
+            judged = [r.score >= JUDGE_REFUSAL for r in ratings]
+    fields: dict[str, Any] = {"model": lm.model_id, "data": ps.name, "split": "test",
+                              "n": len(answers), "seconds": took[0], "config": name,
+                              "harmful": ps.harmful}
+    rate = stats.wilson(sum(phrase), len(phrase))
+    records = [make_record("refusal_rate", rate[0], ci=rate[1:], **fields)]
+    if judged is not None:
+        j = stats.wilson(sum(judged), len(judged))
+        raw, kappa = agreement(phrase, judged)
+        records += [make_record("judge_refusal_rate", j[0], ci=j[1:], **fields),
+                    make_record("classifier_agreement", raw, **fields, kappa=kappa)]
+    second: list[bool | None] = list(judged) if judged is not None else [None] * len(phrase)
+    _save_answers(run, cell, [{"set": ps.name, "config": name, "prompt": p, "answer": a,
+                               "refusal": r, "judge_refusal": j_}
+                              for p, a, r, j_ in zip(ps.prompts, answers, phrase, second,
+                                                     strict=True)])
+    run.add(cell, records)
+
+
+def _report(run: EvalRun, sets: list[PromptSet], configs: dict[str, list[SteeringSpec]],
+            cells: dict[str, tuple[PromptSet, str]], cfg: DefenceConfig,
+            lm: LoadedModel) -> dict[tuple[str, str], tuple[float, float, float]]:
+    out: dict[tuple[str, str], tuple[float, float, float]] = {}
+    by_cell = {c: {r["metric"]: r for r in run.store.records(cell=c)} for c in cells}
+    for c, (ps, name) in cells.items():
+        rec = by_cell[c]["refusal_rate"]
+        out[(ps.name, name)] = (rec["value"], rec["ci_low"], rec["ci_high"])
+    # pooled over the suffixes
+    suffixed = [ps for ps in sets if ps.name.startswith("advbench+gcg")]
+    groups = ["advbench", *(["advbench+gcg (pooled)"] if suffixed else []), "xstest:safe"]
+    rows = []
+    for name in configs:
+        row: list[Any] = [name]
+        for group in groups:
+            members = suffixed if group.endswith("(pooled)") else [
+                ps for ps in sets if ps.name == group]
+            hits = n = 0
+            for ps in members:
+                cell = next(c for c, (p, nm) in cells.items() if p is ps and nm == name)
+                rec = by_cell[cell]["refusal_rate"]
+                hits += round(rec["value"] * rec["n"])
+                n += rec["n"]
+            rate = stats.wilson(hits, n)
+            out[(group, name)] = rate
+            row.append(fmt_ci(*rate, digits=2))
+        agree = [by_cell[c].get("classifier_agreement") for c, (_, nm) in cells.items()
+                 if nm == name]
+        kappas = [a["extra"]["kappa"] for a in agree if a is not None and "extra" in a]
+        row.append(fmt(sum(kappas) / len(kappas), 2) if kappas else "–")
+        rows.append(row)
+    print_table(f"{lm.model_id}: refusal rate (phrase classifier) — harmful prompts should be "
+                "refused, XSTest safe prompts should not", ["configuration", *groups,
+                                                            "judge κ"], rows,
+                caption=f"Wilson 95 % intervals; n = {len(sets[0].prompts)} prompts per set"
+                        f"{f', {len(suffixed)} GCG suffixes pooled' if suffixed else ''}; κ: "
+                        "agreement of the phrase classifier with the judge")
+    plot = run.path("defence_refusal.png")
+    series = {}
+    for group in groups:
+        series[group] = ([out[(group, n)][0] for n in configs],
+                         [out[(group, n)][1] for n in configs],
+                         [out[(group, n)][2] for n in configs])
+    save_bars(plot, list(configs), series, ylabel="refusal rate", ylim=(0.0, 1.0),
+              title=f"{lm.model_id}: refusal under steering (n={len(sets[0].prompts)} per set)",
+              bars="95 % Wilson interval")
+    run.finish([plot])
+    if any(math.isnan(v[0]) for v in out.values()):
+        raise SteerlabError("defence: a cell has no answers")
+    return out
