@@ -1,0 +1,243 @@
+"""The CAE paper's five findings as verdicts a user's own vector gets: written rules.
+
+Each finding of Hao et al. (2025, "Patterns and Mechanisms of Contrastive Activation
+Engineering") gets ``holds``, ``does not hold`` or ``inconclusive`` from a rule over the
+numbers (with their 95 % intervals) that the audit measured. The rules, in words:
+
+1. **In distribution only** (``ood``): *holds* when the in-distribution effect's interval lies
+   above 0 and the out-of-distribution effect's upper bound is below half of the ID effect
+   (both as fractions of their scale: Δ behaviour score, Δ judge score / 9); *does not hold*
+   when the ID effect is above 0 and the OOD effect's lower bound reaches half of it; else
+   *inconclusive* (no ID effect to compare, or intervals too wide).
+2. **Diminishing returns near ~80 pairs** (``samples``): *inconclusive* without a full-data
+   effect distinguishable from zero or without counts ≥ 80 tried; *holds* when the sample-count
+   curve's plateau is at most 160 pairs; *does not hold* when there is no plateau (the largest
+   count still beats the others by more than its interval) or it lies above 160.
+3. **Adversarial inputs reverse steering, and are unnatural** (``adversarial``): *holds* when
+   the search's success rate has its Wilson lower bound above the random-suffix baseline's upper
+   bound *and* the found suffixes' cross-entropy lies above that of natural text of the same
+   length; *does not hold* when the success rate's upper bound does not exceed the baseline's
+   (no better than random suffixes) with at least 10 items; else *inconclusive* (including
+   "reversals happen but the suffixes are not measurably unnatural").
+4. **Steering costs perplexity** (``perplexity``): *holds* when the steered / unsteered
+   perplexity ratio's lower bound is above 1 at the strength used; *does not hold* when its
+   upper bound is below 1.01 (at most a 1 % cost); else *inconclusive*.
+5. **Larger models resist degradation** (``size``): needs ≥ 2 models measured at the same
+   strength; *holds* when the largest model's perplexity ratio interval lies below the
+   smallest's; *does not hold* when it lies above; else *inconclusive*.
+
+Validity warnings ride along: answer-letter mass below 0.8 (the A/B format is not being
+followed), answer-position bias (the matching answer is one letter in far more than half of the
+items), a base rate near 0 or 1 (little room to move), fewer contrast pairs than the plateau.
+
+Example:
+    >>> judge_perplexity((1.08, 1.04, 1.12), strength=0.4).verdict
+    'holds'
+    >>> judge_ood((0.2, 0.1, 0.3), (0.01, -0.05, 0.07)).verdict
+    'holds'
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+Interval = tuple[float, float, float]  # value, low, high
+
+FINDINGS = {
+    "ood": "Steering works in distribution, much less out of distribution",
+    "samples": "Returns diminish near ~80 contrast pairs",
+    "adversarial": "Adversarial inputs reverse the steering, and such inputs are unnatural",
+    "perplexity": "Steering costs perplexity",
+    "size": "Larger models resist steering-induced degradation",
+}
+RULES = {
+    "ood": "holds: ID low > 0 and OOD high < ID/2; does not hold: ID low > 0 and OOD low >= "
+           "ID/2 (effects as fractions of their scale)",
+    "samples": "holds: plateau <= 160 pairs (needs a full-data effect > 0 and counts >= 80); "
+               "does not hold: no plateau, or above 160",
+    "adversarial": "holds: success low > random-baseline high and suffix xent low > natural "
+                   "xent high; does not hold: success high <= baseline high (n >= 10)",
+    "perplexity": "holds: ratio low > 1; does not hold: ratio high < 1.01",
+    "size": "holds: largest model's ratio interval below the smallest's; does not hold: above",
+}
+
+
+@dataclass
+class Verdict:
+    """One finding's verdict, the rule that gave it, the numbers behind it and warnings."""
+
+    finding: str
+    verdict: str
+    reason: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def title(self) -> str:
+        return FINDINGS[self.finding]
+
+    @property
+    def rule(self) -> str:
+        return RULES[self.finding]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "title": self.title, "rule": self.rule}
+
+
+def _ok(interval: Interval | None) -> bool:
+    return interval is not None and not any(math.isnan(x) for x in interval)
+
+
+def _fmt(interval: Interval) -> str:
+    return f"{interval[0]:+.3f} [{interval[1]:+.3f}, {interval[2]:+.3f}]"
+
+
+def judge_ood(id_effect: Interval | None, ood_effect: Interval | None) -> Verdict:
+    """Finding 1 from the ID and OOD effects (each as a fraction of its scale).
+
+    Example:
+        >>> judge_ood((0.2, 0.1, 0.3), (0.15, 0.11, 0.19)).verdict
+        'does not hold'
+    """
+    numbers = {"id_effect": id_effect, "ood_effect": ood_effect}
+    if not _ok(id_effect) or not _ok(ood_effect):
+        return Verdict("ood", UNSURE, "an effect has no interval (too few items)", numbers)
+    assert id_effect is not None and ood_effect is not None
+    if id_effect[1] <= 0:
+        return Verdict("ood", UNSURE, f"no in-distribution effect to compare (ID "
+                       f"{_fmt(id_effect)})", numbers)
+    half = id_effect[0] / 2
+    if ood_effect[2] < half:
+        return Verdict("ood", HOLDS, f"OOD {_fmt(ood_effect)} stays below half the ID effect "
+                       f"{_fmt(id_effect)}", numbers)
+    if ood_effect[1] >= half:
+        return Verdict("ood", FAILS, f"OOD {_fmt(ood_effect)} is at least half the ID effect "
+                       f"{_fmt(id_effect)}", numbers)
+    return Verdict("ood", UNSURE, f"OOD {_fmt(ood_effect)} vs half the ID effect ({half:+.3f}): "
+                   "the interval straddles it", numbers)
+
+
+def judge_samples(plateau: int | None, sizes: Sequence[int], full_effect: Interval | None,
+                  n_train: int) -> Verdict:
+    """Finding 2 from the sample-count curve.
+
+    Example:
+        >>> judge_samples(40, [1, 10, 40, 80, 160], (0.3, 0.2, 0.4), 300).verdict
+        'holds'
+    """
+    numbers = {"plateau": plateau, "sizes": list(sizes), "full_effect": full_effect,
+               "n_train": n_train}
+    warnings = []
+    if plateau is not None and n_train < plateau:
+        warnings.append(f"only {n_train} train pairs, fewer than the plateau ({plateau})")
+    if not _ok(full_effect) or full_effect is None or full_effect[1] <= 0:
+        return Verdict("samples", UNSURE, "the full-data effect is not distinguishable from "
+                       "zero: nothing to saturate", numbers, warnings)
+    if max(sizes, default=0) < 80:
+        return Verdict("samples", UNSURE, f"pair counts up to {max(sizes, default=0)} only; "
+                       "the finding is about ~80", numbers, warnings)
+    if plateau is None:
+        return Verdict("samples", FAILS, f"no plateau up to {max(sizes)} pairs: more pairs "
+                       "still help", numbers, warnings)
+    if plateau <= 160:
+        return Verdict("samples", HOLDS, f"the effect plateaus at {plateau} pairs", numbers,
+                       warnings)
+    return Verdict("samples", FAILS, f"the plateau is at {plateau} pairs, well past ~80",
+                   numbers, warnings)
+
+
+def judge_adversarial(success: Interval | None, baseline: Interval | None,
+                      suffix_xent: Interval | None, natural_xent: Interval | None,
+                      n: int) -> Verdict:
+    """Finding 3 from the reversal rates and cross-entropies.
+
+    Example:
+        >>> judge_adversarial((0.6, 0.4, 0.8), (0.1, 0.02, 0.3), (8.0, 7.0, 9.0),
+        ...                   (4.0, 3.5, 4.5), 20).verdict
+        'holds'
+    """
+    numbers = {"success": success, "baseline": baseline, "suffix_xent": suffix_xent,
+               "natural_xent": natural_xent, "n": n}
+    if not _ok(success) or not _ok(baseline) or success is None or baseline is None:
+        return Verdict("adversarial", UNSURE, "no success rates measured", numbers)
+    beats = success[1] > baseline[2]
+    unnatural = (_ok(suffix_xent) and _ok(natural_xent) and suffix_xent is not None
+                 and natural_xent is not None and suffix_xent[1] > natural_xent[2])
+    if beats and unnatural:
+        return Verdict("adversarial", HOLDS, f"search reverses {success[0]:.0%} of items vs "
+                       f"{baseline[0]:.0%} for random suffixes, with suffixes less natural "
+                       "than text", numbers)
+    if success[2] <= baseline[2] and n >= 10:
+        return Verdict("adversarial", FAILS, f"the search does no better than random suffixes "
+                       f"({success[0]:.0%} vs {baseline[0]:.0%})", numbers)
+    reason = ("reversals beat random suffixes but the suffixes are not measurably unnatural"
+              if beats else "the success rate's interval overlaps the random baseline's")
+    return Verdict("adversarial", UNSURE, reason, numbers)
+
+
+def judge_perplexity(ratio: Interval | None, strength: float | None) -> Verdict:
+    """Finding 4 from the perplexity ratio at the strength used.
+
+    Example:
+        >>> judge_perplexity((1.004, 0.998, 1.009), strength=0.1).verdict
+        'does not hold'
+    """
+    numbers = {"ratio": ratio, "strength": strength}
+    if not _ok(ratio) or ratio is None:
+        return Verdict("perplexity", UNSURE, "no perplexity ratio measured", numbers)
+    if ratio[1] > 1.0:
+        return Verdict("perplexity", HOLDS, f"perplexity ×{ratio[0]:.3f} [{ratio[1]:.3f}, "
+                       f"{ratio[2]:.3f}] when steered", numbers)
+    if ratio[2] < 1.01:
+        return Verdict("perplexity", FAILS, f"at most a 1 % cost (×{ratio[0]:.3f} [{ratio[1]:.3f}"
+                       f", {ratio[2]:.3f}])", numbers)
+    return Verdict("perplexity", UNSURE, f"ratio ×{ratio[0]:.3f} [{ratio[1]:.3f}, "
+                   f"{ratio[2]:.3f}] may be 1", numbers)
+
+
+def judge_size(ratios: Sequence[tuple[str, float, Interval]]) -> Verdict:
+    """Finding 5 from ``(model, parameters, perplexity ratio)`` per model, same strength.
+
+    Example:
+        >>> judge_size([("small", 1.35e8, (1.4, 1.3, 1.5)),
+        ...             ("big", 1.5e9, (1.05, 1.02, 1.08))]).verdict
+        'holds'
+    """
+    numbers = {"models": [{"model": m, "params": p, "ratio": r} for m, p, r in ratios]}
+    usable = [x for x in ratios if _ok(x[2])]
+    if len(usable) < 2:
+        return Verdict("size", UNSURE, "needs at least two models (audit --models)", numbers)
+    small = min(usable, key=lambda x: x[1])
+    big = max(usable, key=lambda x: x[1])
+    if big[2][2] < small[2][1]:
+        return Verdict("size", HOLDS, f"{big[0]} degrades less (×{big[2][0]:.3f}) than "
+                       f"{small[0]} (×{small[2][0]:.3f})", numbers)
+    if big[2][1] > small[2][2]:
+        return Verdict("size", FAILS, f"{big[0]} degrades more (×{big[2][0]:.3f}) than "
+                       f"{small[0]} (×{small[2][0]:.3f})", numbers)
+    return Verdict("size", UNSURE, f"{big[0]} ×{big[2][0]:.3f} vs {small[0]} "
+                   f"×{small[2][0]:.3f}: intervals overlap", numbers)
+
+
+def validity_warnings(*, letter_mass: float | None = None, matching_a_share: float | None = None,
+                      base_rate: float | None = None) -> list[str]:
+    """The warnings that make a measurement hard to read (see the module notes).
+
+    Example:
+        >>> validity_warnings(letter_mass=0.4, base_rate=0.97)[0][:26]
+        'answer-letter mass is 0.40'
+    """
+    out = []
+    if letter_mass is not None and letter_mass < 0.8:
+        out.append(f"answer-letter mass is {letter_mass:.2f} (< 0.8): the model is not "
+                   "answering in the A/B format; prefer --format open")
+    if matching_a_share is not None and abs(matching_a_share - 0.5) > 0.15:
+        out.append(f"the matching answer is (A) in {matching_a_share:.0%} of items: a letter "
+                   "bias can pass for the behaviour")
+    if base_rate is not None and not 0.1 <= base_rate <= 0.9:
+        out.append(f"the unsteered score is {base_rate:.2f}: little room to move")
+    return out
