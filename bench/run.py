@@ -10,6 +10,7 @@ Rows (``--only`` names), on SmolLM2-135M from steerlab's cache unless noted:
   generation  steered vs unsteered generation, batch 1 and 8
   load        cached safetensors load vs GGUF load
   sweep       layer × coefficient sweep (``bench/sweep.py``, when present)
+  llamacpp    llama.cpp with the exported control vector vs without, and vs steerlab.generate
 Writes ``bench/results/latest.json`` and ``latest.md``; with ``--only`` the rows run replace
 their namesakes in the existing files. Ratios are medians of interleaved repeats.
 
@@ -36,12 +37,14 @@ import torch
 from common import Record
 
 import steerlab
-from steerlab.model.load import LoadedModel, is_pulled, load_model
+from steerlab.model.aliases import is_pulled
+from steerlab.model.load import LoadedModel, load_model
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
-ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep")
+ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep",
+        "llamacpp")
 
 
 class Bench:
@@ -116,6 +119,11 @@ class Bench:
             return
         module = importlib.import_module("sweep")
         self.records += module.sweep_records(self.lm, self.args.sweep_runs)
+
+    def llamacpp(self) -> None:
+        from rows_llamacpp import llamacpp_rows
+
+        self.records += llamacpp_rows(self.lm, self.args.runs)
 
     def run(self, rows: list[str]) -> list[Record]:
         for name in rows:

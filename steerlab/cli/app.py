@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from steerlab.cli import cast, models, run, vectors
+from steerlab.cli import cast, export, models, run, vectors
 from steerlab.cli import eval as eval_commands
 from steerlab.version import __version__
 
@@ -60,3 +60,9 @@ app.add_typer(eval_app, name="eval")
 cast_app = typer.Typer(no_args_is_help=True, help=cast.HELP)
 register(cast_app, cast.COMMANDS)
 app.add_typer(cast_app, name="cast")
+for _name, _help, _commands in (("export", export.EXPORT_HELP, export.EXPORT_COMMANDS),
+                                ("import", export.IMPORT_HELP, export.IMPORT_COMMANDS),
+                                ("llamacpp", export.LLAMACPP_HELP, export.LLAMACPP_COMMANDS)):
+    _group = typer.Typer(no_args_is_help=True, help=_help)
+    register(_group, _commands)
+    app.add_typer(_group, name=_name)

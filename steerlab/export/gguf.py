@@ -45,6 +45,7 @@ import numpy as np
 import torch
 
 from steerlab.errors import SteerlabError
+from steerlab.steering.spec import SteeringSpec
 from steerlab.vector import SteeringVector
 from steerlab.version import __version__
 
@@ -114,8 +115,6 @@ class GGUFExport:
 def _resolve(vector: SteeringVector, layers: LayerArg) -> list[int]:
     if layers is None:
         return list(vector.layers)
-    from steerlab import SteeringSpec
-
     n_layers = vector.manifest.get("n_layers")
     n = int(n_layers) if isinstance(n_layers, int) else max(vector.layers) + 1
     # the spec resolves ints, negatives, fractions and "8-14" ranges and checks the vector
@@ -146,8 +145,6 @@ def control_directions(vector: Any, *, layers: LayerArg = None,
         >>> dirs[2].tolist(), coef
         ([3.0, 3.0, 3.0, 3.0], {2: 3.0})
     """
-    from steerlab import SteeringSpec
-
     if isinstance(vector, SteeringSpec):
         spec = vector
         vector, layers = spec.vector, cast(LayerArg, spec.layers)
@@ -172,6 +169,12 @@ def control_directions(vector: Any, *, layers: LayerArg = None,
         if value is not None and not math.isfinite(float(value)):
             raise SteerlabError(f"coefficient/strength must be finite, got {value}")
     wanted = _resolve(vector, layers)
+    for k in wanted:
+        if vector.directions[k].ndim != 1:
+            raise SteerlabError(
+                f"layer {k}: llama.cpp cannot express a position-resolved "
+                f"{list(vector.directions[k].shape)} vector (ActAdd front positions): a control "
+                "vector is one [d] vector added at every token")
     shift = 0
     if vector.site == "block_input":
         if not shift_block_input:
@@ -187,11 +190,6 @@ def control_directions(vector: Any, *, layers: LayerArg = None,
     coefficients: dict[int, float] = {}
     for k in wanted:
         direction = vector.directions[k]
-        if direction.ndim != 1:
-            raise SteerlabError(
-                f"layer {k}: llama.cpp cannot express a position-resolved {list(direction.shape)} "
-                "vector (ActAdd front positions): a control vector is one [d] vector added "
-                "at every token")
         target = k + shift
         if target < 0:
             raise SteerlabError("block_input layer 0 is the embedding output, which llama.cpp "
@@ -258,7 +256,8 @@ def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = Non
             coefficient: float | None = None, strength: float | None = None,
             model_hint: str | None = None, unit: bool = False, positions: str = "all",
             operator: str = "add", preserve_norm: bool = False,
-            shift_block_input: bool = False, source_sha256: str | None = None) -> GGUFExport:
+            shift_block_input: bool = False, source_sha256: str | None = None,
+            model: Any = None) -> GGUFExport:
     """Write a llama.cpp control vector GGUF atomically; returns what was written.
 
     The scale is baked in from ``coefficient`` (raw multiplier) or ``strength`` (steerlab's
@@ -269,7 +268,9 @@ def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = Non
     scale). Only what llama.cpp can express is accepted (``positions="all"``,
     ``operator="add"``, ``block_output`` or shifted ``block_input``, 1-D directions, layers
     >= 1); see :func:`control_directions`. ``source_sha256`` (e.g. of the vector's
-    safetensors file) is recorded; by default a sha256 of the vector's content.
+    safetensors file) is recorded; by default a sha256 of the vector's content. With ``model``
+    (LoadedModel or HF model) the vector is checked against it (hidden size, layer range) and
+    ``controlvector.model_hint`` comes from its architecture.
 
     Example:
         >>> import tempfile
@@ -279,9 +280,9 @@ def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = Non
         >>> out.scale, out.llama_args()[0]
         (4.0, '--control-vector-scaled')
     """
-    from steerlab import SteeringSpec
-
     base = vector.vector if isinstance(vector, SteeringSpec) else vector
+    if model is not None and isinstance(base, SteeringVector):
+        base.check_model(model)
     directions, coefficients = control_directions(
         vector, layers=layers, coefficient=coefficient, strength=strength, positions=positions,
         operator=operator, preserve_norm=preserve_norm, shift_block_input=shift_block_input)
@@ -304,7 +305,7 @@ def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = Non
                     f"{shown}: bake the scale in (unit=False) or export one layer per file")
             scale = values[-1]
         directions = {k: v / norms[k] for k, v in directions.items()}
-    hint = model_hint or model_hint_for(base)
+    hint = model_hint or model_hint_for(base, model)
     sha = source_sha256 or _content_sha256(base)
     scale_info: dict[str, Any] = {
         "mode": ("strength" if strength is not None else

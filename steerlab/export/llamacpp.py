@@ -24,10 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -191,6 +193,34 @@ def load_control_vectors(files: Iterable[str | os.PathLike[str] | tuple[Any, flo
     return dict(sorted(total.items()))
 
 
+_PARAMS_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(llama_cpp: Any, **fields: Any) -> Iterator[None]:
+    """Set fields of ``llama_model_params`` that ``llama_cpp.Llama`` does not expose.
+
+    ``Llama.__init__`` starts from ``llama_cpp.llama_cpp.llama_model_default_params()``; for the
+    duration of the ``with`` that function returns defaults with ``fields`` changed.
+    """
+    module = llama_cpp.llama_cpp
+    original = module.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        for name, value in fields.items():
+            if hasattr(params, name):
+                setattr(params, name, value)
+        return params
+
+    with _PARAMS_LOCK:
+        module.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            module.llama_model_default_params = original
+
+
 # ---- the model --------------------------------------------------------------------------------
 
 class LlamaCppModel:
@@ -199,8 +229,11 @@ class LlamaCppModel:
     ``logits_all=True`` keeps every position's logits (needed for :meth:`logits`);
     generation works either way. ``kv_f32`` keeps the KV cache in F32 (llama.cpp's default is
     F16, which alone moves SmolLM2's logits by up to ~0.05 from the fp32 HF model; with F32
-    the F32 GGUF matches it to ~1e-4). ``n_threads`` defaults to torch's thread count so timings are
-    comparable with steerlab's HF model.
+    the F32 GGUF matches it to ~1e-4). ``extra_bufts=False`` (the default) turns off llama.cpp's
+    extra CPU buffer types (weight repacking, AMX; llama-cli's ``--no-repack``): a natively
+    built wheel on a Sapphire Rapids host whose sandbox does not grant AMX tile state dies
+    with SIGILL on the first quantised (Q4_1) matmul otherwise. ``n_threads`` defaults to
+    torch's thread count so timings are comparable with steerlab's HF model.
 
     Example:
         >>> cpp = LlamaCppModel("SmolLM2-135M-Instruct.F32.gguf")          # doctest: +SKIP
@@ -210,7 +243,8 @@ class LlamaCppModel:
 
     def __init__(self, path: str | os.PathLike[str], *, n_ctx: int = 1024,
                  n_threads: int | None = None, logits_all: bool = True, seed: int = 0,
-                 kv_f32: bool = True, verbose: bool = False) -> None:
+                 kv_f32: bool = True, extra_bufts: bool = False, verbose: bool = False
+                 ) -> None:
         self.llama_cpp = import_llama_cpp()
         source = Path(path)
         if not source.is_file():
@@ -218,10 +252,11 @@ class LlamaCppModel:
         threads = n_threads or max(1, torch.get_num_threads())
         kv = {"type_k": GGML_TYPE_F32, "type_v": GGML_TYPE_F32} if kv_f32 else {}
         try:
-            self.llm = self.llama_cpp.Llama(model_path=str(source), n_ctx=n_ctx,
-                                            n_threads=threads, n_threads_batch=threads,
-                                            logits_all=logits_all, seed=seed, verbose=verbose,
-                                            **kv)
+            with _model_params(self.llama_cpp, use_extra_bufts=extra_bufts):
+                self.llm = self.llama_cpp.Llama(model_path=str(source), n_ctx=n_ctx,
+                                                n_threads=threads, n_threads_batch=threads,
+                                                logits_all=logits_all, seed=seed,
+                                                verbose=verbose, **kv)
         except (ValueError, RuntimeError) as exc:
             raise SteerlabError(f"{source}: llama.cpp could not load it ({exc})") from None
         self.path = source
@@ -235,15 +270,24 @@ class LlamaCppModel:
 
     # -- steering --
     def set_directions(self, directions: Mapping[int, Any] | None) -> None:
-        """Set the control vector ``{layer: vector}`` (block-output numbering); None clears."""
-        if not directions:
+        """Set the control vector ``{layer: vector}`` (block-output numbering); None clears.
+
+        The full buffer is always passed (llama.cpp keeps old values for layers past ``len``);
+        the layer range is narrowed to the layers that are non-zero, as llama-cli's
+        ``--control-vector-layer-range`` does, so unsteered layers get no add node.
+        """
+        buf = (None if not directions else
+               np.ascontiguousarray(cvec_buffer(directions, self.n_embd, self.n_layer)))
+        active = ([] if buf is None else
+                  [k for k in range(1, self.n_layer)
+                   if buf[(k - 1) * self.n_embd:k * self.n_embd].any()])
+        if buf is None or not active:
             rc = self.llama_cpp.llama_set_adapter_cvec(self.llm.ctx, None, 0, self.n_embd, 0, 0)
             self._buffer = None
         else:
-            buf = np.ascontiguousarray(cvec_buffer(directions, self.n_embd, self.n_layer))
             ptr = buf.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
             rc = self.llama_cpp.llama_set_adapter_cvec(self.llm.ctx, ptr, buf.size, self.n_embd,
-                                                       1, self.n_layer - 1)
+                                                       min(active), max(active))
             self._buffer = buf  # keep it alive for as long as llama.cpp may read it
         if rc != 0:
             raise SteerlabError(f"llama_set_adapter_cvec failed (status {rc})")
@@ -324,15 +368,11 @@ class LlamaCppModel:
         return out
 
     @staticmethod
-    def chat_ids(tokenizer: Any, prompt: str, system: str | None = None) -> list[int]:
-        """Prompt ids as ``steerlab.generate`` builds them (the chat template, no extra BOS)."""
-        if not getattr(tokenizer, "chat_template", None):
-            head = f"{system}\n\n" if system else ""
-            return list(tokenizer(f"{head}Question: {prompt}\nAnswer: ")["input_ids"])
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return list(tokenizer(str(text), add_special_tokens=False)["input_ids"])
+    def chat_ids(tokenizer: Any, prompt: Any, system: str | None = None) -> list[int]:
+        """Prompt ids exactly as ``steerlab.generate`` builds them (one way: model.prompts)."""
+        from steerlab.model.prompts import prompt_ids
+
+        return prompt_ids(tokenizer, prompt, True, system)[0]
 
     def close(self) -> None:
         """Free the llama.cpp model and context."""

@@ -202,8 +202,9 @@ def test_refuses_layer_zero_and_position_resolved(tmp_path: Path) -> None:
         to_gguf(make_vector(layers=(0, 1)), tmp_path / "v.gguf")
     resolved = SteeringVector.from_directions({2: torch.ones(3, D)}, site="block_input",
                                               method="actadd")
-    with pytest.raises(SteerlabError, match="position-resolved"):
-        to_gguf(resolved, tmp_path / "v.gguf", shift_block_input=True)
+    for shift in (False, True):
+        with pytest.raises(SteerlabError, match="position-resolved"):
+            to_gguf(resolved, tmp_path / "v.gguf", shift_block_input=shift)
     spec = steerlab.SteeringSpec(make_vector(), positions="generation")
     with pytest.raises(SteerlabError, match="positions='generation'"):
         control_directions(spec)
@@ -224,6 +225,15 @@ def test_failed_write_leaves_target_and_no_temp(tmp_path: Path, monkeypatch: pyt
         to_gguf(make_vector(seed=1), target, coefficient=5.0)
     assert target.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["v.gguf"]
+
+
+def test_export_checks_the_model(tmp_path: Path, model: torch.nn.Module) -> None:
+    out = to_gguf(make_vector(), tmp_path / "v.gguf", model=model)
+    assert out.model_hint == "llama"
+    wide = SteeringVector.from_directions({1: torch.ones(2 * D)})
+    with pytest.raises(SteerlabError, match="hidden size 128 does not match"):
+        to_gguf(wide, tmp_path / "w.gguf", model=model)
+    assert not (tmp_path / "w.gguf").exists()
 
 
 def test_model_hint() -> None:

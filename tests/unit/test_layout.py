@@ -80,10 +80,12 @@ def _imports(name: str, path: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-#: (module, imported module): the one upward reference the layout allows — the vector's
-#: ``apply`` / ``attach`` methods, thin wrappers over ``steerlab.steer`` that users of the peer
-#: libraries expect on the vector itself (lazy, inside the two methods).
-SANCTIONED = {("steerlab.vector", "steerlab.steering.hooks")}
+#: (module, imported module): the upward references the layout allows — the vector's
+#: ``apply`` / ``attach`` (over ``steerlab.steer``) and ``to_gguf`` / ``from_gguf`` (over
+#: ``steerlab.export.gguf``) methods, thin wrappers that users expect on the vector itself
+#: (lazy, inside those four methods; nothing else of the package may do this).
+SANCTIONED = {("steerlab.vector", "steerlab.steering.hooks"),
+              ("steerlab.vector", "steerlab.export.gguf")}
 
 
 def _package(module: str) -> str:
