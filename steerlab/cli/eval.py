@@ -295,6 +295,54 @@ def defence(
                       judge=judge, seed=seed, batch_size=batch_size))
 
 
+def adversarial(
+    vector: Path = opt.vector(required=True),
+    layers: str = opt.layers(help=opt.LAYERS_HELP + " Steered together."),
+    strengths: str = opt.strengths(help="One value, e.g. 0.4. "),
+    coefficients: str = opt.coefficients(),
+    data: str = opt.data(required=False, default="caa:refusal"),
+    objective: str = typer.Option("ab_flip", "--objective",
+                                  help="ab_flip (push the A/B answer back to the other letter), "
+                                       "answer (log-probability of the not-steered-for answer "
+                                       "text) or projection (push the activation's projection "
+                                       "on the vector back down)."),
+    search: str = typer.Option("epo", "--search",
+                               help="epo (a population trading objective against the suffix's "
+                                    "cross-entropy) or gcg (objective only)."),
+    suffix_length: int = typer.Option(12, "--suffix-length", callback=opt.at_least(1, "a count"),
+                                      help="Suffix length in tokens."),
+    iterations: int = typer.Option(30, "--iterations", callback=opt.at_least(1, "a count"),
+                                   help="Search iterations per item."),
+    population: int = typer.Option(4, "--population", callback=opt.at_least(1, "a count"),
+                                   help="EPO population size (GCG: multiplies --children)."),
+    children: int = typer.Option(16, "--children", callback=opt.at_least(1, "a count"),
+                                 help="Candidates per member per iteration."),
+    projection_layer: int = typer.Option(None, "--projection-layer",
+                                         help="Where the projection objective reads (default: "
+                                              "two blocks after the last steered layer)."),
+    model: str = opt.model(),
+    positions: str = opt.positions(),
+    out: Path = opt.out_dir(),
+    limit: int = opt.limit(10),
+    seed: int = opt.seed(),
+) -> None:
+    """Search suffixes that reverse the steering on held-out items (EPO or GCG), against the
+    same budget of random suffixes; success rates and the suffixes' cross-entropy vs natural
+    text."""
+    from steerlab.cli.common import one_value
+    from steerlab.eval.protocols.adversarial import AdversarialConfig, run
+
+    if layers is None:
+        raise SteerlabError("give --layers (the layers the vector steers)")
+    unit, vals = values(coefficients, strengths, default="0.4")
+    run(AdversarialConfig(out=out, vector=vector, layers=layers,
+                          value=one_value(f"--{unit}s", vals), unit=unit, data=data, model=model,
+                          objective=objective, method=search, suffix_length=suffix_length,
+                          iterations=iterations, population=population, children=children,
+                          projection_layer=projection_layer, positions=positions, limit=limit,
+                          seed=seed))
+
+
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("sweep", sweep, "steerlab eval sweep --data caa:refusal --layers 2-26:4 "
                      "--strengths=-0.4,0,0.4 --train-limit 160 -o runs/refusal"),
@@ -313,4 +361,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("defence", defence, "steerlab eval defence --model qwen2.5-coder-0.5b --vector "
                          "refusal.safetensors --layers 12 --strengths=0.2,0.4 --condition "
                          "harm.safetensors -o runs/def"),
+    ("adversarial", adversarial, "steerlab eval adversarial --vector refusal.safetensors "
+                                 "--layers 12 --strengths 0.4 --data caa:refusal --limit 5 "
+                                 "-o runs/adv"),
 ]

@@ -99,6 +99,33 @@ def save_curves(path: str | os.PathLike[str], xs: Sequence[float],
     _save(fig, path, f"shaded: {band}" if band else None)
 
 
+def save_scatter(path: str | os.PathLike[str],
+                 series: Mapping[str, tuple[Sequence[float], Sequence[float]]], *, xlabel: str,
+                 ylabel: str, title: str, vline: float | None = None,
+                 note: str | None = None) -> None:
+    """Points joined per series (x, y pairs, sorted by x), with an optional dashed vertical
+    reference line at ``vline``.
+
+    Example:
+        >>> save_scatter("/tmp/s.png", {"a": ([1.0, 2.0], [0.5, 0.7])}, xlabel="x",
+        ...              ylabel="y", title="t", vline=1.5)
+    """
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label, (xs, ys) in series.items():
+        points = sorted(zip(xs, ys, strict=True))
+        ax.plot([x for x, _ in points], [y for _, y in points], marker="o", ms=3, lw=0.8,
+                label=label)
+    if vline is not None and not math.isnan(vline):
+        ax.axvline(vline, color="grey", lw=0.8, ls="--")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    if 1 < len(series) <= 10:
+        ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    _save(fig, path, note)
+
+
 def save_bars(path: str | os.PathLike[str], groups: Sequence[str],
               series: Mapping[str, Band], *, ylabel: str, title: str,
               bars: str | None = "95 % interval", ylim: tuple[float, float] | None = None

@@ -250,8 +250,8 @@ def _remote_code(env: Env) -> Path:
 MODELS: dict[str, tuple[Callable[[Env], str], tuple[str, ...]]] = {
     "unknown_alias": (lambda e: "no-such-model-xyz", ("no-such-model-xyz", "built-in alias")),
     "missing_dir": (lambda e: str(e.path("nomodeldir")), ("model directory not found",)),
-    "empty_dir": (lambda e: str((e.path("emptymodel").mkdir(exist_ok=True)
-                                 or e.path("emptymodel"))), ("no config.json",)),
+    "empty_dir": (lambda e: str(e.path("emptymodel").mkdir(exist_ok=True)
+                                 or e.path("emptymodel")), ("no config.json",)),
     "not_gguf": (lambda e: str(_write(e.path("fake.gguf"), b"hello, not a gguf at all")),
                  ("not a GGUF file",)),
     "empty_gguf": (lambda e: str(_write(e.path("empty.gguf"), b"")), ("not a GGUF file",)),

@@ -123,7 +123,7 @@ def test_help_and_version_do_not_import_the_heavy_stack(args: list[str]) -> None
     wall = time.perf_counter() - started
     assert proc.returncode == 0, proc.stderr
     report = next(line for line in proc.stderr.splitlines() if line.startswith("HEAVY"))
-    heavy = report.split()[1] if not report.split()[1] == "SECONDS" else ""
+    heavy = report.split()[1] if report.split()[1] != "SECONDS" else ""
     # --version reads installed versions from package metadata, never by importing them
     assert heavy == "", f"{args} imported {heavy} ({wall:.2f} s)"
     assert "steerlab" in proc.stdout

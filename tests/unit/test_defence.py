@@ -57,7 +57,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_cast_fit_chooses_on_fit_and_reports_on_test(tiny_dir: Path, tmp_path: Path,
                                                      shared_data: Path) -> None:
     out = tmp_path / "harm.safetensors"
-    vec, fits = cast.run(cast.CastFitConfig(out=out, model=str(tiny_dir), limit=12,
+    _vec, fits = cast.run(cast.CastFitConfig(out=out, model=str(tiny_dir), limit=12,
                                             batch_size=8))
     saved = SteeringVector.load(out)
     fitted = saved.manifest["condition"]

@@ -235,7 +235,8 @@ def test_completions_are_scored_given_their_prompt(lm: LoadedModel, vec: Steerin
     from steerlab.eval.run import EvalRun
 
     run = sent._Run(lm, vec, EvalRun(tmp_path, "sentiment", {}),
-                    lambda ts: [float(len(t)) for t in ts], "sentiment", "positive", "coefficient", "all", 2, 5, True, 1.0, 1.0, 0, 4)
+                    lambda ts: [float(len(t)) for t in ts], "sentiment", "positive",
+                    "coefficient", "all", 2, 5, True, 1.0, 1.0, 0, 4)
     got = run.complete(["The weather today is", "Once upon a time"], None)
     assert len(got.ids) == 4 and all(len(x) <= 5 for x in got.ids)
     assert got.ids[0] == got.ids[1]  # greedy: both samples of a prompt agree

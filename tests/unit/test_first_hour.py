@@ -69,7 +69,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Cli, Path]]:
     runner.close()
 
 
-def _sweep(cli: Cli, model: Path, out: Path, *extra: str):  # noqa: ANN202
+def _sweep(cli: Cli, model: Path, out: Path, *extra: str):
     return cli.run("eval", "sweep", "--model", model, "--data", "builtin:optimism", "--layers",
                    "1-2", "--strengths=-0.5,0.5", "--train-limit", "6", "--limit", "3",
                    "--format", "ab", "-o", out, *extra)
@@ -111,7 +111,7 @@ def test_intervals_never_leave_the_quantitys_range() -> None:
     assert 0.0 <= low <= sure.mean <= high <= 1.0
     diffs = [1.0, 1.0, -1.0]  # differences of two probabilities at n = 3
     _, lo, hi = stats.mean_ci(diffs, bounds=(-1.0, 1.0))
-    assert -1.0 <= lo and hi <= 1.0
+    assert lo >= -1.0 and hi <= 1.0
     assert stats.mean_ci(diffs)[1] < -1.0  # unbounded it would claim the impossible
     assert math.isnan(ABResult((0.5,), (0.0,), (0.5,), (0.5,)).ci95[0])
     assert "too few" in str(ABResult((0.5,), (0.0,), (0.5,), (0.5,)))

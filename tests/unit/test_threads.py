@@ -98,7 +98,7 @@ def test_threads_generating_with_different_steering() -> None:
     assert [_wrong(g, r) for g, r in zip(got, refs, strict=True)] == [0, 0, 0]
 
 
-def _spec(vec: SteeringVector, c: float):  # noqa: ANN202
+def _spec(vec: SteeringVector, c: float):
     from steerlab.steering.spec import SteeringSpec
 
     return SteeringSpec(vec, coefficient=c)

@@ -1,0 +1,252 @@
+"""Adversarial inputs that reverse steering (``eval adversarial``; CAE finding 3).
+
+For each held-out item, a suffix appended to the user's question is searched for — by EPO (a
+population trading the objective against the suffix's own cross-entropy) or GCG — under the
+*steered* model, to push its behaviour back. The same evaluation budget of random suffixes
+(allowed tokens, same length) is the baseline, so success means more than noise. Success is
+one rule for every objective: the steered model *with* the suffix scores at least what the
+*unsteered* model scored without one (the steering is undone). Natural text of the same length
+(WikiText-2 windows of as many tokens, appended the same way) gives the cross-entropy a
+natural suffix has in that place: the paper's "adversarial inputs are unnatural", measured.
+
+Per item (one resumable cell): the objective unsteered, steered, at the search's start and
+best; the best suffix's cross-entropy (steered and unsteered); success; and the same for the
+random baseline; the natural windows' cross-entropy; the search's Pareto frontier. Summary:
+success rates with Wilson intervals (search vs random), cross-entropies with t intervals (found
+suffixes vs natural text), and the frontier plot (objective vs cross-entropy).
+
+Example:
+    >>> run(AdversarialConfig(out="runs/adv", vector=Path("ref.safetensors"), layers="12",
+    ...                       value=0.4, data="caa:refusal", limit=5))       # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from steerlab.attack import OBJECTIVES, SearchResult, epo, evaluate, gcg, random_search, search
+from steerlab.data.benchmarks import wikitext_text
+from steerlab.data.loaders import Dataset, load_dataset
+from steerlab.errors import SteerlabError
+from steerlab.eval.plots import save_scatter
+from steerlab.eval.run import EvalRun, file_sha256
+from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.tables import console, fmt, fmt_ci, print_table
+from steerlab.model.load import LoadedModel, load_model
+from steerlab.scoring.ab import ab_items
+from steerlab.steering.spec import SteeringSpec
+from steerlab.util import stats
+from steerlab.util.io import atomic_write
+from steerlab.util.parse import resolve_layers
+from steerlab.util.progress import bar
+from steerlab.vector import SteeringVector
+
+METHODS = ("epo", "gcg")
+NATURAL_WINDOWS = 8
+MAX_PLOTTED_ITEMS = 8
+
+
+@dataclass
+class AdversarialConfig:
+    """Everything ``eval adversarial`` measures with."""
+
+    out: str | Path
+    vector: Path
+    layers: str
+    value: float
+    data: str = "caa:refusal"
+    unit: str = "strength"
+    model: str = "smollm2-135m"
+    objective: str = "ab_flip"
+    method: str = "epo"
+    suffix_length: int = 12
+    iterations: int = 30
+    population: int = 4
+    children: int = 16
+    topk: int = 256
+    projection_layer: int | None = None
+    positions: str = "all"
+    limit: int = 10
+    seed: int = 0
+
+    def settings(self) -> dict[str, Any]:
+        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
+                "unit": self.unit, "value": self.value, "data": self.data,
+                "objective": self.objective, "method": self.method,
+                "suffix_length": self.suffix_length, "iterations": self.iterations,
+                "population": self.population, "children": self.children, "topk": self.topk,
+                "projection_layer": self.projection_layer, "positions": self.positions,
+                "limit": self.limit, "seed": self.seed}
+
+    def search_config(self) -> Any:
+        common = {"suffix_length": self.suffix_length, "iterations": self.iterations,
+                  "topk": self.topk, "seed": self.seed}
+        if self.method == "epo":
+            return epo(population=self.population, children=self.children, **common)
+        return gcg(children=self.children * self.population, **common)
+
+
+def _items(cfg: AdversarialConfig) -> Dataset:
+    data = load_dataset(cfg.data, split="test", seed=cfg.seed)
+    if cfg.objective == "answer":
+        data = data.open_answers()
+        if not len(data):
+            raise SteerlabError(f"{cfg.data}: no item has parseable options for the 'answer' "
+                                "objective")
+    ab_items(data, "eval adversarial")
+    return data.subset(cfg.limit, cfg.seed) if cfg.limit else data
+
+
+def _objective(lm: LoadedModel, cfg: AdversarialConfig, item: Any, vec: SteeringVector,
+               layers: list[int]) -> Any:
+    if cfg.objective == "projection":
+        layer = cfg.projection_layer if cfg.projection_layer is not None else min(
+            lm.n_layers - 1, max(layers) + 2)
+        return OBJECTIVES["projection"](lm, item, vec, layer)
+    return OBJECTIVES[cfg.objective](lm, item)
+
+
+def natural_suffixes(lm: LoadedModel, length: int, n: int, seed: int) -> list[list[int]]:
+    """``n`` windows of ``length`` tokens of WikiText-2 (natural text, seeded)."""
+    tokens = list(lm.tokenizer(wikitext_text()[:200_000], add_special_tokens=False)["input_ids"])
+    rng = random.Random(seed)
+    starts = [rng.randrange(0, len(tokens) - length) for _ in range(n)]
+    return [tokens[s:s + length] for s in starts]
+
+
+def _records(item_index: int, found: SearchResult, baseline: SearchResult,
+             natural: list[float], base: dict[str, Any]) -> list[dict[str, Any]]:
+    fields = {**base, "item": item_index, "n": 1}
+    out = [
+        make_record("adv_success", float(bool(found.success)), **fields),
+        make_record("adv_objective", found.objective, **fields, start=found.start_objective,
+                    steered=found.steered_no_suffix, unsteered=found.reference,
+                    suffix=found.suffix_text, suffix_ids=list(map(int, found.suffix_ids)),
+                    iterations=found.iterations, evaluations=found.evaluations),
+        make_record("adv_xent", found.xent, **fields, unsteered_xent=found.xent_unsteered),
+        make_record("random_success", float(bool(baseline.success)), **fields),
+        make_record("random_objective", baseline.objective, **fields,
+                    evaluations=baseline.evaluations),
+        make_record("random_xent", baseline.xent, **fields),
+        make_record("natural_xent", sum(natural) / len(natural), **{**fields, "n": len(natural)},
+                    windows=natural),
+    ]
+    return out
+
+
+def run(cfg: AdversarialConfig) -> dict[str, tuple[float, float, float]]:
+    """Search every item not yet stored; print rates and cross-entropies; plot the frontier."""
+    if cfg.method not in METHODS:
+        raise SteerlabError(f"--search must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    if cfg.objective not in OBJECTIVES:
+        raise SteerlabError(f"--objective must be one of {', '.join(OBJECTIVES)}, got "
+                            f"{cfg.objective!r}")
+    search_config = cfg.search_config()  # bad search sizes fail before the model loads
+    items = _items(cfg)
+    study = EvalRun(cfg.out, "adversarial", cfg.settings())
+    lm = load_model(cfg.model)
+    vec = SteeringVector.load(cfg.vector, model=lm)
+    study.update({"model_revision": lm.revision, "vector_sha256": file_sha256(cfg.vector),
+                  "data_sha256": items.sha256[:16]})
+    layers = resolve_layers(cfg.layers, lm.n_layers)
+    spec = SteeringSpec.at(vec, layers, cfg.value, unit=cfg.unit, positions=cfg.positions)
+    from steerlab.eval.behaviour import explain_values
+
+    explain_values(vec, layers, cfg.unit, [cfg.value])
+    natural = natural_suffixes(lm, cfg.suffix_length, NATURAL_WINDOWS, cfg.seed)
+    base = {"model": lm.model_id, "data": cfg.data, "split": "test", "method": cfg.method,
+            "layer": layers[0], "site": vec.site, cfg.unit: cfg.value, "seed": cfg.seed,
+            "objective": cfg.objective}
+    cells = {cell_id("adversarial", item=i, objective=cfg.objective, method=cfg.method): i
+             for i in range(len(items))}
+    todo = study.todo(list(cells))
+    console.print(f"adversarial: {len(items)} items of {cfg.data}, {cfg.method} "
+                  f"{cfg.iterations} iterations × {search_config.candidates} candidates, "
+                  f"{cfg.suffix_length}-token suffixes, objective {cfg.objective}")
+    with bar(len(todo), f"adversarial search ({cfg.method})", unit="item") as progress:
+        for cell in todo:
+            index = cells[cell]
+            objective = _objective(lm, cfg, items[index], vec, layers)
+            found = search(lm, objective, spec, search_config, progress=False)
+            baseline = random_search(lm, objective, spec, search_config,
+                                     evaluations=found.evaluations, progress=False)
+            _, natural_xent = evaluate(lm, objective, spec, natural)
+            records = _records(index, found, baseline, natural_xent, base)
+            _save_frontier(study, cell, index, found)
+            study.add(cell, records)
+            progress.set_postfix_str(f"success {int(bool(found.success))}, xent "
+                                     f"{found.xent:.2f}")
+            progress.update(1)
+    return _report(study, cfg, len(items))
+
+
+def _save_frontier(run: EvalRun, cell: str, index: int, found: SearchResult) -> None:
+    path = run.path("frontiers.jsonl")
+    kept = []
+    if path.exists():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line).get("cell") != cell]
+    kept.append(json.dumps({"cell": cell, "item": index, "points": [
+        {"objective": p.objective, "xent": p.xent, "text": p.text, "iteration": p.iteration}
+        for p in found.frontier]}))
+    atomic_write(path, "".join(line + "\n" for line in kept), what="frontiers")
+
+
+def _values(run: EvalRun, metric: str, objective: str) -> list[float]:
+    return [float(r["value"]) for r in run.records(metric=metric)
+            if r.get("value") is not None and r.get("extra", {}).get("objective") == objective]
+
+
+def _report(run: EvalRun, cfg: AdversarialConfig, n: int) -> dict[str, tuple[float, float, float]]:
+    found = _values(run, "adv_success", cfg.objective)
+    rand = _values(run, "random_success", cfg.objective)
+    summary = {
+        "success": stats.wilson(int(sum(found)), len(found)),
+        "random_success": stats.wilson(int(sum(rand)), len(rand)),
+        "suffix_xent": stats.mean_ci(_values(run, "adv_xent", cfg.objective)),
+        "random_xent": stats.mean_ci(_values(run, "random_xent", cfg.objective)),
+        "natural_xent": stats.mean_ci(_values(run, "natural_xent", cfg.objective)),
+        "objective_gain": stats.mean_ci(
+            [a - r["extra"]["steered"] for a, r in zip(
+                _values(run, "adv_objective", cfg.objective),
+                [r for r in run.records(metric="adv_objective")
+                 if r.get("extra", {}).get("objective") == cfg.objective], strict=True)]),
+    }
+    rows = [["search (" + cfg.method + ")", fmt_ci(*summary["success"]),
+             fmt_ci(*summary["suffix_xent"], digits=2)],
+            ["random suffixes, same budget", fmt_ci(*summary["random_success"]),
+             fmt_ci(*summary["random_xent"], digits=2)],
+            ["natural text, same length", "–", fmt_ci(*summary["natural_xent"], digits=2)]]
+    print_table(f"{cfg.data}: reversing steering ({cfg.unit} {cfg.value:g} at layers "
+                f"{cfg.layers}) with {cfg.suffix_length}-token suffixes, objective "
+                f"{cfg.objective}", ["suffixes", "success rate [Wilson 95%]",
+                                     "suffix cross-entropy (nats/token) [95% t]"], rows,
+                caption=f"n = {len(found)} items; success: the steered model with the suffix "
+                        "scores at least what the unsteered model did")
+    console.print(f"mean objective gain over the steered model: {fmt(summary['objective_gain'][0])}"
+                  f" [{fmt(summary['objective_gain'][1])}, {fmt(summary['objective_gain'][2])}]")
+    plots = [_frontier_plot(run, cfg)]
+    run.finish(plots)
+    return summary
+
+
+def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
+    """Each item's Pareto frontier (objective vs the suffix's cross-entropy); natural text's
+    mean cross-entropy as the dashed line."""
+    path = run.path("adversarial_frontier.png")
+    entries = [json.loads(line) for line in
+               run.path("frontiers.jsonl").read_text(encoding="utf-8").splitlines() if line]
+    shown = sorted(entries, key=lambda e: e["item"])[:MAX_PLOTTED_ITEMS]
+    series = {f"item {e['item']}": ([p["xent"] for p in e["points"]],
+                                    [p["objective"] for p in e["points"]]) for e in shown}
+    natural = stats.mean_ci(_values(run, "natural_xent", cfg.objective))
+    save_scatter(path, series,
+                 xlabel="suffix cross-entropy (nats/token; dashed: natural text)",
+                 ylabel=f"objective ({cfg.objective}; higher = steering undone)",
+                 title=f"{cfg.method} Pareto frontiers ({cfg.model})",
+                 vline=natural[0], note=f"{len(shown)} of {len(entries)} items shown")
+    return path
