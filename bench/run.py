@@ -44,7 +44,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
 ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep",
-        "llamacpp")
+        "llamacpp", "attack", "serve")
 
 
 class Bench:
@@ -124,6 +124,16 @@ class Bench:
         from rows_llamacpp import llamacpp_rows
 
         self.records += llamacpp_rows(self.lm, self.args.runs)
+
+    def attack(self) -> None:
+        from rows_attack import attack_rows
+
+        self.records += attack_rows(self.lm, SMALL, runs=1, steps=4, width=64, threads=1)
+
+    def serve(self) -> None:
+        from rows_serve import serve_rows
+
+        self.records += serve_rows(self.lm, self.args.runs)
 
     def run(self, rows: list[str]) -> list[Record]:
         for name in rows:

@@ -78,7 +78,7 @@ class Gate:
     def compute(self, hidden: torch.Tensor, tracker: PositionTracker) -> None:
         """Score each row on its prompt tokens (pads excluded) and decide its gate."""
         positions = "prompt" if self.condition.aggregate == "mean" else "last_prompt:1"
-        mask = tracker.mask(positions).to(torch.float32)
+        mask = tracker.mask(positions).to(hidden.device, torch.float32)
         h = hidden.float()
         c = self.direction.to(h.device, torch.float32)
         if self.condition.mode == "cast":
@@ -236,7 +236,7 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
             raise SteerlabError(f"vector width {direction.shape[-1]} does not match hidden "
                                 f"states of width {hidden.shape[-1]}")
         n_pos = direction.shape[0] if direction.ndim == 2 else 1
-        mask = tracker.mask(term.positions, n_pos).to(hidden.dtype)
+        mask = tracker.mask(term.positions, n_pos).to(hidden.device, hidden.dtype)
         if mask.shape != hidden.shape[:2]:
             raise SteerlabError(f"positions mask {list(mask.shape)} does not fit hidden states "
                                 f"{list(hidden.shape[:2])}")
