@@ -104,7 +104,7 @@ def _measure(lm: LoadedModel, store: EvalRun, vec: SteeringVector, bench: str,
              seed: int, batch_size: int) -> None:
     """Score the cells still to do: one sweep engine for the benchmark (tokenized once), the
     layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
-    from steerlab.eval.sweep import layer_chunks
+    from steerlab.eval.behaviour import layer_chunks
     from steerlab.scoring.sweep import SweepEngine
 
     seqs = [ab_sequences(lm.tokenizer, item) for item in ab_items(data)]

@@ -127,7 +127,7 @@ class OODRun:
 
     def fields(self, layer: int, value: float) -> dict[str, Any]:
         """Record fields shared by every record of a (layer, value) cell."""
-        return {"command": "eval ood", "model": self.lm.model_id, "method": self.vector.method,
+        return {"command": "ood", "model": self.lm.model_id, "method": self.vector.method,
                 "layer": layer, "site": self.vector.site, "seed": self.seed,
                 self.unit: value, "vector": self.vector_id, "trait": self.trait}
 
