@@ -64,6 +64,12 @@ RULES = {
     "perplexity": "holds: ratio low > 1; does not hold: ratio high < 1.01",
     "size": "holds: largest model's ratio interval below the smallest's; does not hold: above",
 }
+# The two seed results ``steerlab reproduce`` checks beside the five findings (not the audit's).
+REPLICATIONS = {
+    "actadd": "ActAdd: a Love-Hate prompt-pair vector shifts completions' sentiment up",
+    "caa": "CAA: a mean-difference vector shifts the A/B behaviour score",
+}
+REPLICATION_RULE = "holds: shift low > 0; does not hold: shift high <= 0"
 
 
 @dataclass
@@ -78,11 +84,11 @@ class Verdict:
 
     @property
     def title(self) -> str:
-        return FINDINGS[self.finding]
+        return FINDINGS.get(self.finding) or REPLICATIONS[self.finding]
 
     @property
     def rule(self) -> str:
-        return RULES[self.finding]
+        return RULES.get(self.finding, REPLICATION_RULE)
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "title": self.title, "rule": self.rule}
@@ -221,6 +227,25 @@ def judge_size(ratios: Sequence[tuple[str, float, Interval]]) -> Verdict:
                        f"{small[0]} (×{small[2][0]:.3f})", numbers)
     return Verdict("size", UNSURE, f"{big[0]} ×{big[2][0]:.3f} vs {small[0]} "
                    f"×{small[2][0]:.3f}: intervals overlap", numbers)
+
+
+def judge_shift(finding: str, shift: Interval | None, what: str) -> Verdict:
+    """A seed result (``actadd`` / ``caa``) from its shift's interval (``what`` names it).
+
+    Example:
+        >>> judge_shift("caa", (0.2, 0.1, 0.3), "A/B score at ±0.4").verdict
+        'holds'
+        >>> judge_shift("actadd", (-0.01, -0.05, 0.03), "VADER compound").verdict
+        'inconclusive'
+    """
+    numbers = {"shift": shift, "measure": what}
+    if not _ok(shift) or shift is None:
+        return Verdict(finding, UNSURE, f"no {what} shift measured", numbers)
+    if shift[1] > 0:
+        return Verdict(finding, HOLDS, f"{what} shifts {_fmt(shift)}", numbers)
+    if shift[2] <= 0:
+        return Verdict(finding, FAILS, f"{what} does not rise: {_fmt(shift)}", numbers)
+    return Verdict(finding, UNSURE, f"{what} shift {_fmt(shift)} may be 0", numbers)
 
 
 def validity_warnings(*, letter_mass: float | None = None, matching_a_share: float | None = None,

@@ -1,0 +1,115 @@
+"""``steerlab audit`` end to end on a tiny model at tiny sizes: every study's directory, the
+verdicts (one per finding, rule and numbers attached), audit.json, resume, and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steerlab.errors import SteerlabError
+from steerlab.eval.protocols import audit
+from steerlab.eval.verdicts import FAILS, FINDINGS, HOLDS, UNSURE
+from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model("llama").save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def _config(tiny_dir: Path, out: Path, **overrides: object) -> audit.AuditConfig:
+    base: dict[str, object] = {
+        "out": out, "data": "caa:refusal", "model": str(tiny_dir), "layers": "1,2",
+        "strengths": (-1.0, 0.0, 1.0), "limit": 6, "train_limit": 12, "pair_counts": (2, 12),
+        "draws": 2, "judge": f"local:{tiny_dir}", "ood_limit": 2, "max_new_tokens": 3,
+        "adversarial_limit": 2, "iterations": 1, "population": 2, "children": 2,
+        "suffix_length": 2, "windows": 2, "batch_size": 8}
+    return audit.AuditConfig(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
+                                            shared_data: Path) -> None:
+    out = tmp_path / "audit"
+    cfg = _config(tiny_dir, out)
+    found = audit.run(cfg)
+    assert [v.finding for v in found] == list(FINDINGS)
+    assert all(v.verdict in (HOLDS, FAILS, UNSURE) and v.reason for v in found)
+    for study in ("sweep", "samples", "ood", "adversarial", "perplexity"):
+        assert (out / study / "results.jsonl").stat().st_size > 0, study
+    saved = json.loads((out / "verdicts.json").read_text())
+    assert [v["finding"] for v in saved] == list(FINDINGS)
+    assert all(v["rule"] and "numbers" in v for v in saved)
+    by = {v["finding"]: v for v in saved}
+    assert by["size"]["verdict"] == UNSURE and "--models" in by["size"]["reason"]
+    assert by["perplexity"]["numbers"]["strength"] == 1.0  # the sweep's largest strength
+    summary = json.loads((out / "audit.json").read_text())
+    assert summary["layer"] in (1, 2) and summary["strength"] == 1.0
+    assert set(summary["seconds"]) == {"sweep", "samples", "ood", "adversarial", "perplexity",
+                                       "size"}
+    assert "size" in summary["skipped"]
+    before = {p: p.read_text() for p in out.glob("*/results.jsonl")}
+    audit.run(cfg)  # resumes: every study finds its cells done
+    assert {p: p.read_text() for p in out.glob("*/results.jsonl")} == before
+    with pytest.raises(SteerlabError, match="limit was 6, now 7"):
+        audit.run(_config(tiny_dir, out, limit=7))
+
+    from steerlab.report import report_page, write
+
+    html = write(report_page(out), tmp_path / "audit.html").read_text()
+    for finding in FINDINGS.values():
+        assert finding in html
+
+
+def test_audit_refuses_bad_settings_before_loading(tmp_path: Path, shared_data: Path) -> None:
+    base = audit.AuditConfig(out=tmp_path / "a", data="caa:refusal", model="/nonexistent")
+    with pytest.raises(SteerlabError, match="largest positive strength"):
+        audit.run(audit.AuditConfig(**{**base.__dict__, "strengths": (-0.4, 0.0)}))
+    with pytest.raises(SteerlabError, match="unknown studies"):
+        audit.run(audit.AuditConfig(**{**base.__dict__, "studies": ("sweep", "vibes")}))
+    with pytest.raises(SteerlabError, match="the sweep is needed"):
+        audit.run(audit.AuditConfig(**{**base.__dict__, "studies": ("samples",)}))
+    with pytest.raises(SteerlabError, match="unknown CAA behaviour 'nope'"):
+        audit.run(audit.AuditConfig(**{**base.__dict__, "data": "caa:nope"}))
+    assert not (tmp_path / "a").exists()  # nothing written for a refused audit
+
+
+def test_plan_lists_sizes_with_their_flags() -> None:
+    steps = audit.plan(audit.AuditConfig(out="x", data="caa:refusal", models=("a", "b")))
+    sizes = {s.name: s.sizes for s in steps}
+    assert "--limit" in sizes["sweep"] and "--n" in sizes["samples"]
+    assert "--iterations" in sizes["adversarial"] and "models a,b" in sizes["size"]
+
+
+def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    """Two models (the tiny llama twice, saved apart): per-model verdicts with the two seed
+    results, the size verdict across them, RESULTS.md and the page."""
+    import shutil
+
+    from steerlab.eval.protocols import reproduce
+
+    other = tmp_path / "tiny2"
+    shutil.copytree(tiny_dir, other)
+    sizes = _config(tiny_dir, tmp_path / "unused")
+    results = tmp_path / "RESULTS.md"
+    cfg = reproduce.ReproduceConfig(out=tmp_path / "repro", models=(str(tiny_dir), str(other)),
+                                    data="caa:refusal", audit=sizes, sentiment_limit=2,
+                                    results=results)
+    got = reproduce.run(cfg)
+    assert len(got) == 2
+    for r in got:
+        assert set(r.verdicts) == {*FINDINGS, "actadd", "caa"}
+        saved = json.loads((tmp_path / "repro" / r.model.replace("/", "_") /
+                            "verdicts.json").read_text())
+        assert {v["finding"] for v in saved} == {*FINDINGS, "actadd", "caa"} - {"size"}
+        assert r.params and r.seconds["actadd"] >= 0 and "sweep" in r.seconds
+    size = json.loads((tmp_path / "repro" / "verdicts.json").read_text())
+    assert [v["finding"] for v in size] == ["size"]
+    assert "needs at least two models" not in size[0]["reason"]  # both ratios were measured
+    table = results.read_text()
+    assert table.count("\n| ") >= 7 + 2 and "ActAdd" in table and "wall time" in table
+    assert (tmp_path / "repro" / "report.html").stat().st_size > 10_000
