@@ -11,6 +11,9 @@ Rows (``--only`` names), on SmolLM2-135M from steerlab's cache unless noted:
   load        cached safetensors load vs GGUF load
   sweep       layer × coefficient sweep (``bench/sweep.py``, when present)
   llamacpp    llama.cpp with the exported control vector vs without, and vs steerlab.generate
+  attack      adversarial suffix search: iterations/s and objective at equal wall time vs nanoGCG
+  serve       the OpenAI-compatible server: concurrent clients, steered vs not, vs generate
+  audit       steerlab audit at its default sizes (target <= 15 min) and each study's share
 Writes ``bench/results/latest.json`` and ``latest.md``; with ``--only`` the rows run replace
 their namesakes in the existing files. Ratios are medians of interleaved repeats.
 
@@ -44,7 +47,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
 ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep",
-        "llamacpp", "attack", "serve")
+        "llamacpp", "attack", "serve", "audit")
 
 
 class Bench:
@@ -129,6 +132,11 @@ class Bench:
         from rows_attack import attack_rows
 
         self.records += attack_rows(self.lm, SMALL, runs=1, steps=4, width=64, threads=1)
+
+    def audit(self) -> None:
+        from rows_audit import audit_rows
+
+        self.records += audit_rows(SMALL)
 
     def serve(self) -> None:
         from rows_serve import serve_rows

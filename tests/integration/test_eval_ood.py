@@ -153,7 +153,7 @@ def test_eval_ood_end_to_end_and_resume(vector: Path, tmp_path: Path) -> None:
     (["--trait", "grumpiness"], "unknown OOD trait 'grumpiness'"),
     (["--trait", "refusal", "--formats", "choice-qa"], "has no OOD prompts for formats"),
     (["--trait", "agreeableness", "--judge", "gpt4"], "bad judge spec 'gpt4'"),
-    (["--trait", "agreeableness", "--lengths", "tiny"], "bad --lengths 'tiny'"),
+    (["--trait", "agreeableness", "--lengths", "tiny"], "--lengths: bad value 'tiny'"),
     (["--trait", "agreeableness", "--id-data", "mwe:nope"], "unknown mwe dataset 'nope'"),
 ])
 def test_eval_ood_bad_input(vector: Path, tmp_path: Path, args: list[str], message: str) -> None:

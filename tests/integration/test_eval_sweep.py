@@ -107,9 +107,9 @@ def test_models_end_to_end(smollm2, shared_data, tmp_path: Path) -> None:
 
 
 def test_bad_input_is_one_line(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["eval", "sweep", "--data", "caa:refusal", "--out",
-                                 str(tmp_path / "x")])
-    assert result.exit_code != 0
+    result = runner.invoke(app, ["eval", "sweep", "--data", "caa:refusal", "--strengths", "0.4",
+                                 "--out", str(tmp_path / "x")])
+    assert result.exit_code != 0 and "at least two values" in str(result.exception)
     result = runner.invoke(app, ["eval", "samples", "--data", "builtin:optimism", "--layers", "3",
                                  "--n", "a,b", "--out", str(tmp_path / "y")])
     assert result.exit_code != 0 and "--n" in str(result.exception)
