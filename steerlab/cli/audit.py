@@ -44,8 +44,9 @@ def audit(
                                           help="Held-out items the suffix search attacks."),
     iterations: int = typer.Option(12, "--iterations", callback=opt.at_least(1, "a count"),
                                    help="Suffix-search iterations per item."),
-    windows: int = typer.Option(16, "--windows", callback=opt.at_least(1, "a count"),
-                                help="WikiText-2 windows for the perplexity cost."),
+    perplexity_limit: int = typer.Option(16, "--perplexity-limit",
+                                         callback=opt.at_least(1, "a count"),
+                                         help="WikiText-2 windows for the perplexity cost."),
     out: Path = opt.out_dir(),
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(),
@@ -63,7 +64,7 @@ def audit(
         studies=[s.strip() for s in only.split(",") if s.strip()], form=form, limit=limit,
         train_limit=train_limit, pair_counts=parse_counts(n, "--n"), draws=seeds, judge=judge,
         ood_limit=ood_limit, max_new_tokens=max_new_tokens,
-        adversarial_limit=adversarial_limit, iterations=iterations, windows=windows,
+        adversarial_limit=adversarial_limit, iterations=iterations, windows=perplexity_limit,
         seed=seed, batch_size=batch_size))
 
 
@@ -80,8 +81,9 @@ def reproduce(
                                           help="Held-out items the suffix search attacks."),
     iterations: int = typer.Option(12, "--iterations", callback=opt.at_least(1, "a count"),
                                    help="Suffix-search iterations per item."),
-    windows: int = typer.Option(16, "--windows", callback=opt.at_least(1, "a count"),
-                                help="WikiText-2 windows for the perplexity cost."),
+    perplexity_limit: int = typer.Option(16, "--perplexity-limit",
+                                         callback=opt.at_least(1, "a count"),
+                                         help="WikiText-2 windows for the perplexity cost."),
     results: Path = typer.Option(Path("docs/RESULTS.md"), "--results",
                                  help="Where the finding × model table goes (Markdown)."),
     out: Path = opt.out_dir(),
@@ -94,9 +96,13 @@ def reproduce(
 
     sizes = AuditConfig(out=out, data=data, limit=limit, judge=judge, ood_limit=ood_limit,
                         adversarial_limit=adversarial_limit, iterations=iterations,
-                        windows=windows, seed=seed)
+                        windows=perplexity_limit, seed=seed)
     run(ReproduceConfig(out=out, models=[m.strip() for m in models.split(",") if m.strip()],
                         data=data, audit=sizes, results=results, seed=seed))
+    from steerlab.eval.tables import console
+    from steerlab.report import report_page, write
+
+    console.print(f"report: {write(report_page(out), out / 'report.html')}")
 
 
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [

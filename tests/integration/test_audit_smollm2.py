@@ -22,7 +22,7 @@ def test_audit_cli_on_smollm2(smollm2, shared_data: Path, tmp_path: Path) -> Non
                       "--train-limit", "16", "--n", "4,16", "--seeds", "1",
                       "--judge", "local:smollm2-135m", "--ood-limit", "2",
                       "--max-new-tokens", "8", "--adversarial-limit", "2", "--iterations", "1",
-                      "--windows", "2", "-o", str(out)])
+                      "--perplexity-limit", "2", "-o", str(out)])
     assert "verdicts.json" in output
     verdicts = json.loads((out / "verdicts.json").read_text())
     assert [v["finding"] for v in verdicts] == list(FINDINGS)

@@ -333,7 +333,8 @@ def test_extract_errors(lm: LoadedModel, ab_items: list[ABItem]) -> None:
         extract(lm, ab_items[:1], method="actadd")
     with pytest.raises(SteerlabError, match="mix kinds"):
         extract(lm, [ab_items[0], ContrastPair("a", "b")], progress=False)
-    with pytest.raises(SteerlabError, match="item 1: expected an ABItem or ContrastPair"):
+    with pytest.raises(SteerlabError, match=r"item 1: expected an ABItem, a ContrastPair or a "
+                                            r"\(positive, negative\) pair"):
         extract(lm, [ab_items[0], "text"], progress=False)  # type: ignore[list-item]
     with pytest.raises(SteerlabError, match="at least 2 pairs"):
         extract(lm, ab_items[:1], method="pca", progress=False)

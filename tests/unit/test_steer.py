@@ -30,7 +30,12 @@ PAD = 0  # tiny_tokenizer: <|endoftext|> is pad, bos and eos
 ROWS = [[5, 17, 42, 99, 120, 7, 61], [33, 8, 250], [71, 64, 200, 13, 9]]
 PARITY_ATOL = 1e-5
 
-torch.set_grad_enabled(False)
+
+
+@pytest.fixture(autouse=True)
+def _no_grad():  # these tests never backpropagate (kept local: never leak grad mode)
+    with torch.no_grad():
+        yield
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -130,7 +130,8 @@ def plan(cfg: AuditConfig) -> list[Step]:
         "adversarial": f"{cfg.adversarial_limit} test items (--adversarial-limit), EPO "
                        f"{cfg.iterations} iterations (--iterations) × {cfg.population}×"
                        f"{cfg.children} candidates, {cfg.suffix_length}-token suffixes",
-        "perplexity": f"{cfg.windows} WikiText-2 windows of 256 tokens (--windows) at {s:g}",
+        "perplexity": f"{cfg.windows} WikiText-2 windows of 256 tokens (--perplexity-limit) at "
+                      f"{s:g}",
         "size": ("models " + ",".join(cfg.models) + f": depth sweep + perplexity at {s:g}")
                 if cfg.models else "skipped (give --models)",
     }

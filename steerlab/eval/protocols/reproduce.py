@@ -11,9 +11,9 @@ model's perplexity ratio at the same strength), plus two seed results —
   vector (A/B format, test split).
 
 Everything resumes (rerun the command); the per-model verdicts go to ``<model>/verdicts.json``
-and the cross-model size verdict to ``--out/verdicts.json``, so ``steerlab report --out`` shows
-them; ``docs/RESULTS.md`` (``--results``) gets the finding × model table with the numbers,
-sizes and wall times.
+and the cross-model size verdict to ``OUT/verdicts.json``, so ``steerlab report OUT`` shows
+them (the command writes ``OUT/report.html``); ``docs/RESULTS.md`` (``--results``) gets the
+finding × model table with the numbers, sizes and wall times.
 
 Example:
     >>> cfg = ReproduceConfig(out="runs/repro", models=("smollm2-135m",), data="caa:refusal")
@@ -98,10 +98,6 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
     if cfg.results is not None:
         atomic_write(cfg.results, markdown(results, cfg), what="results table")
         console.print(f"table: {cfg.results}")
-    from steerlab.report import report_page, write
-
-    page = write(report_page(root), root / "report.html")
-    console.print(f"report: {page}")
     return results
 
 
