@@ -38,6 +38,13 @@ def paired(plus: list[float], minus: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1) / n)
 
 
+def stderr(values: tuple[float, ...]) -> float:
+    """Standard error of the mean of ``values``."""
+    n = len(values)
+    mean = sum(values) / n
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1) / n)
+
+
 def run(lm, data, vec, layer: int) -> dict[float, ABResult]:
     return {s: score_answers(lm, data, SteeringSpec(vec, layers=[layer], strength=s))
             for s in (-STRENGTH, STRENGTH)}
@@ -64,7 +71,7 @@ def test_refusal_effect_holds_on_test_split(smollm2, shared_data) -> None:
     res = run(smollm2, test, vec, best_layer)
     plus, minus = res[STRENGTH], res[-STRENGTH]
     mean, se_paired = paired(list(plus.scores), list(minus.scores))
-    se_unpaired = math.sqrt(plus.stderr**2 + minus.stderr**2)
+    se_unpaired = math.sqrt(stderr(plus.scores) ** 2 + stderr(minus.scores) ** 2)
     prop_gap, prop_se = paired(list(plus.propensities), list(minus.propensities))
     print(f"test (n={len(test)}), layer {best_layer} chosen on validation:")
     print(f"  -s {minus}  +s {plus}  gap {mean:+.3f}, paired SE {se_paired:.3f}, "
