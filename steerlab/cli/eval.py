@@ -97,12 +97,16 @@ def ood(
     id_data: str = typer.Option(None, "--id-data",
                                 help="A/B data for the in-distribution comparison (default "
                                      "mwe:TRAIT or caa:TRAIT; 'none' to skip)."),
+    form: str = opt.answer_format("ab"),
     max_new_tokens: int = opt.max_new_tokens(64),
     limit: int = opt.limit(),
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(),
 ) -> None:
-    """Steered answers to the AEP OOD prompts, judged 1..10, vs the in-distribution A/B effect."""
+    """Steered answers to the AEP OOD prompts, judged 1..10, vs the in-distribution A/B effect.
+
+    --format sets the in-distribution score (ab: letters, the only one persona Yes/No data has;
+    open: whole replies, for CAA data on small models)."""
     from steerlab.data.benchmarks import FORMATS, LENGTHS
     from steerlab.eval.protocols.ood import OODConfig, run
     from steerlab.util.parse import parse_choices
@@ -111,7 +115,7 @@ def ood(
     run(OODConfig(out=out, vector=vector, trait=trait, unit=unit, values=vals, layers=layers,
                   model=model, judge=judge, formats=parse_choices(formats, FORMATS, "--formats"),
                   lengths=parse_choices(lengths, LENGTHS, "--lengths"), id_data=id_data,
-                  max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                  id_format=form, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
                   batch_size=batch_size))
 
 

@@ -163,6 +163,7 @@ def test_eval_ood_end_to_end_and_resume(vector: Path, tmp_path: Path) -> None:
     (["--trait", "agreeableness", "--judge", "gpt4"], "bad judge spec 'gpt4'"),
     (["--trait", "agreeableness", "--lengths", "tiny"], "--lengths: bad value 'tiny'"),
     (["--trait", "agreeableness", "--id-data", "mwe:nope"], "unknown mwe dataset 'nope'"),
+    (["--trait", "agreeableness", "--format", "open"], "use --format ab"),
 ])
 def test_eval_ood_bad_input(vector: Path, tmp_path: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["eval", "ood", "--vector", str(vector), "--out", str(tmp_path),

@@ -52,6 +52,9 @@ def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
     assert set(summary["seconds"]) == {"sweep", "samples", "ood", "adversarial", "perplexity",
                                        "size"}
     assert "size" in summary["skipped"]
+    ood = [json.loads(x) for x in (out / "ood" / "results.jsonl").read_text().splitlines()]
+    ids = [r for r in ood if r["metric"] == "behaviour_score"]
+    assert ids and all("format=open" in r["cell"] for r in ids)  # the audit's own ID format
     before = {p: p.read_text() for p in out.glob("*/results.jsonl")}
     audit.run(cfg)  # resumes: every study finds its cells done
     assert {p: p.read_text() for p in out.glob("*/results.jsonl")} == before

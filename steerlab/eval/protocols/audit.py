@@ -68,7 +68,7 @@ class AuditConfig:
     ood_lengths: Sequence[str] = ("short",)
     max_new_tokens: int = 48
     adversarial_limit: int = 10
-    iterations: int = 12
+    iterations: int = 6
     population: int = 4
     children: int = 8
     suffix_length: int = 10
@@ -211,8 +211,9 @@ def _sweep(state: AuditState) -> None:
 
     lm = load_model(cfg.model)
     state.params = sum(p.numel() for p in lm.model.parameters())
-    state.warnings += rules.validity_warnings(base_rate=state.base_rate,
-                                              **_ab_checks(state, lm))
+    # letter mass and letter position bias only say something about the A/B letter score
+    checks = _ab_checks(state, lm) if cfg.form == "ab" else {}
+    state.warnings += rules.validity_warnings(base_rate=state.base_rate, **checks)
 
 
 def _ab_checks(state: AuditState, lm: Any) -> dict[str, float | None]:
@@ -276,7 +277,8 @@ def _ood(state: AuditState) -> None:
     effects = ood(OODConfig(
         out=cfg.root / "ood", vector=_vector(state), trait=trait, values=(0.0, state.strength),
         layers=str(state.layer), model=cfg.model, judge=cfg.judge, lengths=cfg.ood_lengths,
-        id_data=id_data or "none", max_new_tokens=cfg.max_new_tokens, limit=cfg.ood_limit,
+        id_data=id_data or "none", id_format=cfg.form, max_new_tokens=cfg.max_new_tokens,
+        limit=cfg.ood_limit,
         seed=cfg.seed, batch_size=cfg.batch_size))
 
     def scaled(kind: str, group: str | None) -> Interval | None:
@@ -286,9 +288,11 @@ def _ood(state: AuditState) -> None:
                 return (e.mean * e.scale, e.low * e.scale, e.high * e.scale)
         return None
 
+    # the pooled open-ended effect; else any format's pooled one; else the only OOD set measured
+    groups = [e.group for e in effects if e.kind == "ood" and e.value == state.strength]
     pooled = scaled("ood", "open-ended/all") or next(
-        (scaled("ood", e.group) for e in effects if e.kind == "ood" and e.group.endswith("/all")),
-        None)
+        (scaled("ood", g) for g in groups if g.endswith("/all")), None) or (
+        scaled("ood", groups[0]) if len(groups) == 1 else None)
     verdict = rules.judge_ood(scaled("id", None), pooled)
     state.verdicts["ood"] = _with(verdict, state.warnings)
 

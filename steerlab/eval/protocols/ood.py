@@ -99,6 +99,7 @@ class OODRun:
     seed: int = 0
     max_new_tokens: int = 64
     batch_size: int = 16
+    id_format: str = "ab"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def spec(self, layer: int, value: float) -> SteeringSpec | None:
@@ -114,9 +115,10 @@ class OODRun:
                               model=self.lm.model_id, vector=self.vector_id)
 
     def id_cell(self, data: str, layer: int, value: float) -> str:
+        extra = {} if self.id_format == "ab" else {"format": self.id_format}
         return cell_id("ood", part="id", data=data, layer=layer, **{self.unit: value},
                        limit=self.limit, seed=self.seed, model=self.lm.model_id,
-                       vector=self.vector_id)
+                       vector=self.vector_id, **extra)
 
     def effect_cell(self, effect: Effect) -> str:
         return cell_id("ood", part="effect", group=effect.group, layer=effect.layer,
@@ -191,21 +193,26 @@ def measure_ood_cell(run: OODRun, ood: OODSet, layer: int, value: float,
 
 
 def measure_id_cells(run: OODRun, data: str, store: EvalRun) -> None:
-    """Behaviour scores on ``data`` (test split) for every (layer, value) not yet stored."""
-    from steerlab.scoring.sweep import sweep_ab
+    """Behaviour scores on ``data`` (test split) for every (layer, value) not yet stored: CAA's
+    letter score (``id_format="ab"``) or the open-answer score over whole replies (``"open"``)."""
+    from steerlab.scoring.sweep import sweep_ab, sweep_answers
 
     todo = [(layer, v) for layer in run.layers for v in run.values
             if not store.store.done(run.id_cell(data, layer, v))]
     if not todo:
         return
     test = load_dataset(data, split="test", seed=run.seed)
+    if run.id_format == "open":
+        test = test.open_answers()
     if run.limit:
         test = test.subset(run.limit, run.seed)
     layers = sorted({layer for layer, _ in todo})
-    console.print(f"in distribution: {data}, {len(test)} test items (--limit {run.limit})")
+    console.print(f"in distribution: {data} ({run.id_format} format), {len(test)} test items "
+                  f"(--limit {run.limit})")
+    sweep = sweep_answers if run.id_format == "open" else sweep_ab
     with stopwatch() as took:
-        results = sweep_ab(run.lm, test, run.vector, layers, run.values, unit=run.unit,
-                           batch_size=run.batch_size, progress=True)
+        results = sweep(run.lm, test, run.vector, layers, run.values, unit=run.unit,
+                        batch_size=run.batch_size, progress=True)
     for layer, value in todo:
         res = results[(layer, value)]
         low, high = res.ci95
@@ -350,6 +357,7 @@ class OODConfig:
     formats: Sequence[str] = FORMATS
     lengths: Sequence[str] = LENGTHS
     id_data: str | None = None  # None: mwe:/caa:<trait>; "none": skip
+    id_format: str = "ab"  # the ID score: "ab" letters or "open" whole replies
     max_new_tokens: int = 64
     limit: int = 0
     seed: int = 0
@@ -360,6 +368,7 @@ class OODConfig:
                 "unit": self.unit, "values": list(self.values), "layers": self.layers,
                 "judge": self.judge, "formats": list(self.formats),
                 "lengths": list(self.lengths), "id_data": self.id_data,
+                "id_format": self.id_format,
                 "max_new_tokens": self.max_new_tokens, "limit": self.limit, "seed": self.seed}
 
 
@@ -372,8 +381,13 @@ def run(cfg: OODConfig) -> list[Effect]:
     if cfg.id_data is None and id_data is None:
         console.print(f"no A/B data named {cfg.trait!r} (mwe: or caa:); skipping the ID "
                       "comparison (give --id-data)")
+    if cfg.id_format not in ("ab", "open"):
+        raise SteerlabError(f"--format: expected ab or open, got {cfg.id_format!r}")
     if id_data is not None:
-        load_dataset(id_data, split="test", seed=cfg.seed)  # fail early on a bad spec
+        test = load_dataset(id_data, split="test", seed=cfg.seed)  # fail early on a bad spec
+        if cfg.id_format == "open" and not test.open_answers().items:
+            raise SteerlabError(f"{id_data}: no item has options that parse into open answers "
+                                "(persona Yes/No data): use --format ab")
     study = EvalRun(cfg.out, "ood", cfg.settings())
     lm = load_model(cfg.model)
     vec = SteeringVector.load(cfg.vector, model=lm)
@@ -393,7 +407,7 @@ def run(cfg: OODConfig) -> list[Effect]:
     explain_values(vec, layers, cfg.unit, values)
     judge = parse_judge(cfg.judge, {cfg.model: lm})
     ood_run = OODRun(lm, vec, vector_id, cfg.trait, judge, layers, values, cfg.unit,
-                     cfg.limit, cfg.seed, cfg.max_new_tokens, cfg.batch_size)
+                     cfg.limit, cfg.seed, cfg.max_new_tokens, cfg.batch_size, cfg.id_format)
     if id_data is not None:
         measure_id_cells(ood_run, id_data, study)
     cells = {ood_run.ood_cell(*c): c for c in

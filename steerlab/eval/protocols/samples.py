@@ -153,16 +153,23 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                        values=",".join(f"{v:g}" for v in values), limit=cfg.limit)
         cells[cell] = (size, draw_seed)
     todo = run.todo(list(cells))
+    full_results: dict[Any, Any] = {}  # every draw of n >= the pool is the full vector: score once
     with bar(len(todo), f"samples: {len(cells)} vectors (pair count × draw)",
              unit="vector") as progress:
         for cell in todo:
             size, draw_seed = cells[cell]
             progress.set_postfix_str(f"n={size}")
             with stopwatch() as took:
-                vec = full if size == len(train) else extract(
-                    lm, train.subset(size, draw_seed), method=cfg.method, layers=[cfg.layer],
-                    batch_size=cfg.batch_size, progress=False)
-                results = engine.score(seqs, vec, [[cfg.layer]], values, unit=cfg.unit)
+                if size >= len(train):
+                    vec = full
+                    if not full_results:
+                        full_results.update(engine.score(seqs, vec, [[cfg.layer]], values,
+                                                         unit=cfg.unit))
+                    results = full_results
+                else:
+                    vec = extract(lm, train.subset(size, draw_seed), method=cfg.method,
+                                  layers=[cfg.layer], batch_size=cfg.batch_size, progress=False)
+                    results = engine.score(seqs, vec, [[cfg.layer]], values, unit=cfg.unit)
             where = {**fields, "n_pairs": size, "seed": draw_seed}
             records = bh.cell_records(results, cfg.layer, values, cfg.unit, took[0], **where)
             records.append(make_record(
