@@ -20,11 +20,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
+import math
 import os
 import secrets
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from steerlab.errors import SteerlabError
 
@@ -158,3 +161,31 @@ def atomic_write(target: str | os.PathLike[str], data: str | bytes, *,
         except OSError as exc:
             raise SteerlabError(f"{target}: cannot write {what}: {exc.strerror or exc}") from None
     return Path(target)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with NaN floats as ``None`` (JSON has no NaN) and keys as strings, recursively.
+
+    Example:
+        >>> jsonable({1: [float("nan"), 0.5]})
+        {'1': [None, 0.5]}
+    """
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_json(target: str | os.PathLike[str], value: Any, *, what: str = "file") -> Path:
+    """Write ``value`` as indented JSON (NaN as null) atomically; returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> path = write_json(Path(tempfile.mkdtemp()) / "v.json", {"x": float("nan")})
+        >>> json.loads(path.read_text())
+        {'x': None}
+    """
+    return atomic_write(target, json.dumps(jsonable(value), indent=2) + "\n", what=what)

@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.tables import console, print_table
-from steerlab.util.io import atomic_write
+from steerlab.util.io import write_json
 
 STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "size")
 Interval = tuple[float, float, float]
@@ -380,14 +379,6 @@ def _with(verdict: rules.Verdict, warnings: Sequence[str]) -> rules.Verdict:
     return verdict
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 def _write_state(state: AuditState) -> None:
@@ -399,12 +390,10 @@ def _write_state(state: AuditState) -> None:
              "vector": str(state.vector) if state.vector else None,
              "seconds": state.seconds, "total_seconds": round(sum(state.seconds.values()), 1),
              "skipped": state.skipped, "warnings": state.warnings}
-    atomic_write(cfg.root / "audit.json", json.dumps(_jsonable(audit), indent=2) + "\n",
-                 what="audit summary")
+    write_json(cfg.root / "audit.json", audit, what="audit summary")
     if state.verdicts:
         found = [state.verdicts[k].as_dict() for k in rules.FINDINGS if k in state.verdicts]
-        atomic_write(cfg.root / "verdicts.json", json.dumps(_jsonable(found), indent=2) + "\n",
-                     what="verdicts")
+        write_json(cfg.root / "verdicts.json", found, what="verdicts")
 
 
 def _print_verdicts(found: Sequence[rules.Verdict], state: AuditState) -> None:

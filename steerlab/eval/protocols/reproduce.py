@@ -23,7 +23,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -34,7 +33,7 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
 from steerlab.eval.tables import console, print_table
-from steerlab.util.io import atomic_write
+from steerlab.util.io import atomic_write, write_json
 
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 ACTADD_PAIR = ("Love", "Hate")
@@ -90,8 +89,7 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
                              for r in results if r.params and "perplexity" in r.verdicts
                              and r.verdicts["perplexity"].numbers.get("ratio") is not None])
     root = Path(cfg.out)
-    atomic_write(root / "verdicts.json", json.dumps(_jsonable([size.as_dict()]), indent=2) + "\n",
-                 what="verdicts")
+    write_json(root / "verdicts.json", [size.as_dict()], what="verdicts")
     for r in results:
         r.verdicts["size"] = size
     _print(results)
@@ -116,8 +114,7 @@ def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
     result.verdicts["caa"] = _caa(cfg, audit_cfg, result)
     result.seconds["caa"] = round(time.perf_counter() - started, 1)
     keep = [v.as_dict() for k, v in result.verdicts.items() if k != "size"]
-    atomic_write(audit_cfg.root / "verdicts.json", json.dumps(_jsonable(keep), indent=2) + "\n",
-                 what="verdicts")
+    write_json(audit_cfg.root / "verdicts.json", keep, what="verdicts")
     return result
 
 
@@ -163,14 +160,6 @@ def _last(run_dir: Path, metric: str, **match: Any) -> tuple[float, float, float
     return float(found["value"]), float(found["ci_low"]), float(found["ci_high"])
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 ORDER = (*rules.FINDINGS, *rules.REPLICATIONS)
