@@ -35,7 +35,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +45,7 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.steering.spec import SteeringSpec
+from steerlab.util.io import atomic_path
 from steerlab.vector import SteeringVector
 from steerlab.version import __version__
 
@@ -333,32 +333,22 @@ def _write(target: Path, directions: Mapping[int, torch.Tensor], strings: Mappin
            ) -> None:
     import gguf
 
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    except OSError as exc:
-        raise SteerlabError(f"{target}: cannot write GGUF: {exc.strerror or exc}") from None
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, ARCH)
+    with atomic_path(target, what="GGUF") as tmp:
+        writer = gguf.GGUFWriter(str(tmp), ARCH)
         for key, value in strings.items():
             writer.add_string(key, value)
         writer.add_uint32(KEY_COUNT, len(directions))
         for k in sorted(directions):
             writer.add_tensor(f"direction.{k}", directions[k].numpy().astype(np.float32))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise SteerlabError(f"{target}: cannot write GGUF: {exc.strerror or exc}") from None
-        raise
+        finish_gguf(writer)
+
+
+def finish_gguf(writer: Any) -> None:
+    """Write a ``gguf.GGUFWriter``'s header, key/values and tensors, and close it."""
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
 
 
 # ---- reading ----------------------------------------------------------------------------------

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,7 +36,8 @@ import numpy as np
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.export.gguf import LayerArg, control_directions, read_control_vector
+from steerlab.export.gguf import LayerArg, control_directions, finish_gguf, read_control_vector
+from steerlab.util.io import atomic_path
 
 __all__ = [
     "LlamaCppModel",
@@ -88,11 +88,8 @@ def dequantize_gguf(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
     if arch_field is None:
         raise SteerlabError(f"{source}: GGUF has no general.architecture")
     arch = bytes(arch_field.parts[arch_field.data[0]]).decode()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    try:
-        writer = gguf.GGUFWriter(tmp, arch)
+    with atomic_path(target, what="F32 GGUF") as tmp:
+        writer = gguf.GGUFWriter(str(tmp), arch)
         for key, fld in reader.fields.items():
             if key.startswith("GGUF.") or key in ("general.architecture", "general.alignment"):
                 continue
@@ -107,17 +104,7 @@ def dequantize_gguf(src: str | os.PathLike[str], dst: str | os.PathLike[str]) ->
             dims = [int(d) for d in reversed(tensor.shape.tolist())]
             writer.add_tensor(tensor.name, np.ascontiguousarray(data, dtype=np.float32)
                               .reshape(dims))
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-        writer.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        finish_gguf(writer)
     return target
 
 
