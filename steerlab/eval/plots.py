@@ -138,18 +138,7 @@ def save_bars(path: str | os.PathLike[str], groups: Sequence[str],
         ...           [0.4, 0.2])}, ylabel="effect", title="t")
     """
     fig, ax = plt.subplots(figsize=(1.5 + 1.2 * len(groups) * max(1, len(series)) / 2, 4))
-    width = 0.8 / max(1, len(series))
-    for k, (label, (mean, low, high)) in enumerate(series.items()):
-        xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
-        err = [[0 if math.isnan(lo) else max(0.0, m - lo) for m, lo in zip(mean, low,
-                                                                             strict=True)],
-               [0 if math.isnan(hi) else max(0.0, hi - m) for m, hi in zip(mean, high,
-                                                                            strict=True)]]
-        ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
-    rotate = max((len(g) for g in groups), default=0) * len(groups) > 60
-    ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,
-                  ha="right" if rotate else "center", fontsize=8)
-    ax.axhline(0, color="grey", lw=0.8)
+    _bars_on(ax, groups, series, rotate_over=60)
     if ylim is not None:
         ax.set_ylim(*ylim)
     ax.set_ylabel(ylabel)
@@ -170,7 +159,10 @@ class BarPanel:
     ylim: tuple[float, float] | None = None
 
 
-def _bars_on(ax: Any, groups: Sequence[str], series: Mapping[str, Band]) -> None:
+def _bars_on(ax: Any, groups: Sequence[str], series: Mapping[str, Band], *,
+             rotate_over: int = 40) -> None:
+    """Grouped bars with error bars on ``ax``; labels slant once their total length passes
+    ``rotate_over`` characters (a wide single figure holds more than a panel)."""
     width = 0.8 / max(1, len(series))
     for k, (label, (mean, low, high)) in enumerate(series.items()):
         xs = [g + (k - (len(series) - 1) / 2) * width for g in range(len(groups))]
@@ -179,7 +171,7 @@ def _bars_on(ax: Any, groups: Sequence[str], series: Mapping[str, Band]) -> None
                [0 if math.isnan(hi) else max(0.0, hi - m) for m, hi in zip(mean, high,
                                                                             strict=True)]]
         ax.bar(xs, mean, width, yerr=err, capsize=3, label=label)
-    rotate = max((len(g) for g in groups), default=0) * len(groups) > 40
+    rotate = max((len(g) for g in groups), default=0) * len(groups) > rotate_over
     ax.set_xticks(range(len(groups)), list(groups), rotation=30 if rotate else 0,
                   ha="right" if rotate else "center", fontsize=8)
     ax.axhline(0, color="grey", lw=0.8)
