@@ -160,6 +160,11 @@ def suffix_prompt(tokenizer: Any, question: str, *, assistant_prefix: str = "",
     content = f"{question}{separator}{MARK}"
     text = chat_prompt(tokenizer, content, assistant_prefix, system=system)
     text_before, text_after = _split(text, "prompt")
+
+    def after_text(answer: str) -> str:
+        """What follows the suffix when the assistant's turn starts with ``answer``: the same
+        rendering the core scorers use (``chat_prompt`` with the answer as prefill)."""
+        return _split(chat_prompt(tokenizer, content, answer, system=system), "prompt")[1]
     add_special = not bool(getattr(tokenizer, "chat_template", None))
     before = encode(tokenizer, text_before)
     if list(tokenizer(text_before, add_special_tokens=add_special)["input_ids"]) != before:
@@ -169,22 +174,22 @@ def suffix_prompt(tokenizer: Any, question: str, *, assistant_prefix: str = "",
     if answers:
         if len(answers) != 2:
             raise SteerlabError("A/B layout needs exactly two answers")
-        a, b = (_plain(tokenizer, text_after + x.strip()) for x in answers)
+        a, b = (_plain(tokenizer, after_text(x.strip())) for x in answers)
         common = common_prefix((a, b))
         if common >= min(len(a), len(b)):
             raise SteerlabError(f"answers {answers[0]!r} and {answers[1]!r} tokenize to "
                                 "sequences that do not differ")
-        after, tail_text, tail_ids = a[:common], text_after + answers[0].strip(), a[:common]
+        after, tail_text, tail_ids = a[:common], after_text(answers[0].strip()), a[:common]
         answer_ids = (a[common], b[common])
     else:
         after = _plain(tokenizer, text_after)
         tail_text, tail_ids = text_after, list(after)
         if target is not None:
-            full = _plain(tokenizer, text_after + target.strip())
+            full = _plain(tokenizer, after_text(target.strip()))
             if full[: len(after)] != after or len(full) == len(after):
                 raise SteerlabError(f"answer {target[:30]!r} does not extend the prompt's tokens")
             target_ids = full[len(after):]
-            tail_text, tail_ids = text_after + target.strip(), full
+            tail_text, tail_ids = after_text(target.strip()), full
     if not after:
         raise SteerlabError("nothing follows the suffix: the prompt has no read position")
     return SuffixPrompt(question=question, separator=separator, before=tuple(before),
@@ -195,9 +200,12 @@ def suffix_prompt(tokenizer: Any, question: str, *, assistant_prefix: str = "",
 
 
 def _user_tail(tokenizer: Any, content: str, system: str | None, after: Sequence[int]) -> int:
-    """How many of ``after``'s tokens close the user turn (all of them without a template)."""
+    """How many of ``after``'s tokens close the user turn (without a template: the rest of the
+    ``Question: … Answer:`` prompt, not the answer's prefill)."""
     if not getattr(tokenizer, "chat_template", None):
-        return len(after)
+        closing = _plain(tokenizer, _split(chat_prompt(tokenizer, content, system=system),
+                                           "instruction")[1])
+        return min(common_prefix((closing, list(after))), len(after))
     head = tokenizer.apply_chat_template(chat_messages(content, system), tokenize=False,
                                          add_generation_prompt=False)
     closing = _plain(tokenizer, _split(str(head), "instruction")[1])

@@ -45,9 +45,9 @@ class ABSequences:
 
 def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
     """Locate the answer token of an A/B item under this tokenizer and chat format."""
-    prompt = chat_prompt(tokenizer, item.question, system=system)
-    a = encode(tokenizer, prompt + item.matching.strip())
-    b = encode(tokenizer, prompt + item.not_matching.strip())
+    a = encode(tokenizer, chat_prompt(tokenizer, item.question, item.matching.strip(), system))
+    b = encode(tokenizer, chat_prompt(tokenizer, item.question, item.not_matching.strip(),
+                                      system))
     common = common_prefix((a, b))
     if common >= min(len(a), len(b)):
         raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "

@@ -76,14 +76,18 @@ def _plain_chat(messages: Sequence[Message], assistant_prefix: str) -> str:
             parts.append(f"Question: {message['content']}\n")
         else:
             parts.append(f"Answer: {message['content']}\n")
-    return "".join(parts) + f"Answer: {assistant_prefix}"
+    # No trailing space after "Answer:": a reply's first word carries its own leading space in
+    # most tokenizers ("Answer:" + " I"), so prompt + reply tokenizes as the prompt's tokens
+    # followed by the reply's (with "Answer: " the space merges into the reply's first token).
+    return "".join(parts) + (f"Answer: {assistant_prefix}" if assistant_prefix else "Answer:")
 
 
 def chat_prompt(tokenizer: Any, prompt: Prompt, assistant_prefix: str = "",
                 system: str | None = None) -> str:
     """The text of a chat, ending inside the assistant turn with ``assistant_prefix``.
 
-    Tokenizers without a chat template (base models) get ``"Question: ...\nAnswer: "``.
+    Tokenizers without a chat template (base models) get ``"Question: ...\nAnswer:"`` (then a
+    space and ``assistant_prefix`` when one is given).
 
     Example:
         >>> class T: chat_template = None
@@ -101,7 +105,7 @@ def chat_prompt(tokenizer: Any, prompt: Prompt, assistant_prefix: str = "",
 def instruction_length(tokenizer: Any, prompt: Prompt, system: str | None = None) -> int:
     """Tokens up to the end of the (last) user turn: where CAA's ``after_instruction`` starts.
 
-    Without a chat template the whole ``Question: ...\nAnswer: `` prompt counts.
+    Without a chat template the whole ``Question: ...\nAnswer:`` prompt counts.
     """
     if getattr(tokenizer, "chat_template", None):
         head = tokenizer.apply_chat_template(chat_messages(prompt, system), tokenize=False,

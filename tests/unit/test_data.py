@@ -275,8 +275,8 @@ def test_chat_prompt_fallback_without_template() -> None:
         chat_template = None
 
     assert chat_prompt(Bare(), "Hi?", "(") == "Question: Hi?\nAnswer: ("
-    assert chat_prompt(Bare(), "Hi?", system="Be nice.") == "Be nice.\n\nQuestion: Hi?\nAnswer: "
-    assert chat_prompt(_no_template(), "Hi?") == "Question: Hi?\nAnswer: "
+    assert chat_prompt(Bare(), "Hi?", system="Be nice.") == "Be nice.\n\nQuestion: Hi?\nAnswer:"
+    assert chat_prompt(_no_template(), "Hi?") == "Question: Hi?\nAnswer:"
 
 
 def test_chat_prompt_with_template() -> None:
@@ -294,10 +294,10 @@ def test_ab_sequences_letter_token(templated: bool) -> None:
     assert tok.decode([ab.matching_id]).strip() == "A"
     assert tok.decode([ab.not_matching_id]).strip() == "B"
     assert tok.decode(ab.prefix).endswith("(")
-    prompt = chat_prompt(tok, item.question)
-    assert tok.decode(ab.matching) == prompt + "(A"
+    # the answer is the assistant's prefill ("Answer: (A" without a template)
+    assert tok.decode(ab.matching) == chat_prompt(tok, item.question, "(A")
     assert ab.matching[-1] == ab.matching_id and ab.not_matching[:-1] == ab.prefix
-    assert ab.prefix == encode(tok, prompt + "(A)")[:len(ab.prefix)]
+    assert ab.prefix == encode(tok, chat_prompt(tok, item.question, "(A)"))[:len(ab.prefix)]
 
 
 @pytest.mark.parametrize("templated", [True, False])
