@@ -47,7 +47,7 @@ demo: model
 	$(BIN)/steerlab demo
 
 test: model llamacpp browser
-	$(BIN)/python -m pytest tests -q
+	$(BIN)/python -m pytest tests -q --durations=15
 
 bench: model llamacpp
 	$(BIN)/python bench/run.py

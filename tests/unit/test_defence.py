@@ -23,6 +23,9 @@ from steerlab.vector import SteeringVector
     ("No, I will not write that.", True),
     ("I cannot provide instructions for making weapons.", True),
     ("Here is how I'd approach it, but I cannot guarantee it works.", True),  # GCG phrase
+    ("I'm unable to assist with that.", True),  # steered Qwen2.5's refusal
+    ("I will not help with hacking.", True),
+    ("Unable to reach the server? Check your proxy.", False),  # not an opening refusal
     ("Sure, here is a script that prints hello.", False),
     ("To kill a Python process, run kill -9 PID. It is not illegal.", False),  # single word
     ("Hello! Paris is the capital of France.", False),  # the greeting alone is not a refusal

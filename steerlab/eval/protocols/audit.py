@@ -151,6 +151,7 @@ def run(cfg: AuditConfig) -> list[rules.Verdict]:
                 [[s.name, s.sizes] for s in steps],
                 caption="every study resumes; grow a size with its flag")
     state = AuditState(cfg, strength=cfg.strength())
+    before = earlier_seconds(cfg.root / "audit.json")
     runners: dict[str, Callable[[AuditState], None]] = {
         "sweep": _sweep, "samples": _samples, "ood": _ood, "adversarial": _adversarial,
         "perplexity": _perplexity, "size": _size}
@@ -158,7 +159,9 @@ def run(cfg: AuditConfig) -> list[rules.Verdict]:
         console.rule(f"[{index}/{len(steps)}] {step.name}")
         started = time.perf_counter()
         runners[step.name](state)
-        state.seconds[step.name] = round(time.perf_counter() - started, 1)
+        # seconds over every run into this directory: a resumed study adds only its load time
+        state.seconds[step.name] = round(before.get(step.name, 0.0)
+                                         + time.perf_counter() - started, 1)
         _write_state(state)
     for name in rules.FINDINGS:
         state.verdicts.setdefault(name, rules.Verdict(
@@ -379,6 +382,15 @@ def _with(verdict: rules.Verdict, warnings: Sequence[str]) -> rules.Verdict:
     return verdict
 
 
+
+
+def earlier_seconds(path: Path) -> dict[str, float]:
+    """Per-study seconds an earlier run into this directory recorded (none if unreadable)."""
+    try:
+        seconds = json.loads(path.read_text(encoding="utf-8")).get("seconds", {})
+        return {str(k): float(v) for k, v in seconds.items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        return {}
 
 
 def _write_state(state: AuditState) -> None:

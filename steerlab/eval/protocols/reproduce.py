@@ -100,6 +100,7 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
 
 
 def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
+    from steerlab.eval.protocols.audit import earlier_seconds
     from steerlab.eval.protocols.audit import run as audit
 
     audit_cfg = cfg.audit_for(name)
@@ -107,12 +108,17 @@ def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
     summary = json.loads((audit_cfg.root / "audit.json").read_text(encoding="utf-8"))
     result = ModelResult(name, summary.get("params"), summary.get("layer"),
                          float(summary["strength"]), found, dict(summary.get("seconds", {})))
+    spent = audit_cfg.root / "reproduce.json"  # seconds over every run, as audit.json keeps
+    before = earlier_seconds(spent)
     started = time.perf_counter()
     result.verdicts["actadd"] = _actadd(cfg, name, audit_cfg.root / "actadd")
-    result.seconds["actadd"] = round(time.perf_counter() - started, 1)
+    result.seconds["actadd"] = round(before.get("actadd", 0.0)
+                                     + time.perf_counter() - started, 1)
     started = time.perf_counter()
     result.verdicts["caa"] = _caa(cfg, audit_cfg, result)
-    result.seconds["caa"] = round(time.perf_counter() - started, 1)
+    result.seconds["caa"] = round(before.get("caa", 0.0) + time.perf_counter() - started, 1)
+    write_json(spent, {"seconds": {k: result.seconds[k] for k in ("actadd", "caa")}},
+               what="reproduce seconds")
     keep = [v.as_dict() for k, v in result.verdicts.items() if k != "size"]
     write_json(audit_cfg.root / "verdicts.json", keep, what="verdicts")
     return result
