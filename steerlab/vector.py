@@ -230,32 +230,6 @@ class SteeringVector:
 
         return attach(model, self, scope="global", **how)
 
-    # ---- llama.cpp (thin wrappers over steerlab.export.gguf) -------------------------------
-    def to_gguf(self, path: str | os.PathLike[str], **how: Any) -> Any:
-        """Write a llama.cpp control vector (``--control-vector``); keywords are those of
-        :func:`steerlab.export.gguf.to_gguf` (``layers``, ``coefficient`` or ``strength``,
-        ``unit``, ...). Returns the export (path, scale, llama.cpp arguments).
-
-        Example:
-            >>> vec.to_gguf("v.gguf", layers="8-14", strength=0.3).llama_args()  # doctest: +SKIP
-            ['--control-vector', 'v.gguf']
-        """
-        from steerlab.export.gguf import to_gguf  # a sanctioned upward reference (thin wrapper)
-
-        return to_gguf(self, path, **how)
-
-    @classmethod
-    def from_gguf(cls, path: str | os.PathLike[str], **how: Any) -> SteeringVector:
-        """Read a llama.cpp / repeng / steerlab control-vector GGUF (``model=``, ``shift=-1``
-        for llama.cpp's cvector-generator files), as :func:`steerlab.export.gguf.from_gguf`.
-
-        Example:
-            >>> SteeringVector.from_gguf("v.gguf", model=lm)                     # doctest: +SKIP
-        """
-        from steerlab.export.gguf import from_gguf  # a sanctioned upward reference
-
-        return from_gguf(path, **how)
-
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``path`` atomically (temp file in the same directory, then rename).

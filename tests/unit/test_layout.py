@@ -80,12 +80,10 @@ def _imports(name: str, path: Path) -> list[tuple[str, str, int]]:
     return found
 
 
-#: (module, imported module): the upward references the layout allows — the vector's
-#: ``apply`` / ``attach`` (over ``steerlab.steer``) and ``to_gguf`` / ``from_gguf`` (over
-#: ``steerlab.export.gguf``) methods, thin wrappers that users expect on the vector itself
-#: (lazy, inside those four methods; nothing else of the package may do this).
-SANCTIONED = {("steerlab.vector", "steerlab.steering.hooks"),
-              ("steerlab.vector", "steerlab.export.gguf")}
+#: (module, imported module): the upward reference the layout allows — the vector's
+#: ``apply`` / ``attach`` (over ``steerlab.steer``), the peer habits users expect on the vector
+#: itself (lazy, inside those two methods; nothing else of the package may do this).
+SANCTIONED = {("steerlab.vector", "steerlab.steering.hooks")}
 
 
 def _package(module: str) -> str:
