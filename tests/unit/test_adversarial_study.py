@@ -11,16 +11,7 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.eval.protocols import adversarial
-from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def _config(tiny_dir: Path, tmp_path: Path, **overrides: object) -> adversarial.AdversarialConfig:

@@ -11,15 +11,6 @@ import pytest
 from steerlab.errors import SteerlabError
 from steerlab.eval.protocols import audit
 from steerlab.eval.verdicts import FAILS, FINDINGS, HOLDS, UNSURE
-from steerlab.testing.tiny import tiny_model, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def _config(tiny_dir: Path, out: Path, **overrides: object) -> audit.AuditConfig:

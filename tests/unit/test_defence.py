@@ -12,7 +12,6 @@ from steerlab.errors import SteerlabError
 from steerlab.eval.protocols import cast, defence
 from steerlab.eval.refusal import agreement, is_refusal
 from steerlab.steering.spec import Condition
-from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
 
 
@@ -49,12 +48,6 @@ def test_threshold_f1_and_auroc() -> None:
     assert cast.f1([True, False, False, False], truth) == pytest.approx(2 / 3)
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama").save_pretrained(path)
-    tiny_tokenizer().save_pretrained(path)
-    return path
 
 
 def test_cast_fit_chooses_on_fit_and_reports_on_test(tiny_dir: Path, tmp_path: Path,
