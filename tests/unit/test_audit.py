@@ -46,6 +46,8 @@ def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
     ood = [json.loads(x) for x in (out / "ood" / "results.jsonl").read_text().splitlines()]
     ids = [r for r in ood if r["metric"] == "behaviour_score"]
     assert ids and all("format=open" in r["cell"] for r in ids)  # the audit's own ID format
+    # the ID side reads the sweep's --limit test items (6), not the --ood-limit generations (2)
+    assert all("limit=6" in r["cell"] for r in ids), ids[0]["cell"]
     before = {p: p.read_text() for p in out.glob("*/results.jsonl")}
     audit.run(cfg)  # resumes: every study finds its cells done
     assert {p: p.read_text() for p in out.glob("*/results.jsonl")} == before

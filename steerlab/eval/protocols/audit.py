@@ -7,7 +7,8 @@ of an hour for SmolLM2-135M on two CPU cores (every size is a flag; :func:`plan`
    extracted from the train split unless given). The chosen layer and the largest positive
    strength ``s`` are what every later study steers with.
 2. ``samples/`` — the effect and cosine vs the number of contrast pairs (plateau).
-3. ``ood/`` — ID (A/B test items) vs OOD (AEP prompts for the behaviour, judged) effect at ``s``.
+3. ``ood/`` — ID (the ``--limit`` test items, the audit's answer format) vs OOD (AEP prompts for
+   the behaviour, judged) effect at ``s``.
 4. ``adversarial/`` — suffix search that reverses the steering vs random suffixes, and the
    suffixes' cross-entropy vs natural text.
 5. ``perplexity/`` — WikiText-2 perplexity ratio steered / unsteered at ``s``.
@@ -125,7 +126,7 @@ def plan(cfg: AuditConfig) -> list[Step]:
                    f"(--seeds), ±{s:g} at the chosen layer, {cfg.limit} test items",
         "ood": f"AEP prompts ({','.join(cfg.ood_lengths)}; {cfg.ood_limit} per set, "
                f"--ood-limit), {cfg.max_new_tokens} new tokens, judge {cfg.judge}; ID on "
-               f"{cfg.ood_limit} A/B test items",
+               f"{cfg.limit or 'all'} test items ({cfg.form} format, --limit)",
         "adversarial": f"{cfg.adversarial_limit} test items (--adversarial-limit), EPO "
                        f"{cfg.iterations} iterations (--iterations) × {cfg.population}×"
                        f"{cfg.children} candidates, {cfg.suffix_length}-token suffixes",
@@ -280,7 +281,7 @@ def _ood(state: AuditState) -> None:
         out=cfg.root / "ood", vector=_vector(state), trait=trait, values=(0.0, state.strength),
         layers=str(state.layer), model=cfg.model, judge=cfg.judge, lengths=cfg.ood_lengths,
         id_data=id_data or "none", id_format=cfg.form, max_new_tokens=cfg.max_new_tokens,
-        limit=cfg.ood_limit,
+        limit=cfg.ood_limit, id_limit=cfg.limit,
         seed=cfg.seed, batch_size=cfg.batch_size))
 
     def scaled(kind: str, group: str | None) -> Interval | None:

@@ -19,7 +19,8 @@ atomically per cell). The effects (95 % paired Student-t intervals, clipped to t
 difference can take) are printed as one table, stored as ``metric="effect"`` records and drawn
 in ``ood_effects.png`` as two panels, each in its own unit: ID in behaviour-score points (Δp)
 and OOD in judge points (Δscore on the 1..10 scale). ``--limit`` caps the prompts per cell and
-the ID test items alike (a seeded subset of each).
+the ID test items alike (a seeded subset of each); ``--id-limit`` sets the ID items apart (A/B
+items cost one forward each, generations many, so the ID side can afford more).
 
 Example:
     $ steerlab eval ood --model smollm2-135m --vector agree.safetensors --layers 12 \\
@@ -100,7 +101,13 @@ class OODRun:
     max_new_tokens: int = 64
     batch_size: int = 16
     id_format: str = "ab"
+    id_limit: int | None = None  # ID test items; None: ``limit``
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id_items(self) -> int:
+        """How many ID test items (0 = all)."""
+        return self.limit if self.id_limit is None else self.id_limit
 
     def spec(self, layer: int, value: float) -> SteeringSpec | None:
         """The steering of one cell (``None`` at value 0: the plain model)."""
@@ -117,7 +124,7 @@ class OODRun:
     def id_cell(self, data: str, layer: int, value: float) -> str:
         extra = {} if self.id_format == "ab" else {"format": self.id_format}
         return cell_id("ood", part="id", data=data, layer=layer, **{self.unit: value},
-                       limit=self.limit, seed=self.seed, model=self.lm.model_id,
+                       limit=self.id_items, seed=self.seed, model=self.lm.model_id,
                        vector=self.vector_id, **extra)
 
     def effect_cell(self, effect: Effect) -> str:
@@ -204,11 +211,12 @@ def measure_id_cells(run: OODRun, data: str, store: EvalRun) -> None:
     test = load_dataset(data, split="test", seed=run.seed)
     if run.id_format == "open":
         test = test.open_answers()
-    if run.limit:
-        test = test.subset(run.limit, run.seed)
+    if run.id_items:
+        test = test.subset(run.id_items, run.seed)
     layers = sorted({layer for layer, _ in todo})
+    flag = "--limit" if run.id_limit is None else "--id-limit"
     console.print(f"in distribution: {data} ({run.id_format} format), {len(test)} test items "
-                  f"(--limit {run.limit})")
+                  f"({flag} {run.id_items})")
     sweep = sweep_answers if run.id_format == "open" else sweep_ab
     with stopwatch() as took:
         results = sweep(run.lm, test, run.vector, layers, run.values, unit=run.unit,
@@ -360,6 +368,7 @@ class OODConfig:
     id_format: str = "ab"  # the ID score: "ab" letters or "open" whole replies
     max_new_tokens: int = 64
     limit: int = 0
+    id_limit: int | None = None  # ID test items (None: ``limit``)
     seed: int = 0
     batch_size: int = 16
 
@@ -369,7 +378,8 @@ class OODConfig:
                 "judge": self.judge, "formats": list(self.formats),
                 "lengths": list(self.lengths), "id_data": self.id_data,
                 "id_format": self.id_format,
-                "max_new_tokens": self.max_new_tokens, "limit": self.limit, "seed": self.seed}
+                "max_new_tokens": self.max_new_tokens, "limit": self.limit,
+                "id_limit": self.id_limit, "seed": self.seed}
 
 
 def run(cfg: OODConfig) -> list[Effect]:
@@ -407,7 +417,8 @@ def run(cfg: OODConfig) -> list[Effect]:
     explain_values(vec, layers, cfg.unit, values)
     judge = parse_judge(cfg.judge, {cfg.model: lm})
     ood_run = OODRun(lm, vec, vector_id, cfg.trait, judge, layers, values, cfg.unit,
-                     cfg.limit, cfg.seed, cfg.max_new_tokens, cfg.batch_size, cfg.id_format)
+                     cfg.limit, cfg.seed, cfg.max_new_tokens, cfg.batch_size, cfg.id_format,
+                     cfg.id_limit)
     if id_data is not None:
         measure_id_cells(ood_run, id_data, study)
     cells = {ood_run.ood_cell(*c): c for c in
