@@ -36,6 +36,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -174,11 +175,13 @@ class SuffixRunner:
         return self._embed_scale
 
     def _forward(self, suffix: torch.Tensor, one_hot: torch.Tensor | None,
-                 state: _State | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                 state: _State | None = None, *, xent: bool = True
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
         """Objective and xent ``[B]`` of suffix ids ``[B, L]`` (one-hot: differentiably).
 
         ``state``: resume from a parent suffix's cache after its first ``state.start`` tokens,
-        which these rows share (only the rest of each row runs)."""
+        which these rows share (only the rest of each row runs). ``xent=False``: no logits at
+        the suffix positions (xent comes back NaN), for searches whose selection ignores it."""
         batch, length = int(suffix.shape[0]), int(suffix.shape[1])
         device = self.lm.device
         n_read = self.objective.n_logits
@@ -199,7 +202,8 @@ class SuffixRunner:
             kw["use_cache"] = False
         tail = length - begin  # suffix tokens this forward runs
         seq_len = offset + tail + len(rest)
-        xent_pos = list(range(offset - 1 if first is None else 0, offset + tail - 1))
+        xent_pos = list(range(offset - 1 if first is None else 0, offset + tail - 1)) \
+            if xent else []
         read_pos = list(range(seq_len - n_read, seq_len))
         keep = xent_pos + read_pos
         if one_hot is None:
@@ -225,17 +229,19 @@ class SuffixRunner:
         logits = out.logits if self.keep_kw else out.logits[:, index]
         if not keep:
             logits = logits[:, :0]
+        read_logits = logits[:, len(xent_pos):] if n_read else None
+        value = self.objective.value(read_logits, hidden[-1] if hidden else None)
+        if not xent:
+            return value.float(), torch.full((batch,), math.nan, device=value.device)
         xent_logits = logits[:, : len(xent_pos)]
         if first is not None and tail:
             xent_logits = torch.cat([first.to(logits.dtype).expand(batch, 1, -1), xent_logits],
                                     dim=1)
         target = one_hot if one_hot is not None else suffix[:, begin:].to(device)
-        xent = suffix_xent(xent_logits, target)
+        nll = suffix_xent(xent_logits, target)
         if state is not None and begin:  # the shared tokens' cross-entropy: the parent's
-            xent = (xent * tail + state.nll_before.to(xent.device)) / length
-        read_logits = logits[:, len(xent_pos):] if n_read else None
-        value = self.objective.value(read_logits, hidden[-1] if hidden else None)
-        return value.float(), xent.float()
+            nll = (nll * tail + state.nll_before.to(nll.device)) / length
+        return value.float(), nll.float()
 
     def _parent_states(self, parent: torch.Tensor, starts: list[int]) -> dict[int, _State]:
         """The parent suffix's cache after each of ``starts`` of its tokens, with the logits
@@ -295,31 +301,33 @@ class SuffixRunner:
         """Objective and xent (cpu float ``[B]``) of suffix ids ``[B, L]``, no gradient."""
         return self._score(suffixes)
 
-    def _score(self, suffixes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _score(self, suffixes: torch.Tensor, *, xent: bool = True
+               ) -> tuple[torch.Tensor, torch.Tensor]:
         if suffixes.ndim != 2:
             raise SteerlabError("suffixes must be a [batch, length] tensor of token ids")
         values, xents = [], []
         step = self.chunk_rows(int(suffixes.shape[1]))
         with torch.no_grad():
             for start in range(0, int(suffixes.shape[0]), step):
-                value, xent = self._forward(suffixes[start:start + step], None)
+                value, nll = self._forward(suffixes[start:start + step], None, xent=xent)
                 values.append(value.cpu())
-                xents.append(xent.cpu())
+                xents.append(nll.cpu())
         if not values:
             return torch.zeros(0), torch.zeros(0)
         return torch.cat(values), torch.cat(xents)
 
-    def score_children(self, parent: torch.Tensor, children: torch.Tensor
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    def score_children(self, parent: torch.Tensor, children: torch.Tensor, *,
+                       xent: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`score` of ``children`` ``[n, L]`` that share leading tokens with ``parent``
         ``[L]`` (single-token swaps): rows are sorted by their first changed position and run in
         bands, each continuing the parent's cache after the tokens its rows all share. The
         numbers equal :meth:`score`'s (to float rounding; tested); without the prefix cache
-        this is :meth:`score`.
+        this is :meth:`score`. ``xent=False`` skips the suffix positions' logits (GCG's
+        selection never reads them; xent comes back NaN).
         """
         n, length = int(children.shape[0]), int(children.shape[1])
         if not self.use_prefix_cache or n == 0 or length < 2:
-            return self._score(children)
+            return self._score(children, xent=xent)
         changed = children != parent[None]
         first_diff = torch.where(changed.any(1), changed.int().argmax(1),
                                  torch.full((n,), length - 1))
@@ -331,14 +339,15 @@ class SuffixRunner:
         with torch.no_grad():
             states = self._parent_states(parent, starts)
             for band, start in zip(bands, starts, strict=True):
-                value, xent = self._forward(children[band], None, states[start])
-                values[band], xents[band] = value.cpu(), xent.cpu()
+                value, nll = self._forward(children[band], None, states[start], xent=xent)
+                values[band], xents[band] = value.cpu(), nll.cpu()
         return values, xents
 
     def gradient(self, suffixes: torch.Tensor, penalties: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token gradient ``[B, L, rows]`` (cpu float) of ``−objective + X·xent`` per row w.r.t.
-        the suffix one-hot, with the objective and xent at the suffixes (``X = penalties``)."""
+        the suffix one-hot, with the objective and xent at the suffixes (``X = penalties``; when
+        every X is 0 the xent term is not computed and comes back NaN)."""
         device = self.lm.device
         dtype = self.embedding.weight.dtype
         assert isinstance(dtype, torch.dtype)
@@ -346,8 +355,11 @@ class SuffixRunner:
         one_hot.scatter_(2, suffixes.to(device)[..., None], 1.0)
         one_hot.requires_grad_(True)
         with torch.enable_grad():
-            value, xent = self._forward(suffixes, one_hot)
-            loss = (-value + penalties.to(device, value.dtype) * xent).sum()
+            fluent = bool((penalties != 0).any())
+            value, xent = self._forward(suffixes, one_hot, xent=fluent)
+            loss = -value.sum()
+            if fluent:
+                loss = loss + (penalties.to(device, value.dtype) * xent).sum()
             (grad,) = torch.autograd.grad(loss, one_hot)
         return grad.float().cpu(), value.detach().cpu(), xent.detach().cpu()
 

@@ -22,7 +22,11 @@ Each iteration:
    iterations: every slot takes the pool's best under ``−objective + restart_penalty · xent``.
 
 Over the whole run the Pareto frontier of (objective ↑, xent ↓) of every evaluated suffix is
-kept (the true frontier, not only its convex hull). Everything random comes from one
+kept (the true frontier, not only its convex hull). When selection never reads xent (GCG: no
+fluency penalty, no restarts; :attr:`SearchConfig.selects_on_xent`), candidates are scored
+without the logits of their suffix positions — about a tenth of a candidate forward saved — and
+only the chosen member's xent is measured each iteration, so the frontier holds the members;
+the best objective reached is the same either way (tested). Everything random comes from one
 ``torch.Generator`` seeded by ``seed``; on CPU a run is bit-for-bit repeatable.
 
 **Steering and the suffix.** The suffix sits in the user turn (see
@@ -132,6 +136,15 @@ class SearchConfig:
     @property
     def population(self) -> int:
         return len(self.x_penalties)
+
+    @property
+    def selects_on_xent(self) -> bool:
+        """Whether choosing members reads the candidates' xent (a fluency penalty or restart).
+
+        When it does not (GCG), candidates are scored without their suffix logits and only the
+        members' xent is measured, once per iteration."""
+        return any(x > 0 for x in self.x_penalties) or bool(
+            self.restart_every and self.restart_penalty > 0)
 
     @property
     def candidates(self) -> int:
@@ -391,6 +404,16 @@ def _fresh(rows: torch.Tensor, seen: set[tuple[int, ...]]) -> torch.Tensor:
     return rows[torch.tensor(keep, dtype=torch.long)] if keep else rows[:0]
 
 
+def _known_xent(setup: _Setup, members: torch.Tensor, xents: torch.Tensor) -> torch.Tensor:
+    """``xents`` with the NaN ones (skipped when scoring candidates) measured."""
+    missing = torch.isnan(xents)
+    if not bool(missing.any()):
+        return xents
+    out = xents.clone()
+    out[missing] = setup.runner.score(members[missing])[1]
+    return out
+
+
 def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
            config: SearchConfig | None = None, *, progress: bool = True) -> SearchResult:
     """Search for a suffix that maximises ``objective`` under ``steering``.
@@ -423,6 +446,7 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
     steps: list[StepRecord] = []
     evaluations, done = 1, 0
     draw = config.children * (1 if config.retokenize == "off" else OVERSAMPLE)
+    fluent = config.selects_on_xent
     bar = progress_bar(config.iterations, f"{config.method} {objective.name}",
                        unit="iteration", enabled=progress)
     try:
@@ -442,14 +466,15 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
                                     gen)
                 rows = _fresh(setup.filter(rows), seen)[: config.children]
                 children.append(rows)
-                scored.append(setup.runner.score_children(members[i], rows))
+                scored.append(setup.runner.score_children(members[i], rows, xent=fluent))
             cand = torch.cat(children)
             if len(cand):
                 values = torch.cat([v for v, _ in scored])
                 xents = torch.cat([x for _, x in scored])
                 evaluations += len(cand)
-                frontier.add(cand, values, xents, it)
-                best.update(cand, values, xents)
+                if fluent:
+                    frontier.add(cand, values, xents, it)
+                    best.update(cand, values, xents)
                 if config.keep_parents:
                     pool = torch.cat([members, cand])
                     p_value, p_xent = torch.cat([m_value, values]), torch.cat([m_xent, xents])
@@ -457,11 +482,16 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
                     pool, p_value, p_xent = cand, values, xents
                 safe = torch.where(torch.isfinite(p_value), p_value,
                                    torch.full_like(p_value, -math.inf))
-                loss = -safe[None] + penalties[:, None] * p_xent[None]
+                loss = -safe[None] + penalties[:, None] * p_xent[None] if fluent else \
+                    -safe[None].expand(slots, -1)  # candidates' xent is NaN: unread
                 keep = loss.argmin(dim=1)
                 if config.restart_every and it % config.restart_every == 0:
                     keep[:] = int((-safe + config.restart_penalty * p_xent).argmin())
                 members, m_value, m_xent = pool[keep].clone(), p_value[keep], p_xent[keep]
+                if not fluent:  # the candidates' xent was skipped: measure the members' only
+                    m_xent = _known_xent(setup, members, m_xent)
+                    frontier.add(members, m_value, m_xent, it)
+                    best.update(members, m_value, m_xent)
             done = it
             previous = steps[-1].seconds if steps else 0.0
             elapsed = time.perf_counter() - started

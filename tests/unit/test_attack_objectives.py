@@ -274,6 +274,20 @@ def test_prefix_cache_equals_full_forward(arch: str) -> None:
         v3, x3 = cached.score_children(parent, kids)
         v4, x4 = full.score(kids)
         assert torch.allclose(v3, v4, atol=1e-5) and torch.allclose(x3, x4, atol=1e-5)
+        # without the suffix logits (GCG): the same objective, xent left out (NaN)
+        v5, x5 = cached.score_children(parent, kids, xent=False)
+        assert torch.allclose(v5, v4, atol=1e-5) and bool(torch.isnan(x5).all())
+        # zero penalties: the gradient of −objective alone, the same as with the xent computed
+        g0, _, gx0 = cached.gradient(ids, torch.zeros(1))
+        g0_full, _, _ = full.gradient(ids, torch.zeros(1))
+        assert torch.allclose(g0, g0_full, atol=1e-5) and bool(torch.isnan(gx0).all())
+        with torch.enable_grad():
+            one_hot = torch.zeros(*ids.shape, cached.rows)
+            one_hot.scatter_(2, ids[..., None], 1.0)
+            one_hot.requires_grad_(True)
+            value, _ = cached._forward(ids, one_hot)
+            (manual,) = torch.autograd.grad(-value.sum(), one_hot)
+        assert torch.allclose(g0, manual, atol=1e-5)
 
 
 def test_gradient_matches_an_independent_autograd(lm) -> None:

@@ -64,9 +64,10 @@ class Recorder:
             self.rows += [r for r in suffixes.tolist() if r]
             return score(runner, suffixes)
 
-        def record_children(runner: SuffixRunner, parent: torch.Tensor, rows: torch.Tensor):
+        def record_children(runner: SuffixRunner, parent: torch.Tensor, rows: torch.Tensor,
+                            **kw: bool):
             self.rows += rows.tolist()
-            return children(runner, parent, rows)
+            return children(runner, parent, rows, **kw)
 
         monkeypatch.setattr(SuffixRunner, "score", record_score)
         monkeypatch.setattr(SuffixRunner, "score_children", record_children)
@@ -146,7 +147,8 @@ def test_suffix_level_filter_and_off(lm, spec, monkeypatch) -> None:
     assert all(tok.encode(tok.decode(r), add_special_tokens=False) == r for r in rec.rows[1:])
     rec.rows.clear()
     res = search(lm, obj, spec, _gcg(retokenize="off", iterations=2), progress=False)
-    assert res.evaluations == len(rec.rows) - 1  # + the best re-scored unsteered at the end
+    # + the member's xent measured once per iteration + the best re-scored unsteered at the end
+    assert res.evaluations == len(rec.rows) - res.iterations - 1
 
 
 def test_frontier_is_pareto_optimal(lm, spec, monkeypatch) -> None:
@@ -164,6 +166,44 @@ def test_frontier_is_pareto_optimal(lm, spec, monkeypatch) -> None:
         assert any(pv >= v - 1e-6 and px <= x + 1e-6 for pv, px in points)
     assert max(p[0] for p in points) == pytest.approx(res.objective)
     assert all(p.text == lm.tokenizer.decode(list(p.ids)) for p in res.frontier)
+
+
+def test_gcg_skips_candidate_xent_and_reaches_the_same_suffix(spec, monkeypatch) -> None:
+    """GCG's selection never reads xent: its candidates run without their suffix logits, and
+    the search goes exactly where the full-xent search goes. (A tiny model with its final norm
+    scaled ×40: the plain one's candidates differ by float rounding only, and such ties could
+    go either way.)"""
+    model = tiny_model("llama")
+    with torch.no_grad():
+        model.model.norm.weight.mul_(40.0)
+    lm = as_loaded(model, tiny_tokenizer())
+    obj = answer(lm, OPEN)
+    flags: list[bool] = []
+    forward = SuffixRunner._forward
+
+    def spy(runner: SuffixRunner, *args: object, xent: bool = True, **kw: object):
+        if args[1] is None:  # scoring ids (not the one-hot of a gradient)
+            flags.append(xent)
+        return forward(runner, *args, xent=xent, **kw)
+
+    monkeypatch.setattr(SuffixRunner, "_forward", spy)
+    assert not _gcg().selects_on_xent and _epo().selects_on_xent
+    fast = search(lm, obj, spec, _gcg(seed=2), progress=False)
+    assert flags.count(False) >= fast.iterations  # every iteration's candidates skipped it
+    flags.clear()
+    monkeypatch.setattr(SearchConfig, "selects_on_xent", property(lambda self: True))
+    full = search(lm, obj, spec, _gcg(seed=2), progress=False)
+    assert flags and all(flags)
+    assert fast.suffix_ids == full.suffix_ids
+    assert fast.objective == pytest.approx(full.objective, abs=1e-5)
+    assert fast.xent == pytest.approx(full.xent, abs=1e-5)
+    for a, b in zip(fast.steps, full.steps, strict=True):
+        assert [x for m in a.members for x in m] == pytest.approx(
+            [x for m in b.members for x in m], abs=1e-4)
+    (value,), (xent,) = evaluate(lm, obj, spec, [fast.suffix_ids])
+    assert value == pytest.approx(fast.objective, abs=1e-5)
+    assert xent == pytest.approx(fast.xent, abs=1e-5) and math.isfinite(fast.xent)
+    assert all(math.isfinite(p.xent) for p in fast.frontier)
 
 
 def test_epo_population_uses_its_penalties(lm, spec) -> None:
