@@ -131,7 +131,8 @@ class Bench:
     def attack(self) -> None:
         from rows_attack import attack_rows
 
-        self.records += attack_rows(self.lm, SMALL, runs=1, steps=4, width=64, threads=1)
+        self.records += attack_rows(self.lm, SMALL, runs=self.args.runs, steps=4, width=64,
+                                    threads=1)
 
     def audit(self) -> None:
         from rows_audit import audit_rows
