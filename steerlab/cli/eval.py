@@ -100,8 +100,6 @@ def ood(
     form: str = opt.answer_format("ab"),
     max_new_tokens: int = opt.max_new_tokens(64),
     limit: int = opt.limit(),
-    id_limit: int = typer.Option(None, "--id-limit", callback=opt.at_least(0, "a count"),
-                                 help="ID test items (0 = all; default: --limit)."),
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(),
 ) -> None:
@@ -117,8 +115,8 @@ def ood(
     run(OODConfig(out=out, vector=vector, trait=trait, unit=unit, values=vals, layers=layers,
                   model=model, judge=judge, formats=parse_choices(formats, FORMATS, "--formats"),
                   lengths=parse_choices(lengths, LENGTHS, "--lengths"), id_data=id_data,
-                  id_format=form, max_new_tokens=max_new_tokens, limit=limit,
-                  id_limit=id_limit, seed=seed, batch_size=batch_size))
+                  id_format=form, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                  batch_size=batch_size))
 
 
 def perplexity(

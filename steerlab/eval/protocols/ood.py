@@ -19,8 +19,9 @@ atomically per cell). The effects (95 % paired Student-t intervals, clipped to t
 difference can take) are printed as one table, stored as ``metric="effect"`` records and drawn
 in ``ood_effects.png`` as two panels, each in its own unit: ID in behaviour-score points (Δp)
 and OOD in judge points (Δscore on the 1..10 scale). ``--limit`` caps the prompts per cell and
-the ID test items alike (a seeded subset of each); ``--id-limit`` sets the ID items apart (A/B
-items cost one forward each, generations many, so the ID side can afford more).
+the ID test items alike (a seeded subset of each); ``OODConfig.id_limit`` sets the ID items
+apart (the audit passes its ``--limit``: an ID item costs one forward, an OOD prompt a whole
+generation and a judge call, so the ID side can afford more).
 
 Example:
     $ steerlab eval ood --model smollm2-135m --vector agree.safetensors --layers 12 \\
@@ -214,9 +215,8 @@ def measure_id_cells(run: OODRun, data: str, store: EvalRun) -> None:
     if run.id_items:
         test = test.subset(run.id_items, run.seed)
     layers = sorted({layer for layer, _ in todo})
-    flag = "--limit" if run.id_limit is None else "--id-limit"
     console.print(f"in distribution: {data} ({run.id_format} format), {len(test)} test items "
-                  f"({flag} {run.id_items})")
+                  f"(limit {run.id_items or 'all'})")
     sweep = sweep_answers if run.id_format == "open" else sweep_ab
     with stopwatch() as took:
         results = sweep(run.lm, test, run.vector, layers, run.values, unit=run.unit,
@@ -378,8 +378,9 @@ class OODConfig:
                 "judge": self.judge, "formats": list(self.formats),
                 "lengths": list(self.lengths), "id_data": self.id_data,
                 "id_format": self.id_format,
-                "max_new_tokens": self.max_new_tokens, "limit": self.limit,
-                "id_limit": self.id_limit, "seed": self.seed}
+                "max_new_tokens": self.max_new_tokens, "limit": self.limit, "seed": self.seed,
+                # only when set: run directories written before id_limit existed still resume
+                **({} if self.id_limit is None else {"id_limit": self.id_limit})}
 
 
 def run(cfg: OODConfig) -> list[Effect]:
