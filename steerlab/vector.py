@@ -203,33 +203,6 @@ class SteeringVector:
             raise SteerlabError(f"vector has no layer(s) {missing}; it has {self.layers}")
         return SteeringVector({k: self.directions[k] for k in layers}, self.manifest)
 
-    # ---- applying (thin wrappers over steerlab.steer / steerlab.attach) ---------------------
-    def apply(self, model: Any, **how: Any) -> Any:
-        """Steer ``model`` with this vector inside a ``with`` block (the steering-vectors
-        habit): ``with vec.apply(lm, layers=[12], strength=0.5): ...``. Keywords are those of
-        :func:`steerlab.steer` (``layers``, ``coefficient`` or ``strength``, ``positions``,
-        ``operator``, ``preserve_norm``).
-
-        Example:
-            >>> with vec.apply(lm, layers=[12], strength=0.5):     # doctest: +SKIP
-            ...     out = lm.model.generate(**inputs)
-        """
-        from steerlab.steering.hooks import steer  # the one sanctioned upward reference
-
-        return steer(model, self, **how)
-
-    def attach(self, model: Any, **how: Any) -> Any:
-        """Steer ``model`` from now on, in every thread, until ``handle.remove()`` (the repeng
-        ``set_control`` / ``reset`` habit). Returns the handle.
-
-        Example:
-            >>> handle = vec.attach(lm, layers=[12], strength=0.5)  # doctest: +SKIP
-            >>> handle.remove()                                    # doctest: +SKIP
-        """
-        from steerlab.steering.hooks import attach  # the one sanctioned upward reference
-
-        return attach(model, self, scope="global", **how)
-
     # ---- persistence ----------------------------------------------------------------------
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``path`` atomically (temp file in the same directory, then rename).

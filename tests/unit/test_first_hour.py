@@ -227,18 +227,16 @@ def test_combinations_keep_every_parent_with_its_weight() -> None:
     assert [p["weight"] for p in (combo - b).parents()] == [1.0, 0.5, -1.0]
 
 
-def test_peer_habits_apply_and_attach(lm: LoadedModel) -> None:
+def test_peer_habits_steer_block_and_global_attach(lm: LoadedModel) -> None:
     vec = SteeringVector.from_directions({1: torch.randn(64)})
     ids = torch.tensor([[5, 6, 7]])
     with torch.inference_mode():
         plain = lm.model(ids).logits
-        with vec.apply(lm, coefficient=4.0):
-            applied = lm.model(ids).logits
         with steerlab.steer(lm, vec, coefficient=4.0):
             steered = lm.model(ids).logits
-        handle = vec.attach(lm, coefficient=4.0)
+        handle = steerlab.attach(lm, vec, coefficient=4.0, scope="global")
         attached = lm.model(ids).logits
         handle.remove()
         after = lm.model(ids).logits
-    assert torch.equal(applied, steered) and torch.equal(attached, steered)
-    assert not torch.equal(applied, plain) and torch.equal(after, plain)
+    assert torch.equal(attached, steered)
+    assert not torch.equal(steered, plain) and torch.equal(after, plain)
