@@ -14,6 +14,50 @@ import typer
 
 from steerlab.cli import options as opt
 
+STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "size")
+
+
+class SIZES:
+    """The audit's default sizes, as ``AuditConfig`` has them (a test keeps the two equal;
+    importing ``AuditConfig`` here would load the evaluation stack for ``--help``)."""
+
+    strengths = (-0.4, 0.0, 0.4)
+    limit = 40
+    train_limit = 160
+    pair_counts = (1, 5, 20, 80, 160)
+    draws = 3
+    ood_limit = 8
+    max_new_tokens = 48
+    adversarial_limit = 8
+    iterations = 4
+    windows = 16
+
+
+def _csv(values: Any) -> str:
+    return ",".join(f"{v:g}" for v in values)
+
+
+def _count(default: int, flag: str, help: str, least: int = 1) -> Any:
+    return typer.Option(default, flag, callback=opt.at_least(least, "a count"), help=help)
+
+
+def _ood_limit() -> Any:
+    return _count(SIZES.ood_limit, "--ood-limit", "OOD prompts per AEP set (and ID items).")
+
+
+def _adversarial_limit() -> Any:
+    return _count(SIZES.adversarial_limit, "--adversarial-limit",
+                  "Held-out items the suffix search attacks.")
+
+
+def _iterations() -> Any:
+    return _count(SIZES.iterations, "--iterations", "Suffix-search iterations per item.")
+
+
+def _perplexity_limit() -> Any:
+    return _count(SIZES.windows, "--perplexity-limit",
+                  "WikiText-2 windows for the perplexity cost.")
+
 
 def audit(
     data: str = opt.data(),
@@ -21,32 +65,24 @@ def audit(
     vector: Path = opt.vector(),
     layers: str = opt.layers(help=opt.LAYERS_HELP + " Default: the vector's layers, or depths "
                                                      "0.3,0.4,0.5,0.6,0.7 of the model."),
-    strengths: str = opt.strengths(help="The sweep's grid (default -0.4,-0.2,0,0.2,0.4); the "
-                                        "largest positive one steers every later study. "),
+    strengths: str = opt.strengths(help=f"The sweep's grid (default {_csv(SIZES.strengths)}); "
+                                        "the largest positive one steers every later study. "),
     models: str = typer.Option("", "--models",
                                help="More models for the size finding (comma-separated); "
                                     "without it that finding is inconclusive."),
-    only: str = typer.Option(",".join(("sweep", "samples", "ood", "adversarial", "perplexity",
-                                       "size")), "--only", help="The studies to run."),
+    only: str = typer.Option(",".join(STUDIES), "--only", help="The studies to run."),
     form: str = opt.answer_format(),
-    limit: int = opt.limit(40),
-    train_limit: int = typer.Option(160, "--train-limit", callback=opt.at_least(0, "a count"),
-                                    help="Train pairs to extract from (0 = all)."),
-    n: str = typer.Option("1,5,20,80,160", "--n", help="Pair counts of the samples study."),
-    seeds: int = typer.Option(3, "--seeds", callback=opt.at_least(1, "a count"),
-                              help="Random draws per pair count."),
+    limit: int = opt.limit(SIZES.limit),
+    train_limit: int = _count(SIZES.train_limit, "--train-limit",
+                              "Train pairs to extract from (0 = all).", least=0),
+    n: str = typer.Option(_csv(SIZES.pair_counts), "--n", help="Pair counts of the samples study."),
+    seeds: int = _count(SIZES.draws, "--seeds", "Random draws per pair count."),
     judge: str = opt.judge(),
-    ood_limit: int = typer.Option(8, "--ood-limit", callback=opt.at_least(1, "a count"),
-                                  help="OOD prompts per AEP set (and ID items)."),
-    max_new_tokens: int = opt.max_new_tokens(48),
-    adversarial_limit: int = typer.Option(10, "--adversarial-limit",
-                                          callback=opt.at_least(1, "a count"),
-                                          help="Held-out items the suffix search attacks."),
-    iterations: int = typer.Option(6, "--iterations", callback=opt.at_least(1, "a count"),
-                                   help="Suffix-search iterations per item."),
-    perplexity_limit: int = typer.Option(16, "--perplexity-limit",
-                                         callback=opt.at_least(1, "a count"),
-                                         help="WikiText-2 windows for the perplexity cost."),
+    ood_limit: int = _ood_limit(),
+    max_new_tokens: int = opt.max_new_tokens(SIZES.max_new_tokens),
+    adversarial_limit: int = _adversarial_limit(),
+    iterations: int = _iterations(),
+    perplexity_limit: int = _perplexity_limit(),
     out: Path = opt.out_dir(),
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(),
@@ -59,7 +95,7 @@ def audit(
 
     run(AuditConfig(
         out=out, data=data, model=model, vector=vector, layers=layers,
-        strengths=parse_values(strengths or "-0.4,-0.2,0,0.2,0.4", "--strengths"),
+        strengths=parse_values(strengths or _csv(SIZES.strengths), "--strengths"),
         models=[m.strip() for m in models.split(",") if m.strip()],
         studies=[s.strip() for s in only.split(",") if s.strip()], form=form, limit=limit,
         train_limit=train_limit, pair_counts=parse_counts(n, "--n"), draws=seeds, judge=judge,
@@ -72,18 +108,12 @@ def reproduce(
     models: str = typer.Option("smollm2-135m,gemma3-270m,qwen2.5-coder-0.5b,qwen2.5-coder-1.5b",
                                "--models", help="Comma-separated aliases / ids."),
     data: str = opt.data(required=False, default="caa:refusal"),
-    limit: int = opt.limit(40),
+    limit: int = opt.limit(SIZES.limit),
     judge: str = opt.judge(),
-    ood_limit: int = typer.Option(8, "--ood-limit", callback=opt.at_least(1, "a count"),
-                                  help="OOD prompts per AEP set (and ID items)."),
-    adversarial_limit: int = typer.Option(10, "--adversarial-limit",
-                                          callback=opt.at_least(1, "a count"),
-                                          help="Held-out items the suffix search attacks."),
-    iterations: int = typer.Option(6, "--iterations", callback=opt.at_least(1, "a count"),
-                                   help="Suffix-search iterations per item."),
-    perplexity_limit: int = typer.Option(16, "--perplexity-limit",
-                                         callback=opt.at_least(1, "a count"),
-                                         help="WikiText-2 windows for the perplexity cost."),
+    ood_limit: int = _ood_limit(),
+    adversarial_limit: int = _adversarial_limit(),
+    iterations: int = _iterations(),
+    perplexity_limit: int = _perplexity_limit(),
     results: Path = typer.Option(Path("docs/RESULTS.md"), "--results",
                                  help="Where the finding × model table goes (Markdown)."),
     out: Path = opt.out_dir(),

@@ -55,7 +55,7 @@ class AuditConfig:
     model: str = "smollm2-135m"
     vector: Path | None = None
     layers: str | None = None  # None: the vector's layers, else depths 0.3-0.7
-    strengths: Sequence[float] = (-0.4, -0.2, 0.0, 0.2, 0.4)
+    strengths: Sequence[float] = (-0.4, 0.0, 0.4)
     models: Sequence[str] = ()
     studies: Sequence[str] = STUDIES
     form: str = "open"
@@ -67,8 +67,8 @@ class AuditConfig:
     ood_limit: int = 8
     ood_lengths: Sequence[str] = ("short",)
     max_new_tokens: int = 48
-    adversarial_limit: int = 10
-    iterations: int = 6
+    adversarial_limit: int = 8
+    iterations: int = 4
     population: int = 4
     children: int = 8
     suffix_length: int = 10

@@ -33,6 +33,7 @@ from steerlab.util.progress import bar
 from steerlab.vector import cosine
 
 Summary = dict[int, tuple[float, float, float, int]]
+SHARED = 8  # vectors scored per engine call: they share each batch's unsteered pass
 
 
 @dataclass
@@ -153,30 +154,31 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                        values=",".join(f"{v:g}" for v in values), limit=cfg.limit)
         cells[cell] = (size, draw_seed)
     todo = run.todo(list(cells))
-    full_results: dict[Any, Any] = {}  # every draw of n >= the pool is the full vector: score once
     with bar(len(todo), f"samples: {len(cells)} vectors (pair count × draw)",
              unit="vector") as progress:
-        for cell in todo:
-            size, draw_seed = cells[cell]
-            progress.set_postfix_str(f"n={size}")
+        for start in range(0, len(todo), SHARED):
+            chunk = todo[start:start + SHARED]
+            progress.set_postfix_str(f"n={','.join(str(cells[c][0]) for c in chunk)}")
             with stopwatch() as took:
-                if size >= len(train):
-                    vec = full
-                    if not full_results:
-                        full_results.update(engine.score(seqs, vec, [[cfg.layer]], values,
-                                                         unit=cfg.unit))
-                    results = full_results
-                else:
-                    vec = extract(lm, train.subset(size, draw_seed), method=cfg.method,
-                                  layers=[cfg.layer], batch_size=cfg.batch_size, progress=False)
-                    results = engine.score(seqs, vec, [[cfg.layer]], values, unit=cfg.unit)
-            where = {**fields, "n_pairs": size, "seed": draw_seed}
-            records = bh.cell_records(results, cfg.layer, values, cfg.unit, took[0], **where)
-            records.append(make_record(
-                "cosine", cosine(vec.directions[cfg.layer], full.directions[cfg.layer]),
-                layer=cfg.layer, n=1, seconds=took[0], **where))
-            run.add(cell, records)
-            progress.update(1)
+                vectors = [full if cells[c][0] >= len(train) else
+                           extract(lm, train.subset(cells[c][0], cells[c][1]), method=cfg.method,
+                                   layers=[cfg.layer], batch_size=cfg.batch_size, progress=False)
+                           for c in chunk]
+                unique = list({id(v): v for v in vectors}.values())
+                scored = engine.score_vectors(seqs, unique, [[cfg.layer]], values,
+                                              unit=cfg.unit)
+                by_vector = {id(v): r for v, r in zip(unique, scored, strict=True)}
+            seconds = took[0] / len(chunk)
+            for cell, vec in zip(chunk, vectors, strict=True):
+                size, draw_seed = cells[cell]
+                where = {**fields, "n_pairs": size, "seed": draw_seed}
+                records = bh.cell_records(by_vector[id(vec)], cfg.layer, values, cfg.unit,
+                                          seconds, **where)
+                records.append(make_record(
+                    "cosine", cosine(vec.directions[cfg.layer], full.directions[cfg.layer]),
+                    layer=cfg.layer, n=1, seconds=seconds, **where))
+                run.add(cell, records)
+            progress.update(len(chunk))
 
 
 def _summarize(run: EvalRun, cfg: SamplesConfig, sizes: list[int], n_train: int,
