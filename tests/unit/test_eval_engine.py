@@ -131,8 +131,10 @@ def test_open_answer_sweep_equals_score_answers(arch: str, positions: str) -> No
                                           fast[(1, 0.0)].propensities, strict=True)) > 1e-3
 
 
-@pytest.mark.parametrize("positions", ["all", "after_instruction"])
-def test_several_vectors_share_the_base_and_equal_separate_calls(positions: str) -> None:
+@pytest.mark.parametrize("positions,values", [("all", [-2.0, 0.0, 2.0]), ("all", [0.0, 2.0]),
+                                              ("after_instruction", [-2.0, 0.0, 2.0])])
+def test_several_vectors_share_the_base_and_equal_separate_calls(positions: str,
+                                                                 values: list[float]) -> None:
     lm = as_loaded(tiny_model("llama"), tiny_tokenizer())
     first = _vector(lm, seed=6)
     second = SteeringVector.from_directions(_vector(lm, seed=7).directions, site="block_input")
@@ -141,19 +143,22 @@ def test_several_vectors_share_the_base_and_equal_separate_calls(positions: str)
     passes = []
     handle = engine.blocks[0].register_forward_pre_hook(lambda *_: passes.append(1))
     try:
-        together = engine.score_vectors(seqs, [first, second], [[1], [2]], [-2.0, 0.0, 2.0],
+        together = engine.score_vectors(seqs, [first, second], [[1], [2]], values,
                                         positions=positions)
     finally:
         handle.remove()
     batches = -(-len(seqs) // 3)
     # block 0 is never steered: on the layer-prefix path it runs once per batch; on the
     # token-prefix path once for the cached prefix, once for the 0 cell, once per steered tail
-    per_batch = 1 if positions == "all" else 2 + 2 * 2
+    per_batch = 1 if positions == "all" else 2 + 2 * 2  # (one value: the stored inputs
+    # pass to the tails uncopied, so a tail writing into them would corrupt the next vector)
     assert len(passes) == batches * per_batch
     for vec, shared in zip([first, second], together, strict=True):
-        alone = SweepEngine(lm, batch_size=3).score(seqs, vec, [[1], [2]], [-2.0, 0.0, 2.0],
+        alone = SweepEngine(lm, batch_size=3).score(seqs, vec, [[1], [2]], values,
                                                     positions=positions)
-        assert _max_delta(shared, alone) < 1e-5
+        assert _max_delta(shared, alone) < 1e-4
+        slow = naive_sweep(lm, ITEMS, vec, [1, 2], values, batch_size=1, positions=positions)
+        assert _max_delta(shared, slow) < 1e-4
     assert _max_delta(together[0], together[1]) > 1e-3  # the two vectors did differ
     with pytest.raises(SteerlabError, match="no vectors"):
         engine.score_vectors(seqs, [], [[1]], [1.0])

@@ -154,6 +154,7 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                        values=",".join(f"{v:g}" for v in values), limit=cfg.limit)
         cells[cell] = (size, draw_seed)
     todo = run.todo(list(cells))
+    full_results: dict[Any, Any] = {}
     with bar(len(todo), f"samples: {len(cells)} vectors (pair count × draw)",
              unit="vector") as progress:
         for start in range(0, len(todo), SHARED):
@@ -164,16 +165,19 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                            extract(lm, train.subset(cells[c][0], cells[c][1]), method=cfg.method,
                                    layers=[cfg.layer], batch_size=cfg.batch_size, progress=False)
                            for c in chunk]
-                unique = list({id(v): v for v in vectors}.values())
-                scored = engine.score_vectors(seqs, unique, [[cfg.layer]], values,
-                                              unit=cfg.unit)
-                by_vector = {id(v): r for v, r in zip(unique, scored, strict=True)}
-            seconds = took[0] / len(chunk)
+                fresh = [v for v in vectors if v is not full]  # each extracted anew
+                if not full_results and any(v is full for v in vectors):
+                    fresh.append(full)  # every draw of n >= the pool is it: score it once
+                scored = (engine.score_vectors(seqs, fresh, [[cfg.layer]], values,
+                                               unit=cfg.unit) if fresh else [])
+                results_of = {id(v): r for v, r in zip(fresh, scored, strict=True)}
+                full_results = full_results or results_of.get(id(full), {})
+            seconds = took[0] / len(chunk)  # the chunk's cells share its forwards: its mean
             for cell, vec in zip(chunk, vectors, strict=True):
                 size, draw_seed = cells[cell]
                 where = {**fields, "n_pairs": size, "seed": draw_seed}
-                records = bh.cell_records(by_vector[id(vec)], cfg.layer, values, cfg.unit,
-                                          seconds, **where)
+                results = full_results if vec is full else results_of[id(vec)]
+                records = bh.cell_records(results, cfg.layer, values, cfg.unit, seconds, **where)
                 records.append(make_record(
                     "cosine", cosine(vec.directions[cfg.layer], full.directions[cfg.layer]),
                     layer=cfg.layer, n=1, seconds=seconds, **where))
