@@ -259,7 +259,6 @@ class SweepEngine:
             with torch.inference_mode():
                 return self._score_suffix(batch, first, size, vectors, groups, values, unit,
                                           positions, prompt_lengths, instr, keep, read)
-        outs: list[dict[tuple[LayerKey, float], list[Row]]] = []
         with torch.inference_mode():
             if self.prefix_reuse:
                 try:
@@ -271,39 +270,25 @@ class SweepEngine:
                     self._fall_back(str(exc))
             if not self.prefix_reuse:
                 base = forward()
-            zero = read(base, 1)
-            nonzero = [v for v in values if v != 0.0]
-            times = len(nonzero)
-            for vector in vectors:
-                out: dict[tuple[LayerKey, float], list[Row]] = {}
-                outs.append(out)
-                for group in groups:
-                    for v in values:
-                        if v == 0.0:
-                            out[(self._key(group), v)] = zero
-                    if not nonzero:
-                        continue
-                    rows = [[SteeringSpec.at(vector, list(group), v, unit=unit,
-                                             positions=positions)]
-                            for _ in range(size) for v in nonzero]
-                    plan = compile_terms([], rows, len(self.blocks))
-                    tracker = PositionTracker(prompt_lengths.repeat_interleave(times).tolist(),
-                                              instr.repeat_interleave(times).tolist())
-                    tracker.set_call(real.repeat_interleave(times, 0),
-                                     valid.repeat_interleave(times, 0))
-                    if self.prefix_reuse:
-                        logits = self._tail(start_of(vector, group), calls, final, plan,
-                                            tracker, size, times, keep)
-                    else:
-                        logits = steered_logits(
-                            self.lm, [s.prefix for s in chunk for _ in range(times)],
-                            row_steering=rows,
-                            prompt_lengths=prompt_lengths.repeat_interleave(times).tolist(),
-                            instruction_lengths=instr.repeat_interleave(times).tolist(),
-                            keep=keep)
-                    scored = read(logits, times)
-                    for j, v in enumerate(nonzero):
-                        out[(self._key(group), v)] = scored[j::times]
+            outs, cells = self._cells(vectors, groups, values, size, unit, positions,
+                                      read(base, 1))
+            times = sum(v != 0.0 for v in values)
+            for out, vector, group, rows in cells:
+                plan = compile_terms([], rows, len(self.blocks))
+                tracker = PositionTracker(prompt_lengths.repeat_interleave(times).tolist(),
+                                          instr.repeat_interleave(times).tolist())
+                tracker.set_call(real.repeat_interleave(times, 0),
+                                 valid.repeat_interleave(times, 0))
+                if self.prefix_reuse:
+                    logits = self._tail(start_of(vector, group), calls, final, plan, tracker,
+                                        size, times, keep)
+                else:
+                    logits = steered_logits(
+                        self.lm, [s.prefix for s in chunk for _ in range(times)],
+                        row_steering=rows,
+                        prompt_lengths=prompt_lengths.repeat_interleave(times).tolist(),
+                        instruction_lengths=instr.repeat_interleave(times).tolist(), keep=keep)
+                self._store(out, group, values, read(logits, times))
         return outs
 
     def _score_suffix(self, batch: dict[str, torch.Tensor], first: int, size: int,
@@ -328,24 +313,41 @@ class SweepEngine:
                                      logits_to_keep=keep)
             return result.logits[:, -keep:].float()
 
-        outs: list[dict[tuple[LayerKey, float], list[Row]]] = []
         zero = read(suffix(None, 1), 1) if 0.0 in values else []
+        times = sum(v != 0.0 for v in values)
+        outs, cells = self._cells(vectors, groups, values, size, unit, positions, zero)
+        for out, _vector, group, rows in cells:
+            self._store(out, group, values, read(suffix(rows, times), times))
+        return outs
+
+    def _cells(self, vectors: list[SteeringVector], groups: list[tuple[int, ...]],
+               values: list[float], size: int, unit: str, positions: str, zero: list[Row]
+               ) -> tuple[list[dict[tuple[LayerKey, float], list[Row]]],
+                          list[tuple[dict[tuple[LayerKey, float], list[Row]], SteeringVector,
+                                     tuple[int, ...], list[list[SteeringSpec]]]]]:
+        """One result dict per vector (its 0 cells already ``zero``) and the steered cells
+        still to run: (its dict, vector, layer group, per-row specs, each item once per
+        non-zero value)."""
         nonzero = [v for v in values if v != 0.0]
-        times = len(nonzero)
-        for vector in vectors:
-            out: dict[tuple[LayerKey, float], list[Row]] = {}
-            outs.append(out)
+        outs: list[dict[tuple[LayerKey, float], list[Row]]] = [{} for _ in vectors]
+        cells = []
+        for out, vector in zip(outs, vectors, strict=True):
             for group in groups:
                 if 0.0 in values:
                     out[(self._key(group), 0.0)] = zero
-                if not nonzero:
-                    continue
-                rows = [[SteeringSpec.at(vector, list(group), v, unit=unit, positions=positions)]
-                        for _ in range(size) for v in nonzero]
-                scored = read(suffix(rows, times), times)
-                for j, v in enumerate(nonzero):
-                    out[(self._key(group), v)] = scored[j::times]
-        return outs
+                if nonzero:
+                    rows = [[SteeringSpec.at(vector, list(group), v, unit=unit,
+                                             positions=positions)]
+                            for _ in range(size) for v in nonzero]
+                    cells.append((out, vector, group, rows))
+        return outs, cells
+
+    def _store(self, out: dict[tuple[LayerKey, float], list[Row]], group: tuple[int, ...],
+               values: list[float], scored: list[Row]) -> None:
+        """Split rows read item-major, value-minor back into one list per value."""
+        nonzero = [v for v in values if v != 0.0]
+        for j, v in enumerate(nonzero):
+            out[(self._key(group), v)] = scored[j::len(nonzero)]
 
     def _tail(self, start: int, calls: dict[int, BlockCall], final: torch.Tensor,
               plan: Plan, tracker: PositionTracker, size: int,
