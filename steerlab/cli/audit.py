@@ -37,8 +37,8 @@ def _csv(values: Any) -> str:
     return ",".join(f"{v:g}" for v in values)
 
 
-def _count(default: int, flag: str, help: str, least: int = 1) -> Any:
-    return typer.Option(default, flag, callback=opt.at_least(least, "a count"), help=help)
+def _count(default: int, flag: str, help: str) -> Any:
+    return typer.Option(default, flag, callback=opt.at_least(1, "a count"), help=help)
 
 
 def _ood_limit() -> Any:
@@ -73,8 +73,7 @@ def audit(
     only: str = typer.Option(",".join(STUDIES), "--only", help="The studies to run."),
     form: str = opt.answer_format(),
     limit: int = opt.limit(SIZES.limit),
-    train_limit: int = _count(SIZES.train_limit, "--train-limit",
-                              "Train pairs to extract from (0 = all).", least=0),
+    train_limit: int = opt.train_limit(SIZES.train_limit),
     n: str = typer.Option(_csv(SIZES.pair_counts), "--n", help="Pair counts of the samples study."),
     seeds: int = _count(SIZES.draws, "--seeds", "Random draws per pair count."),
     judge: str = opt.judge(),

@@ -93,8 +93,8 @@ def limit(default: int = 0) -> Any:
                              "(the same items in every cell; 0 = all).")
 
 
-def train_limit() -> Any:
-    return typer.Option(0, "--train-limit", callback=at_least(0, "a pair count (0 = all)"),
+def train_limit(default: int = 0) -> Any:
+    return typer.Option(default, "--train-limit", callback=at_least(0, "a pair count (0 = all)"),
                         help="Extract from a seeded subset of at most N train pairs (0 = all).")
 
 
