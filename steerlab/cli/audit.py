@@ -114,12 +114,17 @@ def reproduce(
     iterations: int = _iterations(),
     perplexity_limit: int = _perplexity_limit(),
     results: Path = typer.Option(Path("docs/RESULTS.md"), "--results",
-                                 help="Where the finding × model table goes (Markdown)."),
+                                 help="Where the finding × model table goes (Markdown); each "
+                                      "model's row is kept beside it in results/<model>.json."),
+    remeasure: bool = typer.Option(False, "--remeasure",
+                                   help="Measure every model again, even one whose row "
+                                        "(results/<model>.json) is kept at these sizes."),
     out: Path = opt.out_dir(),
     seed: int = opt.seed(),
 ) -> None:
     """The audit's five findings plus ActAdd's sentiment shift and CAA's A/B shift on each
-    model; the size finding across them. Writes --results and OUT/report.html; resumes."""
+    model; the size finding across them. Writes --results and OUT/report.html; resumes, and
+    keeps each finished model's row, so the table can be completed a model at a time."""
     from steerlab.eval.protocols.audit import AuditConfig
     from steerlab.eval.protocols.reproduce import ReproduceConfig, run
 
@@ -127,7 +132,8 @@ def reproduce(
                         adversarial_limit=adversarial_limit, iterations=iterations,
                         windows=perplexity_limit, seed=seed)
     run(ReproduceConfig(out=out, models=[m.strip() for m in models.split(",") if m.strip()],
-                        data=data, audit=sizes, results=results, seed=seed))
+                        data=data, audit=sizes, results=results, seed=seed,
+                        remeasure=remeasure))
     from steerlab.eval.tables import console
     from steerlab.report import report_page, write
 

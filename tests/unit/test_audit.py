@@ -87,6 +87,7 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     import shutil
 
     from steerlab.eval.protocols import reproduce
+    from steerlab.util.io import jsonable
 
     other = tmp_path / "tiny2"
     shutil.copytree(tiny_dir, other)
@@ -112,6 +113,31 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
 
     html = write(report_page(tmp_path / "repro"), tmp_path / "repro.html").read_text()
     assert html.count("actadd") >= 2 and "Larger models resist" in html
+
+    # each model's row is kept beside the table; a later run at the same sizes keeps it (its
+    # run directory gone: nothing is measured), at other sizes it measures again
+    rows = {r.model: tmp_path / "results" / (r.model.replace("/", "_") + ".json") for r in got}
+    assert all(json.loads(p.read_text())["sizes"] == cfg.sizes(m) for m, p in rows.items())
+    gone = tmp_path / "repro" / str(other).replace("/", "_")
+    shutil.rmtree(gone)
+    again = reproduce.run(cfg)
+    assert not (gone / "sweep").exists() and (gone / "verdicts.json").is_file()
+    def normal(found: list[reproduce.ModelResult]) -> str:
+        return json.dumps([{k: jsonable(v.as_dict()) for k, v in r.verdicts.items()}
+                           for r in found])
+
+    assert normal(again) == normal(got)
+    assert results.read_text() == table
+    kept = rows[str(other)].read_text()
+    rows[str(other)].write_text("{not json")
+    with pytest.raises(SteerlabError, match="not a reproduce row"):
+        reproduce.run(cfg)
+    rows[str(other)].write_text(kept)
+    other_sizes = reproduce.ReproduceConfig(**{**vars(cfg), "models": (str(other),),
+                                               "sentiment_limit": 1})
+    reproduce.run(other_sizes)
+    assert (gone / "sweep").is_dir()
+    assert json.loads(rows[str(other)].read_text())["sizes"]["sentiment_limit"] == 1
 
 
 def test_cli_defaults_are_the_audit_config_defaults() -> None:

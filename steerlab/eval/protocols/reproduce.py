@@ -15,6 +15,13 @@ and the cross-model size verdict to ``OUT/verdicts.json``, so ``steerlab report 
 them (the command writes ``OUT/report.html``); ``docs/RESULTS.md`` (``--results``) gets the
 finding × model table with the numbers, sizes and wall times.
 
+Each finished model also leaves its row beside the table, ``docs/results/<model>.json``: its
+verdicts with their numbers, the sizes it ran at, its seconds, and when, where and by which
+version it was measured. A later run at the same sizes keeps that row instead of measuring the
+model again, so the table can be completed a model at a time, on other machines or in later
+sessions, and still be written by this one command; a row at other sizes is measured again, and
+``remeasure`` measures every model again.
+
 Example:
     >>> cfg = ReproduceConfig(out="runs/repro", models=("smollm2-135m",), data="caa:refusal")
     >>> run(cfg)                                                          # doctest: +SKIP
@@ -23,9 +30,12 @@ Example:
 from __future__ import annotations
 
 import json
+import os
+import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +44,7 @@ from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import atomic_write, write_json
+from steerlab.version import __version__
 
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
 ACTADD_PAIR = ("Love", "Hate")
@@ -52,12 +63,33 @@ class ReproduceConfig:
     sentiment_limit: int = 20
     results: Path | None = Path("docs/RESULTS.md")
     seed: int = 0
+    remeasure: bool = False  # measure every model again even where its row is kept
 
     def audit_for(self, model: str) -> AuditConfig:
         base = self.audit or AuditConfig(out=".", data=self.data)
         studies = [s for s in base.studies if s != "size"]  # judged across models here
         return replace(base, out=Path(self.out) / _safe(model), data=self.data, model=model,
                        models=(), studies=studies, seed=self.seed)
+
+    def row_path(self, model: str) -> Path | None:
+        """Where ``model``'s kept row goes: ``results/<model>.json`` beside the table."""
+        return None if self.results is None else self.results.parent / "results" / (
+            _safe(model) + ".json")
+
+    def sizes(self, model: str) -> dict[str, Any]:
+        """Everything a model's numbers depend on (JSON-normal), compared before a row is kept.
+
+        Example:
+            >>> ReproduceConfig("x").sizes("m")["limit"]
+            40
+        """
+        audit = asdict(self.audit_for(model))
+        for key in ("out", "model", "models", "batch_size"):
+            audit.pop(key)
+        audit.update(sentiment_limit=self.sentiment_limit, actadd_pair=list(ACTADD_PAIR),
+                     actadd_depth=ACTADD_DEPTH, actadd_coefficient=ACTADD_COEFFICIENT)
+        normal: dict[str, Any] = json.loads(json.dumps(audit, default=str))
+        return normal
 
 
 @dataclass
@@ -70,6 +102,7 @@ class ModelResult:
     strength: float
     verdicts: dict[str, rules.Verdict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    measured: str = ""  # when and where: "2026-12-03, 2 CPUs x86_64, steerlab 0.1.0"
 
 
 def _safe(model: str) -> str:
@@ -84,7 +117,7 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
     results = []
     for index, name in enumerate(names, 1):
         console.rule(f"[bold]model {index}/{len(names)}: {name}")
-        results.append(_one_model(cfg, name))
+        results.append(_kept(cfg, name) or _measured(cfg, name))
     size = rules.judge_size([(r.model, float(r.params), r.verdicts["perplexity"].numbers["ratio"])
                              for r in results if r.params and "perplexity" in r.verdicts
                              and r.verdicts["perplexity"].numbers.get("ratio") is not None])
@@ -97,6 +130,49 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
         atomic_write(cfg.results, markdown(results, cfg), what="results table")
         console.print(f"table: {cfg.results}")
     return results
+
+
+def _kept(cfg: ReproduceConfig, name: str) -> ModelResult | None:
+    """``name``'s row from an earlier run at the same sizes (``None``: measure it)."""
+    path = cfg.row_path(name)
+    if cfg.remeasure or path is None or not path.is_file():
+        return None
+    try:
+        row = json.loads(path.read_text(encoding="utf-8"))
+        sizes = row["sizes"]
+        verdicts = {v["finding"]: rules.Verdict(v["finding"], v["verdict"], v["reason"],
+                                                 v.get("numbers", {}), v.get("warnings", []))
+                    for v in row["verdicts"]}
+        result = ModelResult(name, row.get("params"), row.get("layer"), float(row["strength"]),
+                             verdicts, {str(k): float(v) for k, v in row["seconds"].items()},
+                             str(row.get("measured", "")))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SteerlabError(f"{path}: not a reproduce row ({type(exc).__name__}: {exc}); "
+                            "delete it to measure the model again") from exc
+    want = cfg.sizes(name)
+    differ = sorted(k for k in {*want, *sizes} if want.get(k) != sizes.get(k))
+    if differ:
+        console.print(f"{path}: measured at other sizes ({', '.join(differ)}); measuring again")
+        return None
+    console.print(f"kept {path} (measured {result.measured}); --remeasure measures it again")
+    keep = [v.as_dict() for v in verdicts.values()]  # so `steerlab report OUT` shows the row
+    write_json(cfg.audit_for(name).root / "verdicts.json", keep, what="verdicts")
+    return result
+
+
+def _measured(cfg: ReproduceConfig, name: str) -> ModelResult:
+    """Run (or resume) ``name``'s studies, then keep its row beside the table."""
+    result = _one_model(cfg, name)
+    result.measured = (f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs "
+                       f"{platform.machine()}, steerlab {__version__}")
+    path = cfg.row_path(name)
+    if path is not None:
+        write_json(path, {"model": name, "params": result.params, "layer": result.layer,
+                          "strength": result.strength, "measured": result.measured,
+                          "seconds": result.seconds, "sizes": cfg.sizes(name),
+                          "verdicts": [v.as_dict() for v in result.verdicts.values()]},
+                   what="reproduce row")
+    return result
 
 
 def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
@@ -202,14 +278,14 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
             cells.append("–" if v is None else f"**{v.verdict}**: {_escape(v.reason)}")
         lines.append(f"| {rules.Verdict(key, '', '').title} | " + " | ".join(cells) + " |")
     lines += ["", "## Per model", "",
-              "| model | parameters | layer | strength | wall time | per study (s) |",
-              "|---|---|---|---|---|---|"]
+              "| model | parameters | layer | strength | wall time | per study (s) | measured |",
+              "|---|---|---|---|---|---|---|"]
     for r in results:
         params = f"{r.params / 1e6:.0f} M" if r.params else "?"
         total = sum(r.seconds.values())
         per = ", ".join(f"{k} {v:.0f}" for k, v in r.seconds.items())
         lines.append(f"| {r.model} | {params} | {r.layer} | {r.strength:g} | "
-                     f"{total / 60:.1f} min | {per} |")
+                     f"{total / 60:.1f} min | {per} | {r.measured or '?'} |")
     if audit is not None:
         lines += ["", "## Sizes (the same for every model)", "",
                   f"- sweep: depths 0.3-0.7 × strengths "
