@@ -26,7 +26,7 @@ _LOCAL = threading.local()
 
 
 class Bar(Protocol):
-    def update(self, n: int = 1) -> Any: ...
+    def update(self, n: float = 1) -> Any: ...
 
     def set_postfix_str(self, text: str) -> Any: ...
 
@@ -51,7 +51,7 @@ def _fmt_seconds(seconds: float) -> str:
 class NullBar:
     """A bar that shows nothing (nested, or progress off)."""
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: float = 1) -> None:
         return None
 
     def set_postfix_str(self, text: str) -> None:
@@ -75,14 +75,14 @@ class LineProgress:
                  first: float = 5.0):
         self.total, self.desc, self.unit, self.interval = total, desc, unit, interval
         self.first = first
-        self.n = 0
+        self.n: float = 0
         self.postfix = ""
         self.printed = False
         self.start = self.last = time.monotonic()
 
     def _print(self, final: bool = False) -> None:
         elapsed = time.monotonic() - self.start
-        head = f"{self.desc}: {self.n}/{self.total} {self.unit}"
+        head = f"{self.desc}: {self.n:.0f}/{self.total} {self.unit}"
         tail = f", {_fmt_seconds(elapsed)}"
         if not final and self.n:
             tail += f", ~{_fmt_seconds(elapsed / self.n * (self.total - self.n))} left"
@@ -92,7 +92,7 @@ class LineProgress:
         print(head + tail + extra, file=sys.stderr, flush=True)
         self.printed = True
 
-    def update(self, n: int = 1) -> None:
+    def update(self, n: float = 1) -> None:
         self.n += n
         now = time.monotonic()
         due = self.interval if self.printed else self.first
@@ -121,7 +121,7 @@ class _Outermost:
         self.inner = inner
         _LOCAL.active = True
 
-    def update(self, n: int = 1) -> Any:
+    def update(self, n: float = 1) -> Any:
         return self.inner.update(n)
 
     def set_postfix_str(self, text: str) -> Any:

@@ -43,3 +43,32 @@ def test_chunking_changes_nothing_and_full_vector_scored_once(
     one, pairs = _records(tmp_path / "one"), _records(tmp_path / "pairs")
     assert one.keys() == pairs.keys() and len({k[0] for k in one}) == 6
     assert all(abs(one[k] - pairs[k]) < 1e-6 for k in one)
+
+
+def test_progress_moves_inside_a_chunk(tiny_dir: Path, tmp_path: Path, shared_data: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """One chunk of vectors is one long scoring call: the bar moves per batch inside it and
+    ends at the number of vectors."""
+    steps: list[float] = []
+
+    class Recording:
+        def __init__(self, *args: object, **kwargs: object) -> None: ...
+
+        def update(self, n: float = 1) -> None:
+            steps.append(n)
+
+        def set_postfix_str(self, text: str) -> None: ...
+
+        def __enter__(self) -> Recording:
+            return self
+
+        def __exit__(self, *exc: object) -> None: ...
+
+    monkeypatch.setattr(samples, "bar", Recording)
+    samples.run(samples.SamplesConfig(out=tmp_path / "s", data="caa:refusal", layer=1,
+                                      unit="strength", values=[-1.0, 1.0], sizes=[2], seeds=2,
+                                      model=str(tiny_dir), train_limit=12, limit=4,
+                                      batch_size=2))  # 8 answer rows: 4 batches, 1 chunk
+    inside = [n for n in steps if n > 0]
+    assert len(inside) >= 4 and all(n < 3 for n in inside[:4])  # fractions of the 3 vectors
+    assert abs(sum(steps) - 3) < 1e-9

@@ -138,6 +138,22 @@ def run(cfg: SamplesConfig) -> SamplesResult:
     return result
 
 
+class _Share:
+    """Moves a bar by ``width`` units over one scoring call, by the share of rows it scored
+    (the engine's ``on_rows``), so a long chunk of vectors still shows progress."""
+
+    def __init__(self, progress: Any, width: int):
+        self.progress, self.width, self.moved = progress, width, 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        step = self.width * done / total
+        self.moved += step
+        self.progress.update(step)
+
+    def finish(self) -> None:
+        self.progress.update(self.width - self.moved)
+
+
 def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values: list[float],
              train: Any, full: Any, seqs: Any, data: str) -> None:
     from steerlab.extraction import extract
@@ -160,6 +176,7 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
         for start in range(0, len(todo), SHARED):
             chunk = todo[start:start + SHARED]
             progress.set_postfix_str(f"n={','.join(str(cells[c][0]) for c in chunk)}")
+            advance = _Share(progress, len(chunk))
             with stopwatch() as took:
                 vectors = [full if cells[c][0] >= len(train) else
                            extract(lm, train.subset(cells[c][0], cells[c][1]), method=cfg.method,
@@ -169,7 +186,8 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                 if not full_results and any(v is full for v in vectors):
                     fresh.append(full)  # every draw of n >= the pool is it: score it once
                 scored = (engine.score_vectors(seqs, fresh, [[cfg.layer]], values,
-                                               unit=cfg.unit) if fresh else [])
+                                               unit=cfg.unit, on_rows=advance)
+                          if fresh else [])
                 results_of = {id(v): r for v, r in zip(fresh, scored, strict=True)}
                 full_results = full_results or results_of.get(id(full), {})
             seconds = took[0] / len(chunk)  # the chunk's cells share its forwards: its mean
@@ -182,7 +200,7 @@ def _measure(run: EvalRun, lm: Any, cfg: SamplesConfig, sizes: list[int], values
                     "cosine", cosine(vec.directions[cfg.layer], full.directions[cfg.layer]),
                     layer=cfg.layer, n=1, seconds=seconds, **where))
                 run.add(cell, records)
-            progress.update(len(chunk))
+            advance.finish()
 
 
 def _summarize(run: EvalRun, cfg: SamplesConfig, sizes: list[int], n_train: int,
