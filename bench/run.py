@@ -42,6 +42,7 @@ from common import Record
 import steerlab
 from steerlab.model.aliases import is_pulled
 from steerlab.model.load import LoadedModel, load_model
+from steerlab.util.machine import cpu_features
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -182,6 +183,7 @@ def environment(load_before: float, wall_s: float) -> Record:
                 if line.startswith("model name")), platform.processor() or platform.machine())
     return {"measure": "environment", "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cpu": cpu, "cores": os.cpu_count(),
+            "cpu_features": cpu_features(),
             "python": platform.python_version(), "steerlab": steerlab.__version__,
             "transformers": _version("transformers"),
             "steering_vectors": _version("steering-vectors"), **_repeng_versions(),
@@ -189,19 +191,32 @@ def environment(load_before: float, wall_s: float) -> Record:
             "wall_s": round(wall_s), "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
+def stamp(records: list[Record]) -> list[Record]:
+    """Each row says where and when it was measured (its run's environment record), so rows
+    kept from an earlier run on another machine are not read as this machine's."""
+    env = next((r for r in records if r["measure"] == "environment"), {})
+    where = " ".join(str(x) for x in (str(env.get("date", "?"))[:10], env.get("cpu", "?"),
+                                       env.get("cpu_features", "")) if x)
+    return [r if r["measure"] == "environment" or "measured_on" in r
+            else {**r, "measured_on": where} for r in records]
+
+
 def merge(old: list[Record], new: list[Record]) -> list[Record]:
     """Rows just measured replace every earlier record of the same row (whatever sizes it was
-    run at); the environment record goes last."""
+    run at); the rows kept keep their own machine and date; the environment record (this
+    run's) goes last."""
     fresh = {r.get("row") for r in new} - {None}
-    kept = [r for r in old if r.get("row") not in fresh]
-    rows = [r for r in kept + new if r["measure"] != "environment"]
+    kept = [r if "measured_on" in r else {**r, "measured_on": "an earlier run (not recorded)"}
+            for r in old if r.get("row") not in fresh]
+    rows = [r for r in kept + stamp(new) if r["measure"] != "environment"]
     return rows + [r for r in new if r["measure"] == "environment"]
 
 
 def markdown(records: list[Record]) -> str:
     """The results as a Markdown table (seconds unless the measure says MB)."""
     lines = ["| measure | steerlab | baseline | baseline value | ratio | target | met | runs "
-             "| steerlab min–max | note |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| steerlab min–max | note | measured on |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         if r["measure"] == "environment":
             continue
@@ -209,7 +224,7 @@ def markdown(records: list[Record]) -> str:
         lines.append(f"| {r['measure']} | {r['steerlab_s']:.3f} | {r['baseline']} | "
                      f"{r['baseline_s']:.3f} | {r['ratio']:.2f} | {r['target']:.2f} | "
                      f"{'yes' if r['met'] else 'no'} | {r['runs']} | {lo:.3f}–{hi:.3f} | "
-                     f"{r['note']} |")
+                     f"{r['note']} | {r.get('measured_on', '?')} |")
     env = next((r for r in records if r["measure"] == "environment"), None)
     if env:
         lines.append("\n" + ", ".join(f"{k}: {v}" for k, v in env.items() if k != "measure"))
@@ -219,8 +234,8 @@ def markdown(records: list[Record]) -> str:
 def write(records: list[Record], partial: bool) -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / "latest.json"
-    if partial and path.exists():
-        records = merge(json.loads(path.read_text()), records)
+    records = merge(json.loads(path.read_text()), records) if partial and path.exists() \
+        else stamp(records)
     tmp = RESULTS / "latest.json.tmp"
     tmp.write_text(json.dumps(records, indent=2))
     tmp.replace(path)

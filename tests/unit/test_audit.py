@@ -124,7 +124,7 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     assert not (gone / "sweep").exists() and (gone / "verdicts.json").is_file()
     def normal(found: list[reproduce.ModelResult]) -> str:
         return json.dumps([{k: jsonable(v.as_dict()) for k, v in r.verdicts.items()}
-                           for r in found])
+                           for r in found], sort_keys=True)
 
     assert normal(again) == normal(got)
     assert results.read_text() == table

@@ -30,8 +30,6 @@ Example:
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -44,6 +42,7 @@ from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import atomic_write, write_json
+from steerlab.util.machine import describe
 from steerlab.version import __version__
 
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
@@ -102,7 +101,7 @@ class ModelResult:
     strength: float
     verdicts: dict[str, rules.Verdict] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    measured: str = ""  # when and where: "2026-12-03, 2 CPUs x86_64, steerlab 0.1.0"
+    measured: str = ""  # when and where: "2026-12-03, 2 CPUs x86_64 AVX2, steerlab 0.1.0"
 
 
 def _safe(model: str) -> str:
@@ -142,7 +141,7 @@ def _kept(cfg: ReproduceConfig, name: str) -> ModelResult | None:
         sizes = row["sizes"]
         verdicts = {v["finding"]: rules.Verdict(v["finding"], v["verdict"], v["reason"],
                                                  v.get("numbers", {}), v.get("warnings", []))
-                    for v in row["verdicts"]}
+                    for v in row["verdicts"] if v["finding"] != "size"}  # judged across
         result = ModelResult(name, row.get("params"), row.get("layer"), float(row["strength"]),
                              verdicts, {str(k): float(v) for k, v in row["seconds"].items()},
                              str(row.get("measured", "")))
@@ -163,14 +162,14 @@ def _kept(cfg: ReproduceConfig, name: str) -> ModelResult | None:
 def _measured(cfg: ReproduceConfig, name: str) -> ModelResult:
     """Run (or resume) ``name``'s studies, then keep its row beside the table."""
     result = _one_model(cfg, name)
-    result.measured = (f"{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} CPUs "
-                       f"{platform.machine()}, steerlab {__version__}")
+    result.measured = f"{datetime.now(UTC):%Y-%m-%d}, {describe()}, steerlab {__version__}"
     path = cfg.row_path(name)
     if path is not None:
         write_json(path, {"model": name, "params": result.params, "layer": result.layer,
                           "strength": result.strength, "measured": result.measured,
                           "seconds": result.seconds, "sizes": cfg.sizes(name),
-                          "verdicts": [v.as_dict() for v in result.verdicts.values()]},
+                          "verdicts": [v.as_dict() for k, v in result.verdicts.items()
+                                       if k != "size"]},  # judged across the models
                    what="reproduce row")
     return result
 
