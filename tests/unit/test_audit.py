@@ -61,6 +61,17 @@ def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
         assert finding in html
 
 
+def test_earlier_seconds_drop_a_study_removed_to_be_measured_again(tmp_path: Path) -> None:
+    (tmp_path / "audit.json").write_text(json.dumps({"seconds": {"sweep": 5.0, "ood": 7.0,
+                                                                  "caa": 2.0}}))
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "caa_ab").mkdir()
+    assert audit.earlier_seconds(tmp_path / "audit.json") == {"sweep": 5.0}
+    assert audit.earlier_seconds(tmp_path / "audit.json", {"caa": "caa_ab"}) == {
+        "sweep": 5.0, "caa": 2.0}
+    assert audit.earlier_seconds(tmp_path / "missing.json") == {}
+
+
 def test_audit_refuses_bad_settings_before_loading(tmp_path: Path, shared_data: Path) -> None:
     base = audit.AuditConfig(out=tmp_path / "a", data="caa:refusal", model="/nonexistent")
     with pytest.raises(SteerlabError, match="largest positive strength"):

@@ -385,13 +385,18 @@ def _with(verdict: rules.Verdict, warnings: Sequence[str]) -> rules.Verdict:
 
 
 
-def earlier_seconds(path: Path) -> dict[str, float]:
-    """Per-study seconds an earlier run into this directory recorded (none if unreadable)."""
+def earlier_seconds(path: Path, dirs: dict[str, str] | None = None) -> dict[str, float]:
+    """Per-study seconds an earlier run into this directory recorded (none if unreadable).
+
+    Only studies whose directory (``dirs.get(name, name)`` beside ``path``) is still there
+    count: a study removed to be measured again starts from zero, not from the old run's time.
+    """
     try:
         seconds = json.loads(path.read_text(encoding="utf-8")).get("seconds", {})
-        return {str(k): float(v) for k, v in seconds.items()}
+        found = {str(k): float(v) for k, v in seconds.items()}
     except (OSError, ValueError, AttributeError, TypeError):
         return {}
+    return {k: v for k, v in found.items() if (path.parent / (dirs or {}).get(k, k)).is_dir()}
 
 
 def _write_state(state: AuditState) -> None:

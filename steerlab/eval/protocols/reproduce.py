@@ -184,7 +184,7 @@ def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
     result = ModelResult(name, summary.get("params"), summary.get("layer"),
                          float(summary["strength"]), found, dict(summary.get("seconds", {})))
     spent = audit_cfg.root / "reproduce.json"  # seconds over every run, as audit.json keeps
-    before = earlier_seconds(spent)
+    before = earlier_seconds(spent, {"caa": "caa_ab"})
     started = time.perf_counter()
     result.verdicts["actadd"] = _actadd(cfg, name, audit_cfg.root / "actadd")
     result.seconds["actadd"] = round(before.get("actadd", 0.0)
