@@ -93,6 +93,18 @@ class Verdict:
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "title": self.title, "rule": self.rule}
 
+    @classmethod
+    def from_dict(cls, saved: dict[str, Any]) -> Verdict:
+        """The inverse of :meth:`as_dict` (``title`` and ``rule`` follow from the finding).
+
+        Example:
+            >>> v = Verdict("perplexity", HOLDS, "x1.1", {"ratio": [1.1, 1.0, 1.2]})
+            >>> Verdict.from_dict(v.as_dict()) == v
+            True
+        """
+        return cls(saved["finding"], saved["verdict"], saved["reason"],
+                   dict(saved.get("numbers", {})), list(saved.get("warnings", [])))
+
 
 def _ok(interval: Interval | None) -> bool:
     return interval is not None and not any(math.isnan(x) for x in interval)

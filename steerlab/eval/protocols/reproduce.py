@@ -139,9 +139,8 @@ def _kept(cfg: ReproduceConfig, name: str) -> ModelResult | None:
     try:
         row = json.loads(path.read_text(encoding="utf-8"))
         sizes = row["sizes"]
-        verdicts = {v["finding"]: rules.Verdict(v["finding"], v["verdict"], v["reason"],
-                                                 v.get("numbers", {}), v.get("warnings", []))
-                    for v in row["verdicts"] if v["finding"] != "size"}  # judged across
+        verdicts = {v["finding"]: rules.Verdict.from_dict(v) for v in row["verdicts"]
+                    if v["finding"] != "size"}  # judged across the models, not kept
         result = ModelResult(name, row.get("params"), row.get("layer"), float(row["strength"]),
                              verdicts, {str(k): float(v) for k, v in row["seconds"].items()},
                              str(row.get("measured", "")))
@@ -154,8 +153,7 @@ def _kept(cfg: ReproduceConfig, name: str) -> ModelResult | None:
         console.print(f"{path}: measured at other sizes ({', '.join(differ)}); measuring again")
         return None
     console.print(f"kept {path} (measured {result.measured}); --remeasure measures it again")
-    keep = [v.as_dict() for v in verdicts.values()]  # so `steerlab report OUT` shows the row
-    write_json(cfg.audit_for(name).root / "verdicts.json", keep, what="verdicts")
+    _write_verdicts(cfg.audit_for(name).root, result)  # so `steerlab report OUT` shows it
     return result
 
 
@@ -168,9 +166,7 @@ def _measured(cfg: ReproduceConfig, name: str) -> ModelResult:
         write_json(path, {"model": name, "params": result.params, "layer": result.layer,
                           "strength": result.strength, "measured": result.measured,
                           "seconds": result.seconds, "sizes": cfg.sizes(name),
-                          "verdicts": [v.as_dict() for k, v in result.verdicts.items()
-                                       if k != "size"]},  # judged across the models
-                   what="reproduce row")
+                          "verdicts": _own_verdicts(result)}, what="reproduce row")
     return result
 
 
@@ -194,9 +190,17 @@ def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
     result.seconds["caa"] = round(before.get("caa", 0.0) + time.perf_counter() - started, 1)
     write_json(spent, {"seconds": {k: result.seconds[k] for k in ("actadd", "caa")}},
                what="reproduce seconds")
-    keep = [v.as_dict() for k, v in result.verdicts.items() if k != "size"]
-    write_json(audit_cfg.root / "verdicts.json", keep, what="verdicts")
+    _write_verdicts(audit_cfg.root, result)
     return result
+
+
+def _own_verdicts(result: ModelResult) -> list[dict[str, Any]]:
+    """The model's own verdicts as saved (size is judged across the models, in OUT)."""
+    return [v.as_dict() for k, v in result.verdicts.items() if k != "size"]
+
+
+def _write_verdicts(model_dir: Path, result: ModelResult) -> None:
+    write_json(model_dir / "verdicts.json", _own_verdicts(result), what="verdicts")
 
 
 def _actadd(cfg: ReproduceConfig, model: str, out: Path) -> rules.Verdict:
