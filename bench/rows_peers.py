@@ -7,7 +7,6 @@ each its best batch size from a short tuning pass on a subset of the pairs.
 from __future__ import annotations
 
 import statistics
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -101,10 +100,10 @@ def bf16_row(fp32: Any, alias: str, n_pairs: int, runs: int, batch_size: int) ->
 
 
 def _bf16_flags() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line for line in text.splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
+    from steerlab.util.machine import cpu_flags
+
+    flags = cpu_flags()
+    if not flags:
         return "unknown"
     found = [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
     return ", ".join(found) or "none (no avx512_bf16/amx_bf16)"

@@ -42,7 +42,7 @@ from common import Record
 import steerlab
 from steerlab.model.aliases import is_pulled
 from steerlab.model.load import LoadedModel, load_model
-from steerlab.util.machine import cpu_features
+from steerlab.util.machine import cpu_features, cpu_name
 
 HERE = Path(__file__).parent
 RESULTS = HERE / "results"
@@ -178,11 +178,8 @@ def _repeng_versions() -> dict[str, str | None]:
 
 def environment(load_before: float, wall_s: float) -> Record:
     """Machine and versions; load averages tell how noisy the timings were."""
-    lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines
-                if line.startswith("model name")), platform.processor() or platform.machine())
     return {"measure": "environment", "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cpu": cpu, "cores": os.cpu_count(),
+            "threads": torch.get_num_threads(), "cpu": cpu_name(), "cores": os.cpu_count(),
             "cpu_features": cpu_features(),
             "python": platform.python_version(), "steerlab": steerlab.__version__,
             "transformers": _version("transformers"),
