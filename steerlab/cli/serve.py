@@ -59,6 +59,14 @@ def command(
                                         help="An idle server starts a batch once no new "
                                              "request has come for this long (8x at most)."),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
+    engine: str = typer.Option("transformers", "--engine",
+                               help="transformers (steerlab's own loop, in this process) or "
+                                    "vllm (vLLM's OpenAI server with the steerlab plugin, run "
+                                    "from the venv 'make vllm' builds)."),
+    vllm_arg: list[str] = typer.Option([], "--vllm-arg",
+                                       help="With --engine vllm: one more argument for vLLM's "
+                                            "server, e.g. --vllm-arg=--tensor-parallel-size=2; "
+                                            "repeat for more."),
 ) -> None:
     """Serve a model over an OpenAI-compatible API, steered per request by named vectors."""
     from steerlab.errors import SteerlabError
@@ -96,6 +104,14 @@ def command(
     if api_key is None and host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host} without --api-key: anyone who can reach it "
                    "can use it", err=True)
+    if engine not in ("transformers", "vllm"):
+        raise SteerlabError(f"--engine must be transformers or vllm, got {engine!r}")
+    if engine == "vllm":
+        _exec_vllm(model, pairs, steering, host=host, port=port, api_key=api_key,
+                   served_name=served_model_name or model, extra=vllm_arg)
+        return
+    if vllm_arg:
+        raise SteerlabError("--vllm-arg needs --engine vllm")
 
     from steerlab.model.load import load_model
     from steerlab.serve import run
@@ -113,6 +129,36 @@ def command(
                f"({', '.join(registry.names) or 'none'}) on http://{host}:{port}/v1"
                f"{' (API key required)' if config.api_key else ''}", err=True)
     run(app, host=host, port=port, log_level=log_level)
+
+
+def _exec_vllm(model: str, pairs: list[tuple[str, Path]], steering: object, *, host: str,
+               port: int, api_key: str | None, served_name: str, extra: list[str]) -> None:
+    """Replace this process with vLLM's OpenAI server (plugin, vectors, default steering)."""
+    import json
+    import os
+
+    from steerlab.errors import SteerlabError
+    from steerlab.model.aliases import ALIASES, alias_dir, is_pulled
+    from steerlab.serve.steering import SteeringRequest
+    from steerlab.serve.vllm.launch import server_command
+
+    if model in ALIASES:
+        if not is_pulled(model):
+            raise SteerlabError(f"--engine vllm needs {model} on disk: run 'steerlab models "
+                                f"pull {model}' first")
+        model_dir: str = str(alias_dir(model))
+    else:
+        model_dir = model  # a directory or a hub id vLLM resolves itself
+    if Path(model_dir).suffix == ".gguf":
+        raise SteerlabError("--engine vllm takes a model directory or hub id, not a .gguf file")
+    assert isinstance(steering, SteeringRequest)
+    default = json.dumps(steering.public()) if steering.vectors else None
+    argv, env = server_command(model_dir, served_name, dict(pairs), host=host, port=port,
+                               api_key=api_key or None, default_steering=default, extra=extra)
+    typer.echo(f"serving {served_name} on vLLM with {len(pairs)} vector(s) "
+               f"({', '.join(n for n, _ in pairs) or 'none'}) on http://{host}:{port}/v1",
+               err=True)
+    os.execve(argv[0], argv, env)
 
 
 def _device_map(text: str | None) -> str | dict[str, str | int] | None:
