@@ -212,7 +212,7 @@ class SteeringVector:
             PosixPath('/tmp/v.safetensors')
         """
         target = Path(path)
-        tensors = {f"layers.{k}": v for k, v in self.directions.items()}
+        tensors = _own_storage({f"layers.{k}": v for k, v in self.directions.items()})
         try:
             metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
         except (TypeError, ValueError) as exc:
@@ -310,6 +310,28 @@ class SteeringVector:
         more = "" if len(self.directions) <= 6 else ", ..."
         return (f"SteeringVector(method={self.method}, site={self.site}, d={self.hidden_size}, "
                 f"layers={{{norms}{more}}})")
+
+
+def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` with a copy of each one whose memory another already uses.
+
+    safetensors refuses tensors that share storage ("Some tensors share memory"), and a vector
+    made as ``from_directions({10: d, 11: d})`` or from rows of one matrix holds exactly that.
+    Only the later sharers are copied (vectors are small; the file is the same either way).
+
+    Example:
+        >>> d = torch.ones(3)
+        >>> out = _own_storage({"a": d, "b": d})
+        >>> out["a"] is d, out["b"] is d, torch.equal(out["a"], out["b"])
+        (True, False, True)
+    """
+    seen: set[int] = set()
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr()
+        out[key] = tensor.clone() if storage in seen else tensor
+        seen.add(storage)
+    return out
 
 
 def _resid_norms(value: Any) -> dict[str, float]:

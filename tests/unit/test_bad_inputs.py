@@ -388,3 +388,19 @@ def test_generate_needs_prompts_and_a_layer_for_multi_layer_vectors(env: Env) ->
     res = env.cli.run("generate", "--model", env.model, "--vector", env.vector, "--strengths",
                       "0.5", "--max-new-tokens", "2", "hi")
     assert_error(res, "2 layers", "--layers", "eval sweep")
+
+
+# --- library: SteeringVector values a user builds ---------------------------------------------
+
+
+def test_one_tensor_at_two_layers_saves_and_loads(env: Env) -> None:
+    """The same tensor object at two layers (and rows of one matrix) share memory, which
+    safetensors refuses; save() must write them all the same."""
+    d, rows = torch.randn(64), torch.randn(2, 64)
+    vec = SteeringVector.from_directions({0: rows[0], 1: d, 2: d, 3: rows[1]}, n_layers=4)
+    path = vec.save(env.path("shared.safetensors"))
+    back = SteeringVector.load(path)
+    assert back.layers == [0, 1, 2, 3]
+    for layer, want in {0: rows[0], 1: d, 2: d, 3: rows[1]}.items():
+        assert torch.equal(back.directions[layer], want)
+    assert env.cli.run("info", path).rc == 0
