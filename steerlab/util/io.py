@@ -2,10 +2,16 @@
 
 :func:`atomic_path` gives a temporary path beside the target; the caller writes it, and on
 success it replaces the target in one ``os.replace`` (readers see the old file or the new one,
-never half of one). Temporary files are named ``.<name>.<pid>.<random>.steerlab-tmp``: a write
-killed before its rename leaves one behind, and the next write of the same target removes it
-(when its process is gone). Permission and missing-directory problems become one
+never half of one). Permission and missing-directory problems become one
 :class:`SteerlabError` line naming the file.
+
+Leftover temp files. The temp file is ``.<name>.<pid>.<random>.steerlab-partial-write``: hidden,
+beside the target, ``<pid>`` the process writing it. A process killed between the write and the
+rename (SIGKILL, out of memory, power loss) leaves it behind. Nothing ever reads it back — the
+target is still the old, complete file (or absent) — so it is safe to delete by hand, and the
+next write of the same target deletes it once process ``<pid>`` is gone. Names ending in
+``.steerlab-tmp`` are the same leftovers from earlier versions and are cleaned the same way.
+docs/TROUBLESHOOTING.md says this for users.
 
 Example:
     >>> import tempfile, pathlib
@@ -19,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import math
@@ -31,7 +38,10 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 
-TMP_SUFFIX = ".steerlab-tmp"
+#: The temp file's suffix: says who left it and why (see the module docstring).
+TMP_SUFFIX = ".steerlab-partial-write"
+#: The suffix earlier versions used; their leftovers are cleaned too.
+OLD_TMP_SUFFIXES = (".steerlab-tmp",)
 
 
 def sha256_file(path: Path) -> str:
@@ -56,6 +66,9 @@ def _alive(pid: int) -> bool:
 def clean_stale(target: Path) -> list[Path]:
     """Remove temp files an interrupted write of ``target`` left behind; returns them.
 
+    A leftover is removed when the pid in its name is not running (or is this process): a
+    write still in flight in another live process keeps its temp file.
+
     Example:
         >>> clean_stale(Path("/nonexistent/dir/x"))
         []
@@ -63,7 +76,9 @@ def clean_stale(target: Path) -> list[Path]:
     removed: list[Path] = []
     if not target.parent.is_dir():
         return removed
-    for tmp in target.parent.glob(f".{target.name}.*{TMP_SUFFIX}"):
+    leftovers = [tmp for suffix in (TMP_SUFFIX, *OLD_TMP_SUFFIXES)
+                 for tmp in target.parent.glob(f".{glob.escape(target.name)}.*{suffix}")]
+    for tmp in leftovers:
         parts = tmp.name[len(target.name) + 2:].split(".")
         pid = int(parts[0]) if parts and parts[0].isdigit() else None
         if pid is None or pid == os.getpid() or not _alive(pid):
@@ -113,6 +128,11 @@ def probe_dir(directory: Path, *, what: str = "file", target: Path | None = None
 def atomic_path(target: str | os.PathLike[str], *, what: str = "file") -> Iterator[Path]:
     """A temp path to write; on leaving the block it replaces ``target`` (removed on error).
 
+    The temp path is ``.<name>.<pid>.<random>.steerlab-partial-write`` beside ``target``. If
+    the process is killed between the write and the rename, that file stays behind: it is
+    never read, is safe to delete, and the next write of ``target`` removes it (once ``<pid>``
+    is gone; see :func:`clean_stale`). Leftovers of earlier writes are removed first.
+
     Example:
         >>> import tempfile
         >>> out = Path(tempfile.mkdtemp()) / "y.bin"
@@ -148,6 +168,10 @@ def atomic_path(target: str | os.PathLike[str], *, what: str = "file") -> Iterat
 def atomic_write(target: str | os.PathLike[str], data: str | bytes, *,
                  what: str = "file") -> Path:
     """Write ``data`` (text as UTF-8) to ``target`` atomically; returns the path.
+
+    Through :func:`atomic_path`: a process killed mid-write leaves ``target`` as it was plus a
+    hidden ``.<name>.<pid>.<random>.steerlab-partial-write``, which is safe to delete and which
+    the next write of ``target`` removes.
 
     Example:
         >>> import tempfile

@@ -11,6 +11,9 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -356,6 +359,32 @@ def test_out_in_a_directory_that_cannot_be_made(env: Env) -> None:
     out = Path("/proc/steerlab-no-such-dir/v.safetensors")
     res = env.cli.run("extract", "--model", env.model, "--data", "builtin:optimism", "-o", out)
     assert_error(res, str(out), "cannot write")
+
+
+KILLED_WRITE = """
+import os, signal, sys
+from steerlab.util.io import atomic_path
+with atomic_path(sys.argv[1]) as tmp:
+    tmp.write_bytes(b"half a vector")
+    print(tmp.name, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # between the write and the rename
+"""
+
+
+def test_a_write_killed_before_its_rename_leaves_a_named_temp_the_next_write_removes(
+        env: Env) -> None:
+    out = env.path("killed.safetensors")
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITE, str(out)], capture_output=True,
+                          text=True, env=env.cli.env, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, proc
+    left = env.path(proc.stdout.strip())
+    assert left.is_file() and not out.exists()
+    assert left.name.startswith(".killed.safetensors.")  # hidden, named after its target
+    assert left.name.endswith(".steerlab-partial-write")  # ... and says what it is
+    res = env.cli.run("extract", "--model", env.model, "--data", "builtin:optimism", "--limit",
+                      "4", "-o", out)
+    assert res.rc == 0, res
+    assert out.is_file() and not left.exists()
 
 
 def test_vector_out_path_is_a_directory(env: Env) -> None:
