@@ -7,6 +7,10 @@ flight; every record also says how many records its cell has, and on open the re
 incomplete cell (and a torn last line) are dropped (the file is rewritten through a temp file
 + rename). Rerunning a command skips cells already in the store.
 
+Every reader of ``results.jsonl`` goes through :func:`read_results`, which says what is wrong
+with a bad line in one line naming the file and the line number (see there for what is
+dropped and what is refused).
+
 Example:
     >>> import tempfile
     >>> store = ResultStore(tempfile.mkdtemp())
@@ -22,7 +26,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +85,123 @@ def make_record(metric: str, value: float, *, ci: tuple[float, float] | None = N
     return record
 
 
+FIX_HINT = "delete that line (its cell is measured again) or the run directory to start over"
+
+
+@dataclass
+class ResultsFile:
+    """What :func:`read_results` found in a ``results.jsonl``.
+
+    ``records`` holds the records of complete cells, in file order. Left out: ``torn_line``,
+    the number of a last line cut short (None if there was none); ``partial_cells``, cells
+    with fewer records than they announced; ``bad_lines``, one message per other unreadable
+    line (only when read with ``strict=False``; a strict read raises on the first).
+    """
+
+    path: Path
+    records: list[dict[str, Any]] = field(default_factory=list)
+    torn_line: int | None = None
+    partial_cells: list[str] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)
+    ends_with_newline: bool = True
+
+    @property
+    def clean(self) -> bool:
+        """Whether the file is exactly ``records``, one per line (nothing to repair)."""
+        return (self.torn_line is None and not self.partial_cells and not self.bad_lines
+                and self.ends_with_newline)
+
+
+def _line_problem(raw: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The record on one line, or None and what is wrong with it."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})"
+    try:
+        record = json.loads(text)
+    except RecursionError:
+        return None, "not a results record (JSON nested too deeply)"
+    except ValueError as exc:
+        msg = getattr(exc, "msg", str(exc))
+        col = getattr(exc, "colno", None)
+        return None, f"not JSON ({msg}{f' at column {col}' if col else ''})"
+    if not isinstance(record, dict):
+        return None, ("not a results record (expected a JSON object, got "
+                      f"{type(record).__name__})")
+    missing = [k for k in ("cell", "metric") if k not in record]
+    if missing:
+        return None, f"not a results record (no {' or '.join(repr(k) for k in missing)} field)"
+    return record, ""
+
+
+def read_results(path: str | os.PathLike[str], *, strict: bool = True) -> ResultsFile:
+    """Read a ``results.jsonl``: the records of complete cells, and what was left out.
+
+    The one reader of the file (the store on resume, the studies that read back their
+    records, the report). What it does with damage:
+
+    * **A last line cut short** (no final newline, and not a whole record: what a write
+      interrupted by a crash, a full disk or a kill leaves) is *dropped*, never refused: it
+      can only belong to the cell that was in flight, which a resumed run measures again.
+      ``torn_line`` says it happened (the store warns and rewrites the file without it).
+    * **A cell with fewer records than it announced** is dropped the same way.
+    * **Any other bad line** — not UTF-8, not JSON, not a record, anywhere else in the file
+      (including a whole last line that ends in a newline) — is not something a killed run
+      leaves: the file was edited or damaged, and guessing could mix results. With ``strict``
+      (the default) it raises one :class:`SteerlabError` naming the file, the line number,
+      what is wrong and what to do; with ``strict=False`` (read-only views such as the
+      report) it is left out and described in ``bad_lines``.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "results.jsonl"
+        >>> _ = p.write_bytes(b'{"cell": "a", "metric": "m"}\\n{"cell": "b", "met')
+        >>> got = read_results(p)
+        >>> len(got.records), got.torn_line
+        (1, 2)
+        >>> _ = p.write_bytes(b'\\xff\\n{"cell": "a", "metric": "m"}\\n')
+        >>> read_results(p)                                   # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: ...results.jsonl line 1: not UTF-8 (byte 0xff at column 1)...
+    """
+    target = Path(path)
+    out = ResultsFile(target)
+    try:
+        data = target.read_bytes()
+    except OSError as exc:
+        raise SteerlabError(f"{target}: cannot read results: {exc.strerror or exc}") from None
+    lines = data.split(b"\n")
+    out.ends_with_newline = not lines[-1]
+    parsed: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        record, why = _line_problem(raw)
+        if record is not None:
+            parsed.append(record)
+        elif number == len(lines):  # unterminated last line: the torn tail of a write
+            out.torn_line = number
+        elif strict:
+            raise SteerlabError(f"{target} line {number}: {why}; {FIX_HINT}")
+        else:
+            out.bad_lines.append(f"{target.name} line {number}: {why}")
+    counts: dict[str, int] = {}
+    for record in parsed:
+        counts[str(record["cell"])] = counts.get(str(record["cell"]), 0) + 1
+    partial: dict[str, None] = {}
+    for record in parsed:  # a cell is complete when all the records it announced are present
+        want = record.get("cell_records", 1)
+        want = want if isinstance(want, int) else 1
+        if counts[str(record["cell"])] >= want:
+            out.records.append(record)
+        else:
+            partial[str(record["cell"])] = None
+    out.partial_cells = list(partial)
+    return out
+
+
 class ResultStore:
     """``results.jsonl`` in ``run_dir`` (created if missing), with resume by cell id."""
 
@@ -101,31 +224,15 @@ class ResultStore:
     def _load(self) -> None:
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").split("\n")
-        parsed: list[dict[str, Any]] = []
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict) or "cell" not in record:
-                    raise ValueError("not a record")
-            except ValueError as exc:
-                if number == len(lines):  # the torn tail of a write cut short
-                    break
-                raise SteerlabError(f"{self.path}: line {number} is not a results record "
-                                    f"({exc})") from None
-            parsed.append(record)
-        counts: dict[str, int] = {}
-        for record in parsed:
-            counts[record["cell"]] = counts.get(record["cell"], 0) + 1
-        # a cell is complete when all the records it announced are present
-        complete = [r for r in parsed if counts[r["cell"]] >= int(r.get("cell_records", 1))]
-        if len(complete) != len(parsed) or lines[-1] != "":
-            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in complete),
+        found = read_results(self.path)
+        if found.torn_line is not None:
+            print(f"warning: {self.path} line {found.torn_line}: dropped a last line cut short "
+                  "(a write was interrupted); its cell is measured again", file=sys.stderr)
+        if not found.clean:
+            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in found.records),
                          what="results")
-        self._records = complete
-        self._cells = {r["cell"] for r in complete}
+        self._records = found.records
+        self._cells = {r["cell"] for r in found.records}
 
     def done(self, cell: str) -> bool:
         """Whether ``cell`` was finished by this or an earlier run."""

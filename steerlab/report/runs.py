@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
+from steerlab.eval.store import read_results as load_results
 
 RESULTS = "results.jsonl"
 SETTINGS = "run.json"
@@ -95,6 +96,10 @@ def field_of(record: dict[str, Any], key: str) -> Any:
 def read_results(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """The complete records of a ``results.jsonl`` and what was left out (read-only).
 
+    Through the one reader, :func:`steerlab.eval.store.read_results`, but not strict: a report
+    shows what it can, so a bad line (not UTF-8, not JSON, not a record; named with its line
+    number) is left out and listed among the problems instead of stopping the report.
+
     Example:
         >>> import tempfile
         >>> p = Path(tempfile.mkdtemp()) / "results.jsonl"
@@ -103,40 +108,18 @@ def read_results(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         >>> records, len(problems)
         ([], 2)
     """
-    problems: list[str] = []
     try:
-        lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
-    except OSError as exc:
-        return [], [f"{path}: cannot read ({exc.strerror or exc})"]
-    parsed: list[dict[str, Any]] = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if not isinstance(record, dict) or "metric" not in record:
-            where = "its torn last line" if number == len(lines) else f"line {number}"
-            problems.append(f"{path.name}: {where} is not a results record (left out)")
-            continue
-        parsed.append(record)
-    counts: dict[Any, int] = {}
-    for record in parsed:
-        counts[record.get("cell")] = counts.get(record.get("cell"), 0) + 1
-    complete = []
-    partial = set()
-    for record in parsed:
-        want = record.get("cell_records", 1)
-        want = want if isinstance(want, int) else 1
-        if counts[record.get("cell")] >= want:
-            complete.append(record)
-        else:
-            partial.add(record.get("cell"))
-    if partial:
-        problems.append(f"{path.name}: {len(partial)} unfinished cell(s) left out (the run was "
-                        "stopped mid-cell; rerunning it resumes)")
-    return complete, problems
+        found = load_results(path, strict=False)
+    except SteerlabError as exc:
+        return [], [str(exc)]
+    problems = [f"{line} (left out)" for line in found.bad_lines]
+    if found.torn_line is not None:
+        problems.append(f"{path.name}: its torn last line (line {found.torn_line}) is not a "
+                        "whole results record (left out)")
+    if found.partial_cells:
+        problems.append(f"{path.name}: {len(found.partial_cells)} unfinished cell(s) left out "
+                        "(the run was stopped mid-cell; rerunning it resumes)")
+    return found.records, problems
 
 
 def read_json(path: Path) -> tuple[Any, str | None]:

@@ -98,6 +98,19 @@ def _patched(env: Env, name: str, **fields: object) -> Path:
     return _vector_file(env, name, manifest={**_manifest_of(env.vector), **fields})
 
 
+def _tree(path: Path) -> dict[str, bytes] | None:
+    """Every file below ``path`` (hidden ones too) with its bytes; None if ``path`` is absent."""
+    if not path.exists():
+        return None
+    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"<dir>"
+            for p in sorted(path.rglob("*"))}
+
+
+def _sweep(env: Env, out: Path, *extra: str | Path) -> list[str | Path]:
+    return ["eval", "sweep", "--model", env.model, "--data", "builtin:optimism",
+            "--strengths=-0.5,0.5", *extra, "-o", out]
+
+
 # --- datasets: `extract --data FILE` -------------------------------------------------------
 
 DATASETS: dict[str, tuple[Callable[[Path], str], tuple[str, ...]]] = {
@@ -417,6 +430,49 @@ def test_generate_needs_prompts_and_a_layer_for_multi_layer_vectors(env: Env) ->
     res = env.cli.run("generate", "--model", env.model, "--vector", env.vector, "--strengths",
                       "0.5", "--max-new-tokens", "2", "hi")
     assert_error(res, "2 layers", "--layers", "eval sweep")
+
+
+# --- run directories: a damaged results.jsonl met on resume -------------------------------------
+
+_RECORD = json.dumps({"cell": "sweep/old", "command": "sweep", "metric": "score", "value": 0.5,
+                      "cell_records": 1}).encode()
+
+RESULTS: dict[str, tuple[bytes, tuple[str, ...]]] = {
+    "not_utf8": (_RECORD + b"\n\xff\xfe oops\n" + _RECORD + b"\n",
+                 ("line 2", "not UTF-8", "0xff")),
+    "not_json": (_RECORD + b"\n{oops\n" + _RECORD + b"\n", ("line 2", "not JSON")),
+    "not_an_object": (b"[1, 2]\n" + _RECORD + b"\n",
+                      ("line 1", "not a results record", "got list")),
+    "no_cell_field": (b'{"metric": "score"}\n', ("line 1", "no 'cell' field")),
+    # a whole last line (it ends in a newline) is no torn write: refused like any other
+    "bad_whole_last_line": (_RECORD + b"\n{oops\n", ("line 2", "not JSON")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(RESULTS))
+def test_damaged_results_file_is_one_line_naming_the_line(env: Env, case: str) -> None:
+    content, words = RESULTS[case]
+    out = env.path(f"results_{case}")
+    out.mkdir()
+    results = _write(out / "results.jsonl", content)
+    res = env.cli.run(*_sweep(env, out, "--layers", "1"))
+    assert_error(res, str(results), *words, "delete that line")
+    assert _tree(out) == {"results.jsonl": content}  # nothing repaired, nothing added
+
+
+def test_torn_last_line_of_results_is_dropped_with_a_warning(env: Env) -> None:
+    """A killed run's torn tail is not refused: resuming drops it (its cell is measured
+    again) and says so in one line."""
+    out = env.path("results_torn")
+    out.mkdir()
+    torn = b'{"cell": "sweep/torn", "metr\xc3'  # cut mid-line, even mid-character
+    results = _write(out / "results.jsonl", _RECORD + b"\n" + torn)
+    res = env.cli.run(*_sweep(env, out, "--layers", "1", "--limit", "2", "--train-limit", "4"))
+    assert res.rc == 0, res
+    warnings = [line for line in res.err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and f"{results} line 2" in warnings[0], res
+    assert "Traceback" not in res.err, res
+    assert torn not in results.read_bytes() and results.read_bytes().startswith(_RECORD + b"\n")
 
 
 # --- library: SteeringVector values a user builds ---------------------------------------------

@@ -55,7 +55,7 @@ def test_torn_tail_and_incomplete_cell_are_dropped(tmp_path: Path) -> None:
 
 def test_corrupt_middle_line_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "results.jsonl").write_text('not json\n{"cell": "a", "metric": "x"}\n')
-    with pytest.raises(SteerlabError, match="line 1 is not a results record"):
+    with pytest.raises(SteerlabError, match=r"results\.jsonl line 1: not JSON"):
         ResultStore(tmp_path)
 
 

@@ -39,6 +39,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
+from steerlab.eval.store import read_results
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import write_json
 
@@ -373,9 +374,8 @@ def _vector(state: AuditState) -> Path:
 
 
 def _count(run_dir: Path, metric: str) -> int:
-    path = run_dir / "results.jsonl"
-    return sum(1 for line in path.read_text(encoding="utf-8").splitlines()
-               if line.strip() and json.loads(line).get("metric") == metric)
+    return sum(1 for record in read_results(run_dir / "results.jsonl").records
+               if record.get("metric") == metric)
 
 
 def _with(verdict: rules.Verdict, warnings: Sequence[str]) -> rules.Verdict:

@@ -40,6 +40,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
+from steerlab.eval.store import read_results
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import atomic_write, write_json
 from steerlab.util.machine import describe
@@ -234,10 +235,8 @@ def _caa(cfg: ReproduceConfig, audit_cfg: AuditConfig, result: ModelResult) -> r
 
 def _last(run_dir: Path, metric: str, **match: Any) -> tuple[float, float, float] | None:
     """The last record of ``metric`` matching ``match`` as (value, low, high)."""
-    path = run_dir / "results.jsonl"
     found = None
-    for line in path.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line) if line.strip() else {}
+    for record in read_results(run_dir / "results.jsonl").records:
         if record.get("metric") == metric and all(record.get(k) == v for k, v in match.items()):
             found = record
     if found is None or found.get("ci_low") is None:
