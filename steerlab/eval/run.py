@@ -10,6 +10,12 @@ Every study (``eval sweep``, ``samples``, ``ood``, ...) runs through an :class:`
 * **Cells.** Results go to the :class:`~steerlab.eval.store.ResultStore` cell by cell (one
   atomic append each), so a killed run loses at most the cell in flight; ``todo`` says how
   many cells are already done and shows one progress bar over the rest.
+* **Nothing on disk before the inputs pass.** Creating an :class:`EvalRun` checks that
+  ``--out`` could be written (and removes what the check made) but writes nothing: the
+  directory and ``run.json`` appear when the study first puts something there — its first
+  cell, a :meth:`EvalRun.path` to write into, or :meth:`EvalRun.finish`. A study that stops
+  on a bad input before that (a bad vector file, ``--layers`` the vector lacks, a model that
+  will not load) leaves no run directory behind, or an existing one as it was.
 * **Choosing.** :func:`choose_best` picks the best layer on the validation split only when its
   effect is distinguishable from zero (the interval excludes 0); otherwise it says so.
 * **Output.** Tables (:mod:`steerlab.eval.tables`) and plots (:mod:`steerlab.eval.plots`),
@@ -38,7 +44,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval.store import ResultStore
 from steerlab.eval.tables import console, done_line
-from steerlab.util.io import atomic_write, sha256_file
+from steerlab.util.io import atomic_write, probe_dir, sha256_file
 
 SETTINGS_FILE = "run.json"
 
@@ -56,7 +62,12 @@ def _jsonable(value: Any) -> Any:
 
 
 class EvalRun:
-    """A run directory for one command, with its settings checked against earlier runs."""
+    """A run directory for one command, with its settings checked against earlier runs.
+
+    Nothing is written until the study first stores a cell, asks for a :meth:`path` or
+    calls :meth:`finish` (then the directory and ``run.json`` are made): a study that fails
+    on its inputs before that leaves ``out`` as it found it.
+    """
 
     def __init__(self, out: str | os.PathLike[str], command: str, settings: Mapping[str, Any],
                  *, progress: bool = True):
@@ -64,27 +75,20 @@ class EvalRun:
         self.command = command
         self.settings: dict[str, Any] = {}
         self.progress = progress
+        self.started = False
         if self.out.exists() and not self.out.is_dir():
             raise SteerlabError(f"--out {self.out}: is a file; the run directory must be a "
                                 "directory")
-        self.store = ResultStore(self.out)
+        probe_dir(self.out, what="run directory")  # fails now, and leaves nothing behind
+        self.store = ResultStore(self.out, before_first_write=self.start)
         self.update(settings)
 
     # ---- settings ---------------------------------------------------------------------------
     def update(self, settings: Mapping[str, Any]) -> None:
         """Add settings (e.g. hashes known only after loading) and check them against the
-        run directory's earlier settings for this command."""
+        run directory's earlier settings for this command (saved once the run has started)."""
         self.settings.update({k: _jsonable(v) for k, v in settings.items()})
-        path = self.out / SETTINGS_FILE
-        saved: dict[str, Any] = {}
-        if path.exists():
-            try:
-                saved = json.loads(path.read_text(encoding="utf-8"))
-            except (ValueError, OSError) as exc:
-                raise SteerlabError(f"{path}: not a readable settings file ({exc}); remove it "
-                                    "or use another --out") from None
-            if not isinstance(saved, dict):
-                raise SteerlabError(f"{path}: expected a JSON object of settings per command")
+        saved = self._saved()
         before = saved.get(self.command, {})
         if self.store.records(command=self.command) or before:
             differ = [k for k in self.settings if k in before and before[k] != self.settings[k]]
@@ -94,8 +98,31 @@ class EvalRun:
                 raise SteerlabError(
                     f"{self.out}: holds {self.command} results made with other settings "
                     f"({shown}); use another --out, or the same settings to resume")
-        saved[self.command] = {**before, **self.settings}
-        atomic_write(path, json.dumps(saved, indent=2, sort_keys=True))
+        if self.started:
+            self._save(saved)
+
+    def start(self) -> None:
+        """Make the run directory and write ``run.json`` (once; the first write calls it)."""
+        if not self.started:
+            self.started = True
+            self._save(self._saved())
+
+    def _saved(self) -> dict[str, Any]:
+        path = self.out / SETTINGS_FILE
+        if not path.exists():
+            return {}
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, OSError) as exc:
+            raise SteerlabError(f"{path}: not a readable settings file ({exc}); remove it "
+                                "or use another --out") from None
+        if not isinstance(saved, dict):
+            raise SteerlabError(f"{path}: expected a JSON object of settings per command")
+        return saved
+
+    def _save(self, saved: dict[str, Any]) -> None:
+        saved[self.command] = {**saved.get(self.command, {}), **self.settings}
+        atomic_write(self.out / SETTINGS_FILE, json.dumps(saved, indent=2, sort_keys=True))
 
     # ---- cells ----------------------------------------------------------------------------
     def todo(self, cells: Sequence[str]) -> list[str]:
@@ -116,11 +143,13 @@ class EvalRun:
         return self.store.records(command=self.command, **match)
 
     def path(self, name: str) -> Path:
-        """A file inside the run directory."""
+        """A file inside the run directory (which this starts: see :meth:`start`)."""
+        self.start()
         return self.out / name
 
     def finish(self, plots: Sequence[Path]) -> None:
         """Say where the results and plots went."""
+        self.start()
         done_line(self.out, plots)
 
 

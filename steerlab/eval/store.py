@@ -27,7 +27,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,19 +203,20 @@ def read_results(path: str | os.PathLike[str], *, strict: bool = True) -> Result
 
 
 class ResultStore:
-    """``results.jsonl`` in ``run_dir`` (created if missing), with resume by cell id."""
+    """``results.jsonl`` in ``run_dir``, with resume by cell id.
 
-    def __init__(self, run_dir: str | os.PathLike[str]):
+    Opening reads what is there (and repairs a torn tail); the directory is created by the
+    first :meth:`add`, which first calls ``before_first_write`` (the run writes its settings).
+    """
+
+    def __init__(self, run_dir: str | os.PathLike[str], *,
+                 before_first_write: Callable[[], None] | None = None):
         self.run_dir = Path(run_dir)
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SteerlabError(f"cannot create run directory {self.run_dir}: "
-                                f"{exc.strerror or exc}") from None
-        if not self.run_dir.is_dir():
-            raise SteerlabError(f"run directory {self.run_dir} is not a directory")
-        if not os.access(self.run_dir, os.W_OK):
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise SteerlabError(f"cannot create run directory {self.run_dir}: it is a file")
+        if self.run_dir.is_dir() and not os.access(self.run_dir, os.W_OK):
             raise SteerlabError(f"run directory {self.run_dir} is not writable")
+        self._before_first_write = before_first_write
         self.path = self.run_dir / "results.jsonl"
         self._records: list[dict[str, Any]] = []
         self._cells: set[str] = set()
@@ -249,7 +250,11 @@ class ResultStore:
             record["cell_records"] = len(records)
             lines.append(json.dumps(record, allow_nan=False) + "\n")
         payload = "".join(lines).encode("utf-8")
+        if self._before_first_write is not None:
+            self._before_first_write()
+            self._before_first_write = None
         try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as exc:
             raise SteerlabError(f"{self.path}: cannot write results: "

@@ -91,7 +91,8 @@ def clean_stale(target: Path) -> list[Path]:
 def check_writable(target: str | os.PathLike[str], *, what: str = "file") -> Path:
     """Fail now (one line) if ``target`` could not be written later: a directory where a file
     is wanted, a parent that is a file, a directory that cannot be created or written. The
-    parent directory is created (it would be at the write) and probed with a temp file.
+    parent directory is probed with a temp file (see :func:`probe_dir`: nothing stays behind;
+    the write creates the directory).
 
     Example:
         >>> check_writable("/etc/passwd/x.json")  # doctest: +ELLIPSIS
@@ -107,12 +108,23 @@ def check_writable(target: str | os.PathLike[str], *, what: str = "file") -> Pat
 
 
 def probe_dir(directory: Path, *, what: str = "file", target: Path | None = None) -> Path:
-    """Create ``directory`` if needed and check a file can be written in it (one-line error)."""
+    """Check a file could be written in ``directory`` (one-line error if not), leaving no
+    trace: directories the check had to create are removed again (the write itself makes
+    them), so a command that fails after the check leaves nothing behind.
+
+    Example:
+        >>> import tempfile
+        >>> base = Path(tempfile.mkdtemp())
+        >>> _ = probe_dir(base / "a" / "b")
+        >>> list(base.iterdir())
+        []
+    """
     shown = target or directory
     blocker = next((p for p in [directory, *directory.parents] if p.exists() and not p.is_dir()),
                    None)
     if blocker is not None:
         raise SteerlabError(f"{shown}: cannot write a {what} there: {blocker} is a file")
+    made = [p for p in [directory, *directory.parents] if not p.exists()]  # deepest first
     try:
         directory.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".steerlab-probe-", dir=directory)
@@ -121,6 +133,12 @@ def probe_dir(directory: Path, *, what: str = "file", target: Path | None = None
     except OSError as exc:
         raise SteerlabError(f"{shown}: cannot write a {what} in {directory}: "
                             f"{exc.strerror or exc}") from None
+    finally:
+        for made_dir in made:
+            try:
+                made_dir.rmdir()
+            except OSError:
+                break  # something else wrote there meanwhile: it, and its parents, stay
     return directory
 
 

@@ -235,6 +235,30 @@ def test_nan_residual_norm_with_strength(env: Env) -> None:
     assert_error(res, str(path), "resid_norms", "layer 1")
 
 
+SWEEP_VECTORS: dict[str, tuple[Callable[[Env], Path], str, tuple[str, ...]]] = {
+    "bad_manifest": (lambda e: _patched(e, "sweepnl.safetensors", n_layers="four"), "1",
+                     ("n_layers", "expected an integer")),
+    "layer_the_vector_lacks": (lambda e: e.vector, "3",
+                               ("no direction for layer(s) [3]", "it has [1, 2]")),
+}
+
+
+@pytest.mark.parametrize("before", ["absent", "existing"])
+@pytest.mark.parametrize("case", sorted(SWEEP_VECTORS))
+def test_sweep_stopped_by_its_vector_leaves_no_run_directory(env: Env, case: str,
+                                                            before: str) -> None:
+    make, layers, words = SWEEP_VECTORS[case]
+    path = make(env)
+    out = env.path(f"sweep_{case}_{before}")
+    if before == "existing":  # an earlier run's directory: left exactly as it was
+        out.mkdir()
+        _write(out / "notes.txt", "mine")
+    was = _tree(out)
+    res = env.cli.run(*_sweep(env, out, "--vector", path, "--layers", layers))
+    assert_error(res, str(path), *words)
+    assert _tree(out) == was, f"{out} changed: {_tree(out)}"
+
+
 # --- models ----------------------------------------------------------------------------------
 
 
