@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -166,6 +167,64 @@ def _guarded(path: Path, load: Any, what: str = "model") -> Any:
         raise SteerlabError(f"{path}: cannot load the {what}: {first}") from None
 
 
+def _offline() -> bool:
+    """Whether the user switched the Hub off (``HF_HUB_OFFLINE``, read now, not at import)."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or flag in {"1", "ON", "YES", "TRUE"}
+
+
+def hub_cache_only(name: str) -> bool:
+    """Whether Hugging Face id ``name`` must load from the local cache only (True), or may
+    use the Hub (False); one :class:`SteerlabError` line when it can come from neither.
+
+    Called for a name that is not a built-in alias nor a path. Left to itself the hub client
+    retries an unreachable Hub five times, printing two lines each, before failing; instead:
+
+    * in the local Hugging Face cache (its ``config.json``): load from the Hub when it answers
+      (so updates arrive as before), else from the cache alone, silently;
+    * not cached, and ``HF_HUB_OFFLINE`` set or the Hub unreachable (one quick request, no
+      retries) or the Hub says no such repository: one line naming the name, what it is not,
+      and the built-in aliases.
+
+    Example:
+        >>> hub_cache_only("no-such-model-xyz")               # doctest: +SKIP
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: model 'no-such-model-xyz': not a built-in alias (...
+    """
+    from huggingface_hub import model_info, try_to_load_from_cache
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    known = f"built-in aliases: {', '.join(ALIASES)}"
+    what = f"model {name!r}: not a built-in alias ({known}), not a local path"
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError as exc:  # HFValidationError: not a valid repo id at all
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SteerlabError(f"{what}, nor a valid Hugging Face id ({first})") from None
+    if _offline():
+        if cached:
+            return True
+        raise SteerlabError(f"{what}, and not in the local Hugging Face cache (HF_HUB_OFFLINE "
+                            "is set, so the Hub was not asked)")
+    try:
+        model_info(name, timeout=10)
+    except RepositoryNotFoundError:
+        if cached:
+            return True
+        raise SteerlabError(f"{what}, and no such model on the Hugging Face Hub (a private or "
+                            "gated one needs `hf auth login`)") from None
+    except Exception as exc:  # any failure to ask: no network, a proxy, a timeout, ...
+        if cached:
+            return True
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+        raise SteerlabError(f"{what}, not in the local Hugging Face cache, and the Hub cannot "
+                            f"be reached ({first})") from None
+    return False
+
+
 def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
                pull_missing: bool = True,
                device_map: str | dict[str, Any] | None = None) -> LoadedModel:
@@ -240,11 +299,12 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
     if path.is_absolute() or name.startswith((".", "~")) or path.exists():
         raise SteerlabError(f"{path}: model directory not found"
                             if not path.exists() else f"{path}: not a model directory or .gguf")
+    local = hub_cache_only(name)
     try:
         model = _complete(Path(name), placed(
             AutoModelForCausalLM.from_pretrained, name, dtype=dtype, use_safetensors=True,
-            output_loading_info=True, **placement))
-        tok = AutoTokenizer.from_pretrained(name)
+            output_loading_info=True, local_files_only=local, **placement))
+        tok = AutoTokenizer.from_pretrained(name, local_files_only=local)
     except (OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         hint = ("" if "/" in name else

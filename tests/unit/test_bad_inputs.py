@@ -311,6 +311,35 @@ def test_bad_model(env: Env, case: str) -> None:
     assert_error(res, *words, output=out)
 
 
+def _hub_env(env: Env) -> dict[str, str]:
+    """The Hub switched on but unreachable (nothing listens on port 9), an empty HF cache."""
+    return {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9",
+            "HF_HOME": str(env.path("hf_home"))}
+
+
+def test_unknown_model_with_the_hub_unreachable_is_one_line(env: Env) -> None:
+    out = env.path("model_hub_down.safetensors")
+    res = env.cli.run("extract", "--model", "no-such-model-xyz", "--data", "builtin:optimism",
+                      "-o", out, env=_hub_env(env), real=True)  # real: HF reads env at import
+    assert_error(res, "no-such-model-xyz", "not a built-in alias", "smollm2-135m",
+                 "not in the local Hugging Face cache", "cannot be reached", output=out)
+
+
+def test_cached_hub_model_loads_with_the_hub_unreachable(env: Env) -> None:
+    repo = env.path("hf_home") / "hub" / "models--steerlab-test--tiny"
+    commit = "0" * 40
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for item in env.model.iterdir():
+        (snapshot / item.name).write_bytes(item.read_bytes())
+    (repo / "refs").mkdir()
+    _write(repo / "refs" / "main", commit)
+    res = env.cli.run("generate", "--model", "steerlab-test/tiny", "--max-new-tokens", "2",
+                      "hi", env=_hub_env(env), real=True)
+    assert res.rc == 0, res
+    assert "Retry" not in res.err and "error" not in res.err, res
+
+
 # --- option values ---------------------------------------------------------------------------
 
 OPTIONS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
