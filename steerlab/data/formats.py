@@ -91,8 +91,29 @@ def parse_pair_record(record: Any, source: str, index: int) -> ContrastPair:
         record = {"positive": record[0], "negative": record[1]}
     pair = ContrastPair(positive=_field(record, ("positive",), source, index, allow_blank=True),
                         negative=_field(record, ("negative",), source, index, allow_blank=True))
+    return check_pair(pair, f"{source}: item {index}")
+
+
+def check_pair(pair: ContrastPair, where: str) -> ContrastPair:
+    """``pair`` itself when its texts are non-empty strings that differ; else one line naming
+    ``where`` (an identical pair gives an all-zero vector, an empty text nothing to read).
+
+    Every path to a contrast pair checks it here: files, :func:`~steerlab.data.loaders.
+    load_pairs`, ``extract(...)`` and ``steerlab pair``.
+
+    Example:
+        >>> check_pair(ContrastPair("Love", "Love"), "pair")
+        Traceback (most recent call last):
+        ...
+        steerlab.errors.SteerlabError: pair: positive and negative texts are both 'Love'
+    """
+    for name in ("positive", "negative"):
+        text = getattr(pair, name)
+        if not isinstance(text, str) or not text:
+            raise SteerlabError(f"{where}: the {name} text is empty; a contrast pair needs two "
+                                f"non-empty texts, got {text!r}")
     if pair.positive == pair.negative:
-        raise SteerlabError(f"{source}: item {index}: positive and negative texts are both "
+        raise SteerlabError(f"{where}: positive and negative texts are both "
                             f"{pair.positive[:40]!r}")
     return pair
 

@@ -26,6 +26,7 @@ from typing import Any
 from steerlab.data.formats import (
     ABItem,
     ContrastPair,
+    check_pair,
     is_pair_record,
     parse_ab_record,
     parse_pair_record,
@@ -334,6 +335,7 @@ def load_pairs(pairs: Sequence[tuple[str, str]], name: str = "pairs") -> Dataset
         >>> load_pairs([("Love", "Hate")]).kind
         'pairs'
     """
-    items = tuple(ContrastPair(p, n) for p, n in pairs)
+    items = tuple(check_pair(ContrastPair(p, n), f"{name}: pair {i}")
+                  for i, (p, n) in enumerate(pairs))
     digest = hashlib.sha256(json.dumps(pairs).encode()).hexdigest()
     return Dataset(name, items, digest, "all")
