@@ -114,6 +114,58 @@ def instruction_length(tokenizer: Any, prompt: Prompt, system: str | None = None
     return len(encode(tokenizer, chat_prompt(tokenizer, prompt, system=system)))
 
 
+#: The GPT-2 family's document separator, which SmolLM2 and Qwen also pretrain with; GPT-2 (the
+#: model of the ActAdd paper) uses it as its BOS token too.
+ENDOFTEXT = "<|endoftext|>"
+
+
+def document_start(tokenizer: Any) -> dict[str, Any] | None:
+    """The token a document starts with under ``tokenizer``: ``{"id", "token", "prefixed"}``.
+
+    This is the one place that decides it (ActAdd puts its vector's row 0 on this token, as
+    the paper puts BOS on BOS). A tokenizer that adds a start token itself (Llama's ``<s>``,
+    Gemma's ``<bos>``) gives that token with ``prefixed: False``: plain encoding already puts
+    it first. Otherwise steerlab must prefix one (``prefixed: True``): the BOS token, unless
+    it is a chat-turn marker the chat template writes (SmolLM2-Instruct's BOS is
+    ``<|im_start|>``); else ``<|endoftext|>``; else the EOS token (again unless a turn marker).
+    ``None`` when the tokenizer has none of these.
+
+    Example:
+        >>> from steerlab.testing.tiny import tiny_tokenizer
+        >>> document_start(tiny_tokenizer())
+        {'id': 0, 'token': '<|endoftext|>', 'prefixed': True}
+    """
+    plain = list(tokenizer("a", add_special_tokens=False)["input_ids"])
+    special = list(tokenizer("a")["input_ids"])
+    if len(special) > len(plain) and special[:len(plain)] != plain:
+        first = int(special[0])
+        return {"id": first, "token": str(tokenizer.convert_ids_to_tokens(first)),
+                "prefixed": False}
+    template = str(getattr(tokenizer, "chat_template", None) or "")
+    vocab = tokenizer.get_vocab()
+    for text in (getattr(tokenizer, "bos_token", None), ENDOFTEXT,
+                 getattr(tokenizer, "eos_token", None)):
+        if isinstance(text, str) and text in vocab and text not in template:
+            return {"id": int(vocab[text]), "token": text, "prefixed": True}
+    return None
+
+
+def with_document_start(ids: Sequence[int], start: Mapping[str, Any] | None) -> list[int]:
+    """``ids`` with the document-start token ``start`` (see :func:`document_start`) in front
+    when steerlab prefixes it and it is not there yet.
+
+    Example:
+        >>> with_document_start([5, 6], {"id": 0, "token": "<|endoftext|>", "prefixed": True})
+        [0, 5, 6]
+        >>> with_document_start([0, 5, 6], {"id": 0, "token": "<|endoftext|>", "prefixed": True})
+        [0, 5, 6]
+    """
+    out = [int(i) for i in ids]
+    if start and start.get("prefixed") and (not out or out[0] != int(start["id"])):
+        return [int(start["id"]), *out]
+    return out
+
+
 def encode_plain(tokenizer: Any, text: str) -> list[int]:
     """Plain (non-chat) token ids with the tokenizer's own special tokens (BOS if it adds one)."""
     return list(tokenizer(text)["input_ids"])

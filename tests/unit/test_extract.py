@@ -271,26 +271,113 @@ def test_probe_direction_separates(lm: LoadedModel, pair_items: list[ContrastPai
     assert w[0] > 0.9 and stats["train_accuracy"] > 0.95
 
 
-def test_actadd_love_hate(lm: LoadedModel) -> None:
-    tok = lm.tokenizer
-    love, hate = tok("Love")["input_ids"], tok("Hate")["input_ids"]
-    assert len(love) != len(hate)  # so padding is exercised
-    vec = extract(lm, ("Love", "Hate"), method="actadd", layers=[0, 2], progress=False)
-    width = max(len(love), len(hate))
-    space = tok(" ", add_special_tokens=False)["input_ids"]
-    assert len(space) == 1
-    assert vec.site == "block_input"
-    assert vec.manifest["read_position"] == "all_positions"
+def _tokens(lm: LoadedModel, text: str) -> list[int]:
+    return list(lm.tokenizer(text)["input_ids"])
+
+
+def test_actadd_rows_start_on_the_document_start_token(lm: LoadedModel) -> None:
+    """The tiny tokenizer adds no BOS (like SmolLM2 and Qwen): both prompts get its
+    <|endoftext|> in front, so row 0 is that token's difference (zero: the same token with
+    nothing before it) and row 1 lands on the first word — the paper's BOS on BOS."""
+    start = lm.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    hate, soft = _tokens(lm, "Hate"), _tokens(lm, "hate")
+    assert len(hate) == len(soft) == 3 and start not in hate  # aligned; no BOS added
+    vec = extract(lm, ("Hate", "hate"), method="actadd", layers=[0, 2], progress=False)
+    assert vec.site == "block_input" and vec.manifest["read_position"] == "all_positions"
+    assert vec.manifest["document_start"] == {"id": start, "token": "<|endoftext|>",
+                                              "prefixed": True}
+    assert vec.manifest["pad"] is None
+    assert vec.manifest["pair_tokens"] == [["<|endoftext|>", "H", "at", "e"],
+                                           ["<|endoftext|>", "h", "at", "e"]]
     for k in (0, 2):
-        assert vec.directions[k].shape == (width, 64)
-    padded = [love + space * (width - len(love)), hate + space * (width - len(hate))]
-    for k in (0, 2):
-        pos, neg = (_hidden_states(lm.model, s)[k][0] for s in padded)  # input of block k
+        assert vec.directions[k].shape == (4, 64)
+        assert torch.equal(vec.directions[k][0], torch.zeros(64))  # row 0: start − start
+        pos, neg = (_hidden_states(lm.model, [start, *s])[k][0] for s in (hate, soft))
         assert torch.allclose(vec.directions[k], pos - neg, atol=ATOL)
-    out = extract(lm, ("Love", "Hate"), method="actadd", layers=[1], site="block_output",
-                  progress=False)
-    assert out.site == "block_output" and out.directions[1].shape == (width, 64)
+        assert vec.directions[k][1].norm() > 0  # row 1: the first word's difference
     assert vec.manifest["dataset"]["n_pairs"] == 1
+    assert vec.manifest["resid_norms"] is not None  # the words count, the start token not
+    out = extract(lm, ("Hate", "hate"), method="actadd", layers=[1], site="block_output",
+                  progress=False)
+    assert out.site == "block_output" and out.directions[1].shape == (4, 64)
+
+
+def test_actadd_keeps_a_start_token_the_tokenizer_adds(lm: LoadedModel) -> None:
+    """A tokenizer that adds its BOS itself (Llama, Gemma) gets no second one."""
+    from tokenizers.processors import TemplateProcessing
+
+    tok = copy.deepcopy(lm.tokenizer)
+    tok._tokenizer.post_processor = TemplateProcessing(single="<|endoftext|> $A",
+                                                       special_tokens=[("<|endoftext|>", 0)])
+    assert tok("Hate")["input_ids"][0] == 0
+    vec = extract(lm.model, ("Hate", "hate"), method="actadd", layers=[1], tokenizer=tok,
+                  progress=False)
+    assert vec.manifest["document_start"] == {"id": 0, "token": "<|endoftext|>",
+                                              "prefixed": False}
+    assert vec.directions[1].shape == (4, 64)  # one start token, not two
+    assert vec.manifest["pair_tokens"][0] == ["<|endoftext|>", "H", "at", "e"]
+
+
+def test_actadd_refuses_pairs_that_do_not_line_up(lm: LoadedModel) -> None:
+    love, hate = _tokens(lm, "Love"), _tokens(lm, "Hate")
+    assert len(love) == 4 and len(hate) == 3  # "Hate" splits differently from "Love"
+    with pytest.raises(SteerlabError) as exc:
+        extract(lm, ("Love", "Hate"), method="actadd", layers=[1], progress=False)
+    message = str(exc.value)
+    assert "\n" not in message
+    assert "['L', 'o', 'v', 'e'] vs ['H', 'at', 'e']" in message  # both tokenizations
+    assert "leading space" in message and "pad='space'" in message and "--pad space" in message
+    # padding only where asked: the shorter is right-padded with space tokens (the paper's)
+    vec = extract(lm, ("Love", "Hate"), method="actadd", layers=[0, 2], pad="space",
+                  progress=False)
+    space = lm.tokenizer(" ", add_special_tokens=False)["input_ids"]
+    assert len(space) == 1 and vec.manifest["pad"] == "space"
+    padded = [[0, *love], [0, *hate, *space]]
+    assert vec.manifest["pair_tokens"][1] == ["<|endoftext|>", "H", "at", "e", " "]
+    for k in (0, 2):
+        pos, neg = (_hidden_states(lm.model, s)[k][0] for s in padded)
+        assert torch.allclose(vec.directions[k], pos - neg, atol=ATOL)
+    with pytest.raises(SteerlabError, match="pad must be one of space"):
+        extract(lm, ("Love", "Hate"), method="actadd", pad="zeros", progress=False)
+    with pytest.raises(SteerlabError, match="pad= applies to ActAdd"):
+        extract(lm, [ContrastPair("a b", "c d")], pad="space", progress=False)
+
+
+def test_actadd_refusal_suggests_a_spelling_that_lines_up() -> None:
+    """When a leading space (then lower case) makes the pair line up, the message says so."""
+    from steerlab.extraction import actadd_pair
+
+    class Words:  # one token per word, but "Hate" (no leading space) splits in two
+        chat_template = None
+
+        def __call__(self, text: str, add_special_tokens: bool = True) -> dict[str, list[int]]:
+            ids = [2 if w == "Hate" else 3 for w in text.split(" ") if w]
+            return {"input_ids": ([1] if text.startswith(" ") else []) + ids +
+                    ([4] if text == "Hate" else [])}
+
+        def decode(self, ids: list[int]) -> str:
+            return str(ids[0])
+
+        def get_vocab(self) -> dict[str, int]:
+            return {}
+
+    with pytest.raises(SteerlabError, match=r"e\.g\. ' Love'/' Hate' line up"):
+        actadd_pair(Words(), ContrastPair("Love", "Hate"))
+
+
+def test_identical_or_empty_pairs_are_refused(lm: LoadedModel) -> None:
+    for data, method in ((("Love", "Love"), "actadd"), ([ContrastPair("a b", "a b")], "mean_diff"),
+                         ([("good", "bad"), ("same", "same")], "mean_diff")):
+        with pytest.raises(SteerlabError) as exc:
+            extract(lm, data, method=method, layers=[1], progress=False)  # type: ignore[arg-type]
+        assert "positive and negative texts are both" in str(exc.value)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(SteerlabError, match="the positive text is empty"):
+        extract(lm, ("", "hate"), method="actadd", layers=[1], progress=False)
+    with pytest.raises(SteerlabError, match="pair 0: positive and negative texts are both 'x'"):
+        load_pairs([("x", "x")])
+    with pytest.raises(SteerlabError, match="negative text is empty"):
+        load_pairs([("x", "")])
 
 
 def test_manifest_contents(lm: LoadedModel) -> None:
