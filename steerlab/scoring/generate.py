@@ -10,7 +10,11 @@ callers may stop rows early (:meth:`Decoder.cancel`) — the server streams toke
 :meth:`Decoder.step` this way. :func:`generate_ids` and :func:`generate` wrap it for lists of
 prompts. Positions of the steering are those of :mod:`steerlab.steering`: each row's prompt
 length is fixed, so ``prompt`` / ``generation`` / ``after_instruction`` are exact under the
-cache, whatever the padding.
+cache, whatever the padding. A row steered at ``front`` by an ActAdd vector that was extracted
+with a document-start token in front (``<|endoftext|>`` on SmolLM2 and Qwen, which add no BOS)
+gets that token in front of its prompt, so the vector's row 0 lands on it as at extraction
+(:func:`~steerlab.steering.spec.document_start_for`); :func:`generate` gives every prompt of
+the call the token then, so unsteered rows compare like for like.
 
 Example:
     >>> from steerlab.model.load import as_loaded
@@ -25,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -33,9 +37,9 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import cache_kwarg, returned_cache
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.model.prompts import Prompt, prompt_ids
+from steerlab.model.prompts import Prompt, prompt_ids, with_document_start
 from steerlab.steering.hooks import SteeringHandle, attach
-from steerlab.steering.spec import Steering, SteeringSpec
+from steerlab.steering.spec import Steering, SteeringSpec, as_specs, document_start_for
 from steerlab.util.progress import bar
 from steerlab.util.seq import left_pad
 
@@ -130,7 +134,8 @@ class Decoder:
         self.lm = as_loaded(model)
         if not rows:
             raise SteerlabError("no rows to generate")
-        self.rows = list(rows)
+        shared = as_specs(steering)
+        self.rows = [_with_start(r, document_start_for([*shared, *r.steering])) for r in rows]
         self.steering = steering
         self.outputs: list[list[int]] = [[] for _ in self.rows]
         self.done = [False] * len(self.rows)
@@ -275,6 +280,15 @@ class Decoder:
             self._detach()
 
 
+def _with_start(row: GenerationRow, start: dict[str, Any] | None) -> GenerationRow:
+    """``row`` with the document-start token ``start`` in front of its prompt where needed."""
+    prompt = with_document_start(row.prompt, start)
+    if len(prompt) == len(row.prompt):
+        return row
+    instr = None if row.instruction_length is None else row.instruction_length + 1
+    return replace(row, prompt=prompt, instruction_length=instr)
+
+
 def _generator(sampling: Sampling) -> torch.Generator | None:
     if sampling.greedy:
         return None
@@ -368,7 +382,10 @@ def generate(model: LoadedModel | Any, prompts: Prompt | Sequence[Prompt],
 
     A prompt is a string, or (with ``chat``) a list of chat messages
     ``[{"role": "user", "content": ...}, ...]`` — a whole conversation whose reply is wanted.
-    ``row_steering[i]`` adds specs for prompt i only (batched with the others).
+    ``row_steering[i]`` adds specs for prompt i only (batched with the others). When any of
+    them applies an ActAdd vector at ``front`` that was extracted with a document-start token
+    in front, every prompt gets that token (:func:`~steerlab.steering.spec.document_start_for`),
+    the unsteered ones too, so they differ from the steered ones by the steering alone.
 
     Example:
         >>> generate(lm, ["Tell me about Mondays."],                         # doctest: +SKIP
@@ -380,6 +397,12 @@ def generate(model: LoadedModel | Any, prompts: Prompt | Sequence[Prompt],
     items: list[Prompt] = ([prompts] if _single_prompt(prompts)  # type: ignore[list-item]
                            else list(prompts))  # type: ignore[arg-type]
     encoded = [prompt_ids(lm.tokenizer, p, chat, system) for p in items]
+    start = document_start_for([*as_specs(steering),
+                                *(spec for row in row_steering or [] for spec in row)])
+    if start is not None:  # every row, so unsteered rows differ by the steering alone
+        prefixed = [with_document_start(ids, start) for ids, _ in encoded]
+        encoded = [(ids, n + len(ids) - len(old))
+                   for ids, (old, n) in zip(prefixed, encoded, strict=True)]
     sampling = (Sampling(temperature, top_p, top_k, seed) if do_sample else GREEDY)
     ids = generate_ids(lm, [e for e, _ in encoded], steering, row_steering=row_steering,
                        instruction_lengths=[n for _, n in encoded],

@@ -5,6 +5,11 @@ instruction lengths), ``front`` (row i of a position-resolved ActAdd vector is a
 position i; a plain ``[d]`` vector goes to the first real position only), ``last_prompt:k``,
 ``window:a:b`` (real positions a..b-1; ``window:a:`` is open).
 
+An ActAdd vector's row 0 belongs on the document-start token it was extracted with (its
+manifest's ``document_start``); :func:`document_start_for` says which token prompts steered at
+``front`` must begin with, and the generation loop prefixes it. Hooks alone
+(``steerlab.steer`` around your own forward) leave the input ids as you give them.
+
 Operators: ``add`` (h + c·v), ``ablate`` (h − c·(h·v̂)v̂, c defaults to 1), ``clamp``
 (h − (h·v̂)v̂ + c·v̂). ``preserve_norm`` rescales steered positions to their pre-steer norm.
 
@@ -286,6 +291,37 @@ def as_specs(spec: Steering, **kwargs: Any) -> list[SteeringSpec]:
     for item in specs:
         check_spec(item)
     return specs
+
+
+def document_start_for(specs: Sequence[SteeringSpec]) -> dict[str, Any] | None:
+    """The document-start token prompts steered by ``specs`` must begin with, or ``None``.
+
+    A vector applied at ``positions="front"`` whose extraction prefixed a document-start token
+    (manifest ``document_start`` with ``prefixed: true``, see
+    :func:`steerlab.model.prompts.document_start`) needs the same token in front of every
+    prompt it steers, so that its row 0 lands on that token as it did at extraction. Vectors
+    made before steerlab recorded this carry no ``document_start`` and need nothing.
+
+    Example:
+        >>> import torch
+        >>> start = {"id": 0, "token": "<|endoftext|>", "prefixed": True}
+        >>> v = SteeringVector.from_directions({1: torch.ones(2, 4)}, document_start=start)
+        >>> document_start_for([SteeringSpec(v, positions="front")])["id"]
+        0
+        >>> document_start_for([SteeringSpec(v.normalized(), positions="all")]) is None
+        True
+    """
+    found: dict[str, Any] | None = None
+    for spec in specs:
+        start = check_spec(spec).vector.manifest.get("document_start")
+        if spec.positions != "front" or not isinstance(start, dict) or not start.get("prefixed"):
+            continue
+        if found is not None and int(found["id"]) != int(start["id"]):
+            raise SteerlabError(f"front-positioned vectors need different document-start "
+                                f"tokens ({found.get('token')!r} and {start.get('token')!r}); "
+                                "steer with vectors extracted under one tokenizer")
+        found = dict(start)
+    return found
 
 
 def check_spec(spec: Any) -> SteeringSpec:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -10,10 +12,10 @@ from steerlab.data.sequences import ab_sequences
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import chat_prompt, encode
 from steerlab.scoring.ab import score_ab, score_answers
-from steerlab.scoring.generate import generate
+from steerlab.scoring.generate import generate, generate_ids
 from steerlab.scoring.sweep import score_coefficients
 from steerlab.steering.hooks import steer
-from steerlab.steering.spec import SteeringSpec
+from steerlab.steering.spec import SteeringSpec, document_start_for
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 from steerlab.util.seq import left_pad
 from steerlab.vector import SteeringVector
@@ -104,3 +106,55 @@ def test_score_answers_generation_positions_steer_the_answer(lm: LoadedModel,
     assert gen.propensities != base.propensities
     for p, p_m, p_n in zip(base.propensities, base.p_matching, base.p_not_matching, strict=True):
         assert p == pytest.approx(float(torch.log(torch.tensor(p_m / p_n))), abs=1e-3)
+
+
+def test_front_actadd_rows_start_on_the_prefixed_document_start(lm: LoadedModel) -> None:
+    """An ActAdd vector extracted with <|endoftext|> in front (the tiny tokenizer adds no BOS)
+    is applied with its row 0 on that same token: generation prefixes it to every prompt of
+    the call (the unsteered row too), and row i lands on real position i."""
+    from steerlab.extraction import extract
+    from steerlab.model.arch import find_blocks
+
+    layer = 1
+    actadd = extract(lm, ("Hate", "hate"), method="actadd", layers=[layer], progress=False)
+    start = actadd.manifest["document_start"]
+    assert start["prefixed"] and start["token"] == "<|endoftext|>"
+    rows = torch.randn(4, 64, generator=torch.Generator().manual_seed(5))  # row 0 non-zero
+    vec = SteeringVector(actadd.directions | {layer: rows}, actadd.manifest)
+    prompt = "The weather today"
+    ids = lm.tokenizer(prompt)["input_ids"]
+    assert ids[0] != start["id"]
+    block = find_blocks(lm.model)[1][layer]
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []  # (input, steered input) per call
+
+    def after(_m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any],
+              _out: object) -> None:
+        seen.append((raw[-1], args[0] if args else kwargs["hidden_states"]))
+
+    raw: list[torch.Tensor] = []
+    handles = [block.register_forward_pre_hook(
+        lambda _m, args, kwargs: raw.append((args[0] if args else kwargs["hidden_states"])
+                                            .clone()), with_kwargs=True),
+        block.register_forward_hook(after, with_kwargs=True)]
+    try:
+        spec = SteeringSpec(vec, positions="front", coefficient=2.0)
+        generate(lm, [prompt, prompt], row_steering=[[], [spec]], chat=False, max_new_tokens=2)
+    finally:
+        for handle in handles:
+            handle.remove()
+    before, steered = seen[0]  # the prefill: both rows hold <|endoftext|> + the prompt
+    assert before.shape[:2] == (2, len(ids) + 1)
+    delta = steered - before
+    assert torch.equal(delta[0], torch.zeros_like(delta[0]))  # the unsteered row
+    for p in range(len(ids) + 1):
+        want = 2.0 * rows[p] if p < 4 else torch.zeros(64)
+        assert torch.allclose(delta[1, p], want, atol=1e-5), p  # row 0 on the added token
+    # token ids given straight to the generation loop get the same prefix on steered rows
+    zero = SteeringSpec(vec, positions="front", coefficient=0.0)
+    assert generate_ids(lm, [ids], zero, max_new_tokens=3) == \
+        generate_ids(lm, [[start["id"], *ids]], max_new_tokens=3)
+    # other positions, or a vector without a recorded document start, leave prompts alone
+    plain = SteeringVector(vec.directions, {**vec.manifest, "document_start": None})
+    assert document_start_for([SteeringSpec(plain, positions="front")]) is None
+    assert document_start_for([SteeringSpec(vec.select([layer]), positions="front"),
+                               SteeringSpec(vec, positions="all")])["id"] == start["id"]
