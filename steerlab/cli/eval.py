@@ -185,7 +185,9 @@ def capabilities(
 
 def sentiment(
     pair: tuple[str, str] = typer.Option(None, "--pair",
-                                         help="ActAdd prompt pair POS NEG, e.g. --pair Love Hate."),
+                                         help="ActAdd prompt pair POS NEG, e.g. --pair ' love' "
+                                              "' hate' (they must line up token for token)."),
+    pad: str = opt.pad(),
     vector: Path = opt.vector(),
     layers: str = opt.layers("6"),
     coefficients: str = opt.coefficients(),
@@ -216,7 +218,8 @@ def sentiment(
 ) -> None:
     """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency.
 
-    --limit is the number of prompts per set (a seeded subset; 0 = all ~3,000).
+    --limit is the number of prompts per set (a seeded subset; 0 = all ~3,000). Raw
+    coefficients are printed with their equivalent strengths.
     """
     from steerlab.eval.protocols.sentiment import SentimentConfig, run
 
@@ -224,7 +227,7 @@ def sentiment(
         coefficients = "0,2,5,10"  # ActAdd's own convention: raw coefficients (Turner et al.)
     unit, vals = values(coefficients, strengths)
     run(SentimentConfig(out=out, layers=layers, unit=unit, values=vals, pair=pair, vector=vector,
-                        model=model, task=task,
+                        pad=pad, model=model, task=task,
                         prompt_sets=[p.strip() for p in prompt_sets.split(",") if p.strip()],
                         target=target, positions=positions, max_new_tokens=max_new_tokens,
                         samples=samples, temperature=temperature, top_p=top_p, limit=limit,
@@ -358,7 +361,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
                                "--strengths=0,0.1,0.2 -o runs/ppl"),
     ("capabilities", capabilities, "steerlab eval capabilities --vector v.safetensors "
                                    "--layers 12 --limit 100 -o runs/cap"),
-    ("sentiment", sentiment, 'steerlab eval sentiment --pair "Love" "Hate" --layers 6 '
+    ("sentiment", sentiment, 'steerlab eval sentiment --pair " love" " hate" --layers 6 '
                              "--coefficients=0,2,5,10 -o runs/love"),
     ("models", models, "steerlab eval models --models smollm2-135m,qwen2.5-coder-0.5b "
                        "--data caa:sycophancy -o runs/size"),

@@ -59,6 +59,12 @@ def export_gguf(
                    source_sha256=sha256_file(vector), model=lm, **amount)
     console.print(f"wrote {escape(str(done.path))}: layers {done.layers}, model hint "
                   f"{done.model_hint}")
+    if "coefficient" in amount:  # what the raw value amounts to, at the vector's own layers
+        from steerlab.eval.behaviour import explain_values
+
+        shift = 1 if vec.site == "block_input" and shift_block_input else 0
+        explain_values(vec, [k + shift for k in done.layers], "coefficient",
+                       [amount["coefficient"]])
     for note in done.notes:
         console.print(escape(note))
     console.print(f"use: llama-cli -m MODEL.gguf {escape(' '.join(done.llama_args()))}")
@@ -121,6 +127,13 @@ def llamacpp_generate(
     from steerlab.vector import SteeringVector
 
     vec = SteeringVector.load(vector, model=lm) if vector is not None else None
+    if vec is not None and "coefficient" in amount:  # what the raw value amounts to
+        from steerlab.eval.behaviour import explain_values
+        from steerlab.util.parse import resolve_layers
+
+        chosen = vec.layers if layers is None else resolve_layers(layers, lm.n_layers)
+        explain_values(vec, [k for k in chosen if k in vec.directions], "coefficient",
+                       [amount["coefficient"]])
     path = fetch_gguf(model) if quantized else f32_gguf(model)
     with LlamaCppModel(path) as cpp:
         for prompt in prompts:

@@ -76,6 +76,13 @@ def operator() -> Any:
                              "(set it to c).")
 
 
+def pad() -> Any:
+    return typer.Option(None, "--pad",
+                        help="ActAdd prompts of different token lengths are refused; --pad "
+                             "space right-pads the shorter with space tokens (the paper's "
+                             "padding) instead.")
+
+
 def out_dir() -> Any:
     return typer.Option(..., "--out", "-o",
                         help="Run directory (results.jsonl, plots). A rerun with the same "

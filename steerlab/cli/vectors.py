@@ -64,21 +64,38 @@ def extract(
 
 
 def pair(
-    positive: str = typer.Argument(..., help="The positive prompt, e.g. Love."),
-    negative: str = typer.Argument(..., help="The negative prompt, e.g. Hate."),
+    positive: str = typer.Argument(..., help="The positive prompt, e.g. ' love'."),
+    negative: str = typer.Argument(..., help="The negative prompt, e.g. ' hate'."),
     model: str = opt.model(),
     layers: str = opt.layers("6"),
+    pad: str = opt.pad(),
     out: Path = opt.out_file("the vector (.safetensors)"),
 ) -> None:
-    """ActAdd: a position-resolved vector from one prompt pair (applied with --positions front)."""
+    """ActAdd: a position-resolved vector from one prompt pair (applied with --positions front).
+
+    The prompts must line up token for token (identical or empty ones are refused); the
+    tokenizer's document-start token goes in front of both, so row 0 is its (zero) difference
+    and generation with --positions front puts the same token in front of each prompt."""
     import steerlab
+    from steerlab.data.formats import ContrastPair, check_pair
+    from steerlab.extraction import check_pad
     from steerlab.util.io import check_writable
 
+    check_pair(ContrastPair(positive, negative), "pair")  # before loading the model
+    check_pad(pad)
     check_writable(out, what="vector")
     lm = steerlab.load_model(model)
-    vec = steerlab.extract(lm, (positive, negative), method="actadd", layers=layers)
+    vec = steerlab.extract(lm, (positive, negative), method="actadd", layers=layers, pad=pad)
     vec.save(out)
     console.print(f"wrote {escape(str(out))}: {escape(repr(vec))}")
+    _print_rows(vec.manifest)
+
+
+def _print_rows(manifest: dict[str, Any]) -> None:
+    """ActAdd's token rows (row 0 first), as recorded at extraction."""
+    rows = manifest.get("pair_tokens") or []
+    for name, tokens in zip(("positive", "negative"), rows, strict=False):
+        console.print(f"{name} rows: {escape(' | '.join(repr(t) for t in tokens))}")
 
 
 def info(
@@ -113,6 +130,7 @@ def info(
                                                                       dict) else None
             console.print(f"  part: {p.get('weight', 1.0):+g} × {escape(str(p.get('method')))} "
                           f"of {escape(str(name))}")
+    _print_rows(m)
     if m.get("recommended"):
         console.print(f"recommended: {escape(json.dumps(m['recommended']))}")
     stats = m.get("stats") or {}
@@ -138,6 +156,6 @@ def info(
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("extract", extract,
      "steerlab extract --data caa:refusal --layers 8-20 -o refusal.safetensors"),
-    ("pair", pair, 'steerlab pair "Love" "Hate" --layers 6 -o love.safetensors'),
+    ("pair", pair, 'steerlab pair " love" " hate" --layers 6 -o love.safetensors'),
     ("info", info, "steerlab info refusal.safetensors"),
 ]

@@ -93,11 +93,12 @@ def test_capabilities_accuracy_cells(vector: Path, tmp_path: Path) -> None:
 
 
 def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
-    args = ["sentiment", "--pair", "Love", "Hate", "--layers", "6", "--coefficients=0,8",
+    args = ["sentiment", "--pair", " love", " hate", "--layers", "6", "--coefficients=0,8",
             "--prompt-sets", "negative", "--limit", "2", "--max-new-tokens", "4",
             "--temperature", "0",
             "--out", str(tmp_path)]
-    invoke(*args)
+    output = invoke(*args)
+    assert "coefficient 8 = strength" in output  # the raw value's calibrated equivalent
     recs = records(tmp_path)
     by = {(r["metric"], r["coefficient"]): r for r in recs if r["layer"] == 6}
     assert {m for m, _ in by} == {"compound", "success_rate", "shift", "fluency_ppl"}
@@ -128,8 +129,13 @@ def test_bad_input_is_one_clear_error(vector: Path, tmp_path: Path) -> None:
         (["capabilities", "--vector", str(vector), "--layers", "12", "--coefficients=0",
           "--benchmarks", "gsm8k", "--out", str(tmp_path)], "bad value 'gsm8k'"),
         (["sentiment", "--coefficients=0", "--out", str(tmp_path)], "--pair POS NEG"),
-        (["sentiment", "--pair", "Love", "Hate", "--coefficients=0", "--task", "poems",
+        (["sentiment", "--pair", " love", " hate", "--coefficients=0", "--task", "poems",
           "--out", str(tmp_path)], "--task"),
+        # SmolLM2 splits "Hate" into "H" + "ate": ActAdd's rows would pair different words
+        (["sentiment", "--pair", "Love", "Hate", "--coefficients=0", "--limit", "1",
+          "--out", str(tmp_path / "misaligned")], "['Love'] vs ['H', 'ate']"),
+        (["sentiment", "--pair", "Love", "Love", "--coefficients=0", "--out", str(tmp_path)],
+         "both 'Love'"),
     ]
     for args, message in cases:
         result = runner.invoke(app, ["eval", *args])

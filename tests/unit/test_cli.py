@@ -366,3 +366,95 @@ def test_missing_model_dir_says_not_found(cli: Cli) -> None:
     output = cli.workdir / "missing_model_dir.safetensors"
     res = cli.run("extract", "--model", name, "--data", "builtin:optimism", "-o", output)
     assert_error(res, name, "not found", output=output)
+
+
+# --- ActAdd pairs (issue 21) ---------------------------------------------------------------
+
+
+def test_pair_refuses_pairs_that_do_not_line_up(cli: Cli, models: Models) -> None:
+    """On the tiny tokenizer "Love" is 4 tokens and "Hate" 3: refused in one line naming both
+    tokenizations; --pad space pads only when asked."""
+    output = cli.workdir / "love_hate.safetensors"
+    res = cli.run("pair", "Love", "Hate", "--model", models.d64, "--layers", "1", "-o", output)
+    assert_error(res, "['L', 'o', 'v', 'e'] vs ['H', 'at', 'e']", "leading space",
+                 "--pad space", output=output)
+    res = cli.run("pair", "Love", "Hate", "--model", models.d64, "--layers", "1", "--pad",
+                  "space", "-o", output)
+    assert res.rc == 0, res
+    assert "negative rows: '<|endoftext|>' | 'H' | 'at' | 'e' | ' '" in res.out
+    assert SteeringVector.load(output).manifest["pad"] == "space"
+    bad = cli.workdir / "bad_pad.safetensors"
+    res = cli.run("pair", "Love", "Hate", "--model", models.d64, "--pad", "zeros", "-o", bad)
+    assert_error(res, "pad must be one of space", output=bad)
+
+
+@pytest.mark.parametrize(("positive", "negative", "words"), [
+    ("Love", "Love", ("positive and negative texts are both 'Love'",)),
+    ("", "hate", ("the positive text is empty",)),
+])
+def test_pair_refuses_identical_or_empty_texts(cli: Cli, models: Models, positive: str,
+                                               negative: str, words: tuple[str, ...]) -> None:
+    output = cli.workdir / "same.safetensors"
+    res = cli.run("pair", positive, negative, "--model", models.d64, "--layers", "1", "-o",
+                  output)
+    assert_error(res, "pair", *words, output=output)
+
+
+@pytest.fixture(scope="module")
+def actadd(cli: Cli, models: Models) -> Path:
+    path = cli.workdir / "hate_soft.safetensors"
+    res = cli.run("pair", "Hate", "hate", "--model", models.d64, "--layers", "1", "-o", path)
+    assert res.rc == 0, res
+    assert "positive rows: '<|endoftext|>' | 'H' | 'at' | 'e'" in res.out
+    return path
+
+
+def test_pair_row_zero_is_the_document_start(cli: Cli, actadd: Path) -> None:
+    res = cli.run("info", actadd)
+    assert res.rc == 0, res
+    assert "negative rows: '<|endoftext|>' | 'h' | 'at' | 'e'" in res.out
+    vec = SteeringVector.load(actadd)
+    assert vec.manifest["document_start"] == {"id": 0, "token": "<|endoftext|>",
+                                              "prefixed": True}
+    assert vec.directions[1].shape == (4, 64)
+    assert torch.equal(vec.directions[1][0], torch.zeros(64))
+
+
+def test_generate_front_prints_the_coefficients_strength(cli: Cli, models: Models,
+                                                         actadd: Path) -> None:
+    vec = SteeringVector.load(actadd)
+    res = cli.run("generate", "--model", models.d64, "--vector", actadd, "--positions",
+                  "front", "--coefficients", "4", "--max-new-tokens", "2", "--no-chat", "hello")
+    assert res.rc == 0, res
+    strength = 4 * float(vec.directions[1].norm(dim=-1).mean()) / vec.resid_norm(1)  # type: ignore[operator]
+    assert f"coefficient 4 = strength {strength:.3g}" in res.out
+    assert "layer 1, c=+4:" in res.out
+
+
+def test_eval_sentiment_prints_strengths_and_refuses_bad_pairs(
+        cli: Cli, models: Models, actadd: Path, shared_data: Path) -> None:
+    out = cli.workdir / "sentiment"
+    res = cli.run("eval", "sentiment", "--model", models.d64, "--pair", "Hate", "hate",
+                  "--layers", "1", "--coefficients=0,4", "--prompt-sets", "neutral", "--limit",
+                  "1", "--max-new-tokens", "2", "--temperature", "0", "-o", out,
+                  env={"STEERLAB_DATA": str(shared_data)})
+    assert res.rc == 0, res
+    vec = SteeringVector.load(out / "actadd.safetensors")
+    strength = 4 * float(vec.directions[1].norm(dim=-1).mean()) / vec.resid_norm(1)  # type: ignore[operator]
+    assert f"coefficient 4 = strength {strength:.3g}" in res.out
+    for pair, words in ((("Love", "Love"), ("--pair", "both 'Love'")),
+                        (("Love", "Hate"), ("['L', 'o', 'v', 'e'] vs ['H', 'at', 'e']",))):
+        res = cli.run("eval", "sentiment", "--model", models.d64, "--pair", *pair, "--layers",
+                      "1", "--coefficients=0", "--limit", "1", "-o", cli.workdir / "bad_sent",
+                      env={"STEERLAB_DATA": str(shared_data)})
+        assert_error(res, *words)
+
+
+def test_export_gguf_prints_the_coefficients_strength(cli: Cli, vector: Path) -> None:
+    vec = SteeringVector.load(vector)
+    out = cli.workdir / "two.gguf"
+    res = cli.run("export", "gguf", vector, "--layers", "1", "--coefficients", "2", "-o", out)
+    assert res.rc == 0, res
+    strength = 2 * float(vec.directions[1].norm()) / vec.resid_norm(1)  # type: ignore[operator]
+    assert "layer 1: vector norm" in res.out
+    assert f"coefficient 2 = strength {strength:.3g}" in res.out and "layer 2" not in res.out

@@ -25,13 +25,18 @@ with ``alt-profanity-check`` (``predict_prob``): ``toxicity`` (mean probability)
 (share > 0.5, Wilson), ``shift`` and ``fluency_ppl`` as above.
 
 The vector: ``--pair POS NEG`` builds an ActAdd vector (``extract(..., method="actadd")``,
-position-resolved at the block input, saved to ``<out>/actadd.safetensors``) applied with
-``positions="front"``; or ``--vector FILE`` (applied at ``all`` positions unless it is
-position-resolved, or ``--positions`` says otherwise). Coefficient 0 is the unsteered model; it
-is always measured (once per prompt set) as the baseline for ``shift``.
+position-resolved at the block input, saved to ``<out>/actadd.safetensors``; the two prompts
+must line up token for token unless ``--pad space``) applied with ``positions="front"``; or
+``--vector FILE`` (applied at ``all`` positions unless it is position-resolved, or
+``--positions`` says otherwise). Coefficient 0 is the unsteered model; it is always measured
+(once per prompt set) as the baseline for ``shift``. An ActAdd vector extracted with a
+document-start token in front (``<|endoftext|>`` where the tokenizer adds no BOS) gets that
+token in front of every prompt, baseline included, so its row 0 lands on it as at extraction
+and the baseline differs from the steered cells by the steering alone. The raw coefficients'
+equivalent strengths (coefficient × vector norm / mean residual norm) are printed first.
 
 Example:
-    $ steerlab eval sentiment --model gemma3-270m --pair "Love" "Hate" --layer 6 \\
+    $ steerlab eval sentiment --pair " love" " hate" --layers 6 \\
           --coefficients=0,2,5,10 --out runs/love
 """
 
@@ -45,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.data.benchmarks import SENTIMENT_SETS, load_review_prompts, load_toxicity_prompts
+from steerlab.data.formats import ContrastPair, check_pair
 from steerlab.errors import SteerlabError
 from steerlab.eval.plots import save_curves
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
@@ -184,6 +190,7 @@ class _Run:
     top_p: float
     seed: int
     batch_size: int
+    start: dict[str, Any] | None = None  # the document-start token every prompt begins with
 
     def cell(self, prompt_set: str, n: int, **parts: Any) -> str:
         return cell_id("sentiment", task=self.task, prompts=prompt_set, n=n,
@@ -197,9 +204,10 @@ class _Run:
                             strength=value if self.unit == "strength" else None)
 
     def complete(self, prompts: list[str], spec: SteeringSpec | None) -> Completions:
-        from steerlab.model.prompts import encode_plain
+        from steerlab.model.prompts import encode_plain, with_document_start
 
-        rows = [encode_plain(self.lm.tokenizer, p) for p in prompts for _ in range(self.samples)]
+        rows = [with_document_start(encode_plain(self.lm.tokenizer, p), self.start)
+                for p in prompts for _ in range(self.samples)]
         sampling = GREEDY if self.greedy else Sampling(self.temperature, self.top_p,
                                                        seed=self.seed)
         ids = generate_ids(self.lm, rows, spec, max_new_tokens=self.max_new_tokens,
@@ -330,15 +338,18 @@ def _report(run: _Run, sets: dict[str, list[str]], layers: list[int], values: li
 
 
 def _vector(lm: LoadedModel, pair: tuple[str, str] | None, vector: Path | None,
-            layers: list[int], out: Path) -> SteeringVector:
+            layers: list[int], out: Path, pad: str | None = None) -> SteeringVector:
     from steerlab.extraction import extract
 
     if (pair is None) == (vector is None):
         raise SteerlabError("give exactly one of --pair POS NEG or --vector FILE")
     if vector is not None:
+        if pad is not None:
+            raise SteerlabError("--pad pads the --pair prompts; a --vector is already made")
         return SteeringVector.load(vector, model=lm)
     assert pair is not None
-    vec = extract(lm, (pair[0], pair[1]), method="actadd", layers=layers, progress=False)
+    vec = extract(lm, (pair[0], pair[1]), method="actadd", layers=layers, progress=False,
+                  pad=pad)
     vec.save(out / "actadd.safetensors")
     return vec
 
@@ -360,6 +371,7 @@ class SentimentConfig:
     values: Sequence[float]
     pair: tuple[str, str] | None = None
     vector: Path | None = None
+    pad: str | None = None  # ActAdd: "space" right-pads the shorter --pair prompt
     model: str = "smollm2-135m"
     task: str = "sentiment"
     prompt_sets: Sequence[str] = SENTIMENT_SETS
@@ -375,6 +387,7 @@ class SentimentConfig:
 
     def settings(self) -> dict[str, Any]:
         return {"model": self.model, "pair": list(self.pair) if self.pair else None,
+                "pad": self.pad,
                 "vector": str(self.vector) if self.vector else None, "layers": self.layers,
                 "unit": self.unit, "values": list(self.values), "task": self.task,
                 "prompt_sets": list(self.prompt_sets), "target": self.target,
@@ -385,7 +398,9 @@ class SentimentConfig:
 
 def run(cfg: SentimentConfig) -> None:
     """Sentiment (VADER) or toxicity of steered completions per (layer, value), with fluency."""
-    from steerlab.steering.spec import parse_positions
+    from steerlab.eval.behaviour import explain_values
+    from steerlab.extraction import check_pad
+    from steerlab.steering.spec import document_start_for, parse_positions
 
     if cfg.task not in TASKS:
         raise SteerlabError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
@@ -397,6 +412,9 @@ def run(cfg: SentimentConfig) -> None:
             raise SteerlabError(f"{name} must be >= 1, got {value}")
     if cfg.positions is not None:
         parse_positions(cfg.positions)
+    if cfg.pair is not None:  # before loading the model
+        check_pair(ContrastPair(*cfg.pair), "--pair")
+        check_pad(cfg.pad)
     values = [float(v) for v in cfg.values]
     sets = _prompt_sets(cfg.task, cfg.prompt_sets, cfg.limit, cfg.seed)  # fail before loading
     scorer = vader_scorer() if cfg.task == "sentiment" else toxicity_scorer()
@@ -406,7 +424,7 @@ def run(cfg: SentimentConfig) -> None:
     if cfg.vector is not None:
         study.update({"vector_sha256": file_sha256(cfg.vector)})
     layer_list = resolve_layers(cfg.layers, lm.n_layers)
-    vec = _vector(lm, cfg.pair, cfg.vector, layer_list, Path(cfg.out))
+    vec = _vector(lm, cfg.pair, cfg.vector, layer_list, Path(cfg.out), cfg.pad)
     resolved = any(vec.directions[k].ndim == 2 for k in vec.layers)
     greedy = cfg.temperature == 0
     sent_run = _Run(lm, vec, study, scorer, cfg.task, cfg.target, "coefficient"
@@ -416,6 +434,8 @@ def run(cfg: SentimentConfig) -> None:
                     cfg.batch_size)
     for layer in layer_list:
         sent_run.spec(layer, values[-1]).resolved_layers(lm.n_layers)
+    sent_run.start = document_start_for([sent_run.spec(layer_list[0], 0.0)])
+    explain_values(vec, layer_list, sent_run.unit, values)
     total = sum(len(layer_list) * len(values) + 1 for _ in sets)
     with bar(total, f"{cfg.task}: {sum(len(t) for t in sets.values())} prompts × "
              f"{len(values)} value(s)", unit="cell") as progress:
