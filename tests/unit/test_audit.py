@@ -104,9 +104,10 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     shutil.copytree(tiny_dir, other)
     sizes = _config(tiny_dir, tmp_path / "unused")
     results = tmp_path / "RESULTS.md"
+    # the tiny tokenizer splits " love" and " hate" unequally; ActAdd needs aligned prompts
     cfg = reproduce.ReproduceConfig(out=tmp_path / "repro", models=(str(tiny_dir), str(other)),
                                     data="caa:refusal", audit=sizes, sentiment_limit=2,
-                                    results=results)
+                                    results=results, actadd_pair=(" happy", " hate"))
     got = reproduce.run(cfg)
     assert len(got) == 2
     for r in got:

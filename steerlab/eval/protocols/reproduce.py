@@ -6,7 +6,9 @@ model's perplexity ratio at the same strength), plus two seed results —
 
 * ``actadd/``: ActAdd's Love−Hate prompt-pair vector at 20 % depth, applied at the front
   positions, shifting the VADER sentiment of completions of neutral prompts (coefficient 5 vs
-  0, paired per prompt);
+  0, paired per prompt). The pair is ``" love"``/``" hate"``: with the leading space each is
+  one token on SmolLM2 (where ``"Hate"`` splits into ``"H"`` + ``"ate"``), so the two prompts
+  line up token for token, as ActAdd needs;
 * ``caa_ab/``: CAA's A/B behaviour score at −s / 0 / +s at the audit's layer with the audit's
   vector (A/B format, test split).
 
@@ -47,7 +49,7 @@ from steerlab.util.machine import describe
 from steerlab.version import __version__
 
 DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b")
-ACTADD_PAIR = ("Love", "Hate")
+ACTADD_PAIR = (" love", " hate")  # one token each on SmolLM2; "Hate" is "H" + "ate"
 ACTADD_DEPTH = 0.2
 ACTADD_COEFFICIENT = 5.0
 
@@ -64,6 +66,7 @@ class ReproduceConfig:
     results: Path | None = Path("docs/RESULTS.md")
     seed: int = 0
     remeasure: bool = False  # measure every model again even where its row is kept
+    actadd_pair: tuple[str, str] = ACTADD_PAIR  # must line up token for token on every model
 
     def audit_for(self, model: str) -> AuditConfig:
         base = self.audit or AuditConfig(out=".", data=self.data)
@@ -86,7 +89,7 @@ class ReproduceConfig:
         audit = asdict(self.audit_for(model))
         for key in ("out", "model", "models", "batch_size"):
             audit.pop(key)
-        audit.update(sentiment_limit=self.sentiment_limit, actadd_pair=list(ACTADD_PAIR),
+        audit.update(sentiment_limit=self.sentiment_limit, actadd_pair=list(self.actadd_pair),
                      actadd_depth=ACTADD_DEPTH, actadd_coefficient=ACTADD_COEFFICIENT)
         normal: dict[str, Any] = json.loads(json.dumps(audit, default=str))
         return normal
@@ -209,7 +212,7 @@ def _actadd(cfg: ReproduceConfig, model: str, out: Path) -> rules.Verdict:
     from steerlab.eval.protocols.sentiment import run as sentiment
 
     sentiment(SentimentConfig(out=out, layers=str(ACTADD_DEPTH), unit="coefficient",
-                              values=(0.0, ACTADD_COEFFICIENT), pair=ACTADD_PAIR, model=model,
+                              values=(0.0, ACTADD_COEFFICIENT), pair=cfg.actadd_pair, model=model,
                               prompt_sets=("neutral",), max_new_tokens=24,
                               limit=cfg.sentiment_limit, seed=cfg.seed))
     shift = _last(out, "shift", coefficient=ACTADD_COEFFICIENT)
@@ -301,7 +304,7 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
                   f"iterations × {audit.population}×{audit.children} candidates, "
                   f"{audit.suffix_length}-token suffixes",
                   f"- perplexity: {audit.windows} WikiText-2 windows of 256 tokens",
-                  f"- ActAdd: \"{ACTADD_PAIR[0]}\"−\"{ACTADD_PAIR[1]}\" at depth "
+                  f"- ActAdd: \"{cfg.actadd_pair[0]}\"−\"{cfg.actadd_pair[1]}\" at depth "
                   f"{ACTADD_DEPTH:g}, coefficient {ACTADD_COEFFICIENT:g}, front positions, "
                   f"{cfg.sentiment_limit} neutral prompts, 24 new tokens",
                   "- CAA: the audit's vector and layer, A/B format, test split"]
