@@ -53,7 +53,7 @@ from steerlab.serve.vllm.table import (
     steering_fingerprint,
 )
 
-log = logging.getLogger("steerlab.vllm")
+log = logging.getLogger("vllm.steerlab")  # a child of vLLM's logger: printed with its own
 
 #: The environment variable naming the served vectors: ``name=path,name=path``.
 VECTORS_ENV = "STEERLAB_VECTORS"
