@@ -6,7 +6,9 @@ its opposite, a random direction, their sum), 16 prompts × 64 new tokens (``ign
     (target ≥ 0.95); the plugin's unsteered batch vs stock vLLM (no plugin) is reported;
   - server: ``steerlab serve --engine vllm`` vs ``steerlab serve`` (transformers), 16
     concurrent clients with the 4 vectors, both servers up, rounds interleaved (target ≥ 1.5×);
-  - time to first token p50 / p95 at 1, 4 and 16 clients on both servers (report).
+  - time to first token p50 / p95 at 1, 4 and 16 clients on both servers (report);
+  - the plugin (compiled) vs vllm-lens 1.3.0 (which forces eager mode) on the same mixed batch
+    (12 of 16 requests steered at layer 10 with 4 vectors, 4 unsteered): tokens/s (target ≥ 1).
 
 Example:
     $ .venv/bin/python bench/rows_vllm.py --runs 3          # on its own, ~10 min here
@@ -15,7 +17,10 @@ Example:
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +45,7 @@ from steerlab.model.prompts import prompt_ids
 from steerlab.serve import background
 from steerlab.serve.app import ServerConfig, create_app
 from steerlab.serve.registry import VectorRegistry
-from steerlab.serve.vllm.batch import run_on_vllm
+from steerlab.serve.vllm.batch import run_on_vllm, vllm_python
 from steerlab.serve.vllm.launch import free_port, running_server, server_command
 
 
@@ -118,6 +123,62 @@ def _server_rows(lm: Any, paths: dict[str, Path], runs: int, clients: int, new_t
     return records
 
 
+LENS_DIR = Path(__file__).parent / ".vllm-lens"
+LENS_VERSION = "1.3.0"
+
+
+def _lens_rows(lm: Any, paths: dict[str, Path], runs: int, clients: int, new_tokens: int,
+               tmp: Path) -> list[Record]:
+    if not (LENS_DIR / "vllm_lens").exists():
+        subprocess.run([str(vllm_python()), "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--ignore-requires-python", "--target", str(LENS_DIR),
+                        f"vllm-lens=={LENS_VERSION}"], check=True)
+    names = sorted(paths)
+    prompts = (PROMPTS * (clients // len(PROMPTS) + 1))[:clients]
+    layer = 10
+    loaded = _vectors_cache(paths)
+    mine, lens = [], []
+    for i, prompt in enumerate(prompts):
+        ids = prompt_ids(lm.tokenizer, prompt)[0]
+        base = {"prompt_token_ids": ids, "max_tokens": new_tokens, "ignore_eos": True}
+        if i % 4 == 3:
+            mine.append({**base, "steering": None})
+            lens.append(base)
+            continue
+        name = names[i % 4]
+        coefficient = loaded[name].coefficient_for_strength(layer, 0.3)
+        mine.append({**base, "steering": {"vectors": [
+            {"name": name, "layers": [layer], "coefficient": coefficient}]}})
+        lens.append({**base, "lens": {"vector": str(paths[name]), "layer": layer,
+                                      "coefficient": coefficient}})
+    ours = run_on_vllm({"model": str(alias_dir(MODEL)), "phases": [mine] * (runs + 1)},
+                       vectors=paths)
+    job, out = tmp / "lens-job.json", tmp / "lens-out.json"
+    job.write_text(json.dumps({"model": str(alias_dir(MODEL)), "phases": [lens] * (runs + 1)}))
+    env = {**os.environ, "PYTHONPATH": str(LENS_DIR), "VLLM_CPU_KVCACHE_SPACE": "1"}
+    env.pop("STEERLAB_VECTORS", None)
+    with open(tmp / "lens.log", "wb") as log:
+        subprocess.run([str(vllm_python()), str(Path(__file__).parent / "vllm_lens_worker.py"),
+                        str(job), str(out)], env=env, stdout=log, stderr=subprocess.STDOUT,
+                       check=True, cwd=tmp)
+    theirs = json.loads(out.read_text())
+    made = clients * new_tokens
+    same = sum(a["token_ids"] == b["token_ids"]
+               for a, b in zip(ours["phases"][0], theirs["phases"][0], strict=True))
+    return [record(
+        f"vLLM plugin (compiled) vs vllm-lens {LENS_VERSION} (eager), {clients} requests, 12 "
+        "steered with 4 vectors", [made / s for s in ours["seconds"][1:]],
+        f"vllm-lens {LENS_VERSION}", [made / s for s in theirs["seconds"][1:]], 1.0,
+        f"tokens/s ratio; the same mixed batch in each engine, repeats after one warm-up; "
+        f"{same}/{clients} continuations identical between the two", higher_is_better=True)]
+
+
+def _vectors_cache(paths: dict[str, Path]) -> dict[str, Any]:
+    from steerlab.vector import SteeringVector
+
+    return {n: SteeringVector.load(p) for n, p in paths.items()}
+
+
 def vllm_rows(lm: Any, runs: int, clients: int = 16, new_tokens: int = 64,
               latency_clients: Sequence[int] = (1, 4, 16)) -> list[Record]:
     """The vLLM benchmark records (see the module docstring)."""
@@ -125,6 +186,7 @@ def vllm_rows(lm: Any, runs: int, clients: int = 16, new_tokens: int = 64,
     with tempfile.TemporaryDirectory() as tmp:
         paths = {n: v.save(Path(tmp) / f"{n}.safetensors") for n, v in vectors.items()}
         records = _engine_rows(lm, paths, runs, clients, new_tokens)
+        records += _lens_rows(lm, paths, runs, clients, new_tokens, Path(tmp))
         records += _server_rows(lm, paths, runs, clients, new_tokens, latency_clients,
                                 Path(tmp))
     return records

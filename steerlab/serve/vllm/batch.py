@@ -79,11 +79,29 @@ def run_on_vllm(job: Mapping[str, Any], vectors: Mapping[str, str | Path] | None
             except subprocess.TimeoutExpired:
                 raise SteerlabError(f"vLLM job did not finish in {timeout:.0f} s") from None
         if done.returncode != 0 or not out_path.exists():
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-15:]
             raise SteerlabError(f"vLLM job failed (exit {done.returncode}): "
-                                + " | ".join(tail))
+                                f"{root_cause(log_path.read_text(errors='replace'))}")
         result: dict[str, Any] = json.loads(out_path.read_text())
         return result
+
+
+def root_cause(log: str) -> str:
+    """The lines of a vLLM log that say what went wrong (its errors, else its last lines).
+
+    vLLM's engine processes log the root cause and then several generic tracebacks; the
+    generic "Engine core initialization failed" is left out.
+
+    Example:
+        >>> log = ["INFO ok", "ValueError: heads (9) not divisible by 2",
+        ...        "RuntimeError: Engine core initialization failed. See root cause above."]
+        >>> root_cause(chr(10).join(log))
+        'ValueError: heads (9) not divisible by 2'
+    """
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    errors = [line for line in lines if ("Error" in line or "error:" in line)
+              and "initialization failed" not in line and not line.startswith("File ")]
+    picked = list(dict.fromkeys(errors))[-3:] or lines[-5:]
+    return " | ".join(picked)
 
 
 def _sampling(request: Mapping[str, Any]) -> Any:
