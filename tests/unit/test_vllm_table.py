@@ -12,8 +12,11 @@ from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from steerlab.errors import SteerlabError
+from steerlab.scoring.generate import GenerationRow, Sampling
 from steerlab.serve.registry import VectorRegistry
+from steerlab.serve.vllm.batch import root_cause
 from steerlab.serve.vllm.endpoint import SteeringFieldMiddleware, rewrite_body
+from steerlab.serve.vllm.engine import VLLMBackend, steering_entry
 from steerlab.serve.vllm.launch import server_command
 from steerlab.serve.vllm.plugin import instruction_length, vector_paths
 from steerlab.serve.vllm.table import (
@@ -192,3 +195,44 @@ def test_server_command_allowlists_the_plugin(tmp_path, monkeypatch) -> None:
     assert env["VLLM_PLUGINS"] == "steerlab"
     assert env["STEERLAB_VECTORS"] == "a=/v/a.safetensors"
     assert env["STEERLAB_DEFAULT_STEERING"] == '{"vectors": []}'
+
+
+def test_backend_turns_rows_into_plugin_requests(registry: VectorRegistry) -> None:
+    backend = VLLMBackend("some/hub-id")
+    try:
+        vec = registry.get("a")
+        row = GenerationRow([5, 6, 7], 9, Sampling(temperature=0.7, top_k=5, seed=3),
+                            [SteeringSpec(vec, layers=[1], strength=0.5, positions="prompt"),
+                             SteeringSpec(vec, coefficient=2.0)], stop=frozenset({2}))
+        req = backend.request(row)
+        (first, second) = req["steering"]["vectors"]
+        assert first["name"] == second["name"]  # one vector, saved once, content-named
+        assert first == {"name": first["name"], "layers": [1], "strength": 0.5,
+                         "positions": "prompt", "operator": "add"}
+        assert second["coefficient"] == 2.0 and "layers" not in second
+        assert req["stop_token_ids"] == [2] and req["ignore_eos"] is True
+        assert (req["temperature"], req["top_k"], req["seed"]) == (0.7, 5, 3)
+        assert backend.request(GenerationRow([1], 2))["steering"] is None
+        # the saved file is the vector: a plan over it resolves like the original
+        served = VectorRegistry.from_paths({first["name"]: backend._files[first["name"]]})
+        torch.testing.assert_close(served.get(first["name"]).directions[1], vec.directions[1])
+        assert not backend.serves(object())
+    finally:
+        backend.close()
+
+
+def test_conditional_steering_is_refused_for_vllm(registry: VectorRegistry) -> None:
+    from steerlab.steering.spec import Condition
+
+    vec = registry.get("a")
+    spec = SteeringSpec(vec, layers=[2], coefficient=1.0,
+                        condition=Condition(vec, layer=1, threshold=0.0))
+    with pytest.raises(SteerlabError, match="conditional"):
+        steering_entry(spec, "x")
+
+
+def test_root_cause_picks_the_error_lines() -> None:
+    log = "INFO start\nERROR AssertionError: Not enough NUMA nodes\nRuntimeError: Engine core " \
+          "initialization failed. See root cause above."
+    assert root_cause(log) == "ERROR AssertionError: Not enough NUMA nodes"
+    assert root_cause("a\nb") == "a | b"

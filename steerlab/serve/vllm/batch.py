@@ -112,8 +112,11 @@ def _sampling(request: Mapping[str, Any]) -> Any:
         extra["steering"] = request["steering"]
     return SamplingParams(max_tokens=int(request.get("max_tokens", 16)),
                           temperature=float(request.get("temperature", 0.0)),
+                          top_p=float(request.get("top_p", 1.0)),
+                          top_k=int(request.get("top_k", 0)),
                           seed=request.get("seed"), logprobs=request.get("logprobs"),
                           ignore_eos=bool(request.get("ignore_eos", True)),
+                          stop_token_ids=request.get("stop_token_ids"),
                           extra_args=extra or None)
 
 
@@ -122,8 +125,24 @@ def _output(result: Any) -> dict[str, Any]:
     logprobs = None
     if completion.logprobs is not None:
         logprobs = [{str(k): v.logprob for k, v in step.items()} for step in completion.logprobs]
-    return {"token_ids": list(completion.token_ids), "text": completion.text,
-            "logprobs": logprobs, "cached_tokens": getattr(result, "num_cached_tokens", None)}
+    ids = list(completion.token_ids)
+    stopped = completion.finish_reason == "stop" and not isinstance(completion.stop_reason, str)
+    return {"token_ids": ids, "text": completion.text, "logprobs": logprobs,
+            "cached_tokens": getattr(result, "num_cached_tokens", None),
+            "finish_reason": completion.finish_reason,
+            # new ids without the EOS / stop id that ended them (steerlab's generate_ids form)
+            "new_ids": ids[:-1] if stopped and ids else ids}
+
+
+def _phases(llm: Any, job: dict[str, Any]) -> dict[str, Any]:
+    phases, seconds = [], []
+    for phase in job["phases"]:
+        prompts = [{"prompt_token_ids": list(r["prompt_token_ids"])} for r in phase]
+        t0 = time.perf_counter()
+        results = llm.generate(prompts, [_sampling(r) for r in phase], use_tqdm=False)
+        seconds.append(time.perf_counter() - t0)
+        phases.append([_output(r) for r in results])
+    return {"phases": phases, "seconds": seconds}
 
 
 def main(job_path: str, out_path: str) -> None:
@@ -135,19 +154,36 @@ def main(job_path: str, out_path: str) -> None:
     started = time.perf_counter()
     llm = LLM(job["model"], **{**ENGINE_DEFAULTS, **job.get("engine", {})})
     ready = time.perf_counter()
-    phases, seconds = [], []
-    for phase in job["phases"]:
-        prompts = [{"prompt_token_ids": list(r["prompt_token_ids"])} for r in phase]
-        t0 = time.perf_counter()
-        results = llm.generate(prompts, [_sampling(r) for r in phase], use_tqdm=False)
-        seconds.append(time.perf_counter() - t0)
-        phases.append([_output(r) for r in results])
     atomic_write(Path(out_path), json.dumps({
-        "phases": phases, "seconds": seconds, "engine_start_s": ready - started,
+        **_phases(llm, job), "engine_start_s": ready - started,
         "vllm_version": vllm.__version__}))
 
 
+def serve(config_path: str) -> None:
+    """One engine for many jobs: each stdin line ``{"job": PATH, "out": PATH}`` is run on it
+    and its result written atomically to ``out`` (``{"error": ...}`` for a refused job); the
+    engine stops when stdin closes. :class:`steerlab.serve.vllm.engine.VLLMBackend` drives it.
+    """
+    config = json.loads(Path(config_path).read_text())
+    from vllm import LLM
+
+    llm = LLM(config["model"], **{**ENGINE_DEFAULTS, **config.get("engine", {})})
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        task = json.loads(line)
+        try:
+            result: dict[str, Any] = _phases(llm, json.loads(Path(task["job"]).read_text()))
+        except ValueError as exc:  # a request vLLM or the plugin refused
+            result = {"error": str(exc)}
+        atomic_write(Path(task["out"]), json.dumps(result))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3:
-        raise SystemExit("usage: python -m steerlab.serve.vllm.batch JOB.json OUT.json")
-    main(sys.argv[1], sys.argv[2])
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+    elif len(sys.argv) == 3:
+        main(sys.argv[1], sys.argv[2])
+    else:
+        raise SystemExit("usage: python -m steerlab.serve.vllm.batch JOB.json OUT.json | "
+                         "--serve ENGINE.json")
