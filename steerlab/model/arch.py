@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,8 +28,11 @@ from torch import nn
 from steerlab.errors import SteerlabError
 
 __all__ = [
+    "UNSTEERABLE",
     "cache_kwarg",
     "cache_offset",
+    "count_cache",
+    "declared_layers",
     "find_blocks",
     "join_block_output",
     "model_width",
@@ -36,9 +40,63 @@ __all__ = [
     "register_block_path",
     "returned_cache",
     "split_block_output",
+    "unsteerable_reason",
 ]
 
 _BLOCK_PATHS: dict[str, str] = {}
+
+#: ``config.model_type`` → why steering at its block outputs cannot be exact (checked on tiny
+#: models of each by ``steerlab models check``; docs/ARCHITECTURES.md lists the rest).
+#: :func:`find_blocks` refuses these unless the caller names a block path explicitly.
+_HYPER = ("hyper-connections: the residual stream between blocks is several parallel streams "
+          "(hc_mult × hidden_size), not one hidden state to add a vector to")
+_ALTUP = ("AltUp: every block carries several predicted copies of the residual stream "
+          "([altup_num_inputs, batch, tokens, width]), not one hidden state")
+UNSTEERABLE: dict[str, str] = {
+    "cpmant": "prepends learned prompt positions inside the model: block outputs are longer "
+              "than the input, so token positions cannot be matched",
+    "deepseek_v4": _HYPER,
+    "gemma3n": _ALTUP,
+    "gemma3n_text": _ALTUP,
+    "hrm_text": "hierarchical recurrence: the same blocks run in loops, so a block's output is "
+                "not one site of the residual stream",
+    "hy_v4": _HYPER,
+    "prophetnet": "n-gram stream decoder: block outputs hold the main and the predicting "
+                  "streams side by side ([batch, (1 + ngram) × tokens, width])",
+    "qwen4_exp": _HYPER,
+    "qwen4_exp_text": _HYPER,
+    "reformer": "reversible residual layers: each block carries two half-streams (attention "
+                "and feed-forward), no single block output",
+    "xlnet": "two-stream attention with time-major hidden states ([tokens, batch, width])",
+}
+
+
+def unsteerable_reason(model: nn.Module) -> str | None:
+    """Why steerlab refuses to steer ``model``'s blocks (None when it does not).
+
+    Example:
+        >>> unsteerable_reason(nn.Linear(2, 2)) is None
+        True
+    """
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return UNSTEERABLE.get(model_type) if isinstance(model_type, str) else None
+
+
+def declared_layers(model: nn.Module) -> int | None:
+    """The number of decoder layers the model's (text) config declares, if it says.
+
+    Example:
+        >>> declared_layers(nn.Linear(2, 2)) is None
+        True
+    """
+    config = getattr(model, "config", None)
+    get_text = getattr(config, "get_text_config", None)
+    text = get_text(decoder=True) if callable(get_text) else config
+    for name in ("decoder_layers", "num_hidden_layers", "n_layer", "num_layers", "n_layers"):
+        value = getattr(text, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
 
 
 def register_block_path(model_type: str, path: str) -> None:
@@ -61,12 +119,33 @@ def _at_path(model: nn.Module, path: str) -> nn.ModuleList:
     return found
 
 
+def _decoder_prefix(model: nn.Module) -> str | None:
+    """The dotted path (with a trailing dot) of the language model inside a multimodal model
+    (``get_decoder()``), so its blocks win over a vision or audio tower's."""
+    get_decoder = getattr(model, "get_decoder", None)
+    if not callable(get_decoder):
+        return None
+    try:
+        decoder = get_decoder()
+    except Exception:
+        return None
+    if not isinstance(decoder, nn.Module) or decoder is model:
+        return None
+    return next((f"{name}." for name, module in model.named_modules() if module is decoder),
+                None)
+
+
 def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.ModuleList]:
     """Return ``(dotted_path, blocks)``: the model's decoder blocks.
 
     Order of precedence: ``path`` if given, then a path registered with
-    :func:`register_block_path` for ``model.config.model_type``, then the longest
-    ``nn.ModuleList`` whose children all share one class (ties: shallowest path, then first).
+    :func:`register_block_path` for ``model.config.model_type``, then the shallowest
+    ``nn.ModuleList`` as long as the number of layers the (text) config declares, inside the
+    language model (``get_decoder()``) of a multimodal model where there is one — its blocks
+    may be of several classes (hybrids: attention and Mamba / linear-attention blocks in one
+    list) — then the longest ``nn.ModuleList`` whose children all share one class (ties:
+    shallowest path, then first). A model type in :data:`UNSTEERABLE` is refused unless
+    ``path`` is given.
 
     Example:
         >>> import torch.nn as nn
@@ -79,19 +158,33 @@ def find_blocks(model: nn.Module, path: str | None = None) -> tuple[str, nn.Modu
     if path is None:
         model_type = getattr(getattr(model, "config", None), "model_type", None)
         if isinstance(model_type, str):
+            reason = UNSTEERABLE.get(model_type)
+            if reason is not None:
+                raise SteerlabError(f"{model_type}: {reason}")
             path = _BLOCK_PATHS.get(model_type)
     if path is not None:
         return path, _at_path(model, path)
 
+    declared = declared_layers(model)
+    decoder = _decoder_prefix(model)
     best: tuple[int, int, str, nn.ModuleList] | None = None
+    matching: tuple[int, int, int, str, nn.ModuleList] | None = None
     for name, module in model.named_modules():
         if not isinstance(module, nn.ModuleList) or len(module) == 0:
             continue
-        if len({type(child) for child in module}) != 1:
+        same = len({type(child) for child in module}) == 1
+        if declared is not None and len(module) == declared:
+            outside = 0 if decoder is None or name.startswith(decoder) else 1
+            rank = (outside, name.count("."), 0 if same else 1)
+            if matching is None or rank < matching[:3]:
+                matching = (*rank, name, module)
+        if not same:
             continue
         key = (-len(module), name.count("."))
         if best is None or key < best[:2]:
             best = (*key, name, module)
+    if matching is not None:
+        return matching[3], matching[4]
     if best is None:
         raise SteerlabError(
             f"no decoder blocks found in {type(model).__name__}: no ModuleList of same-class "
@@ -152,19 +245,78 @@ def split_block_output(output: Any) -> tuple[torch.Tensor, Any]:
     """
     if isinstance(output, torch.Tensor):
         return output, None
-    if isinstance(output, tuple) and output and isinstance(output[0], torch.Tensor):
-        return output[0], output[1:]
+    if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
+        return output[0], output[1:]  # a list stays a list (GPT-1 blocks return lists)
     raise SteerlabError(f"cannot steer a block whose output is {type(output).__name__}")
 
 
 def join_block_output(hidden: torch.Tensor, rest: Any) -> Any:
     """The inverse of :func:`split_block_output`."""
-    return hidden if rest is None else (hidden, *rest)
+    if rest is None:
+        return hidden
+    return [hidden, *rest] if isinstance(rest, list) else (hidden, *rest)
 
 
 #: Keyword names under which transformers has passed the KV cache to a model's forward
 #: (``past_key_values`` up to 5.23; 5.24 renamed it ``cache``).
 CACHE_KWARGS = ("cache", "past_key_values")
+#: Keyword names of recurrent states that hold no token count (RWKV's ``state``).
+STATE_KWARGS = ("state", "cache_params")
+
+#: Tokens seen so far by caches that cannot count them (state-space / recurrent), keyed weakly
+#: by the cache object (or a list state's first tensor); filled by :func:`count_cache` after
+#: each steered forward. Nothing is kept on the model.
+_COUNTED: dict[int, tuple[weakref.ref[Any], int]] = {}
+
+
+def _count_key(cache: Any) -> Any:
+    if isinstance(cache, list | tuple):
+        return next((x for x in cache if isinstance(x, torch.Tensor)), None)
+    return cache
+
+
+def _cache_is_empty(cache: Any) -> bool:
+    """Whether a cache object with per-layer states holds nothing yet (a fresh prefill)."""
+    layers = getattr(cache, "layers", None)
+    if not isinstance(layers, list | tuple):
+        return False
+    for layer in layers:
+        if getattr(layer, "is_initialized", False) is True:
+            return False
+        previous = getattr(layer, "has_previous_state", None)
+        if previous is True or (isinstance(previous, dict) and any(previous.values())):
+            return False
+    return True
+
+
+def count_cache(cache: Any, total: int) -> None:
+    """Remember that ``cache`` (which cannot count tokens itself) now holds ``total`` tokens.
+
+    Example:
+        >>> state = [torch.zeros(1)]
+        >>> count_cache(state, 7)
+        >>> cache_offset({"state": state}, 1)
+        7
+    """
+    key = _count_key(cache)
+    if key is None:
+        return
+    ident = id(key)
+    try:  # keyed by identity (a tensor's == is elementwise), dropped when the key dies
+        ref = weakref.ref(key, lambda _r: _COUNTED.pop(ident, None))
+    except TypeError:  # not weak-referenceable: nothing to count on
+        return
+    _COUNTED[ident] = (ref, total)
+
+
+def _counted(cache: Any) -> int | None:
+    if _cache_is_empty(cache):
+        return 0
+    key = _count_key(cache)
+    entry = _COUNTED.get(id(key)) if key is not None else None
+    if entry is None or entry[0]() is not key:
+        return None
+    return entry[1]
 
 
 def cache_offset(kwargs: dict[str, Any], length: int,
@@ -174,8 +326,11 @@ def cache_offset(kwargs: dict[str, Any], length: int,
     Read from whatever the running transformers passes: ``cache_position`` (≤ 5.23), a cache
     object under ``cache`` (5.24+) or ``past_key_values`` (or any other keyword holding an
     object with ``get_seq_length``), checked against a 2-D attention mask, which covers cached
-    plus new tokens. When those disagree, or a cache is present that steerlab cannot read,
-    this raises instead of guessing: a wrong offset would silently steer the wrong tokens.
+    plus new tokens. A cache that cannot say its length (a state-space cache, RWKV's
+    ``state``) counts as empty when it holds no state yet, else as the tokens
+    :func:`count_cache` recorded for it after the steered forwards that filled it. When the
+    sources disagree, or a cache is present and nothing can say its length, this raises
+    instead of guessing: a wrong offset would silently steer the wrong tokens.
 
     Example:
         >>> cache_offset({}, 3)
@@ -184,6 +339,7 @@ def cache_offset(kwargs: dict[str, Any], length: int,
         7
     """
     found: list[tuple[str, int]] = []
+    unreadable: list[str] = []
     cache_position = kwargs.get("cache_position")
     if isinstance(cache_position, torch.Tensor) and cache_position.numel():
         found.append(("cache_position", int(cache_position.reshape(-1)[0])))
@@ -191,12 +347,24 @@ def cache_offset(kwargs: dict[str, Any], length: int,
         if value is None or name == "cache_position":
             continue
         if callable(getattr(value, "get_seq_length", None)):
-            found.append((name, int(value.get_seq_length())))
-        elif name in CACHE_KWARGS:
-            raise SteerlabError(f"cannot read the KV-cache length from {name}="
-                                f"{type(value).__name__}; steering positions would be wrong")
-    if attention_mask is not None and attention_mask.ndim == 2:
+            try:
+                found.append((name, int(value.get_seq_length())))
+                continue
+            except (ValueError, NotImplementedError, AttributeError, TypeError):
+                pass  # a state-space / linear-attention cache holds no token count
+        elif name not in CACHE_KWARGS and name not in STATE_KWARGS:
+            continue
+        counted = _counted(value)
+        if counted is not None:
+            found.append((f"{name} (counted)", counted))
+        else:
+            unreadable.append(f"{name}={type(value).__name__}")
+    if isinstance(attention_mask, torch.Tensor) and attention_mask.ndim == 2:
         found.append(("attention_mask", int(attention_mask.shape[1]) - length))
+    if unreadable and not found:
+        raise SteerlabError(f"cannot read the KV-cache length from {', '.join(unreadable)} "
+                            "and no cache_position or attention mask says it; steering "
+                            "positions would be wrong")
     offsets = {offset for _, offset in found}
     if len(offsets) > 1 or any(offset < 0 for offset in offsets):
         seen = ", ".join(f"{name} says {offset}" for name, offset in found)

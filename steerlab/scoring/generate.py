@@ -223,9 +223,7 @@ class Decoder:
                              self.lm.pad_id)
             self._mask = batch["attention_mask"]
             self._next_pos = batch["position_ids"][:, -1:] + 1
-            from transformers import DynamicCache
-
-            self._cache = DynamicCache(config=getattr(module, "config", None))
+            self._cache = _new_cache(module)
             inputs = {k: v.to(device) for k, v in batch.items()}
         else:
             assert self._mask is not None and self._next_pos is not None
@@ -237,12 +235,15 @@ class Decoder:
             self._next_pos = self._next_pos + 1
         if self._handle is None:
             self._attach()
+        cache = {cache_kwarg(module): self._cache} if self._cache is not None else {}
         with torch.inference_mode():
-            out = module(**inputs, **{cache_kwarg(module): self._cache}, use_cache=True,
-                         logits_to_keep=1)
+            out = module(**inputs, **cache, use_cache=True, logits_to_keep=1)
         returned = returned_cache(out)
         if returned is not None:
             self._cache = returned
+        elif self._cache is None:
+            raise SteerlabError(f"{type(module).__name__} returns no KV cache; steerlab's "
+                                "decoder feeds one token per step and needs one")
         return out.logits[:, -1].float()
 
     def _choose(self, logits: torch.Tensor) -> list[int]:
@@ -287,6 +288,18 @@ def _with_start(row: GenerationRow, start: dict[str, Any] | None) -> GenerationR
         return row
     instr = None if row.instruction_length is None else row.instruction_length + 1
     return replace(row, prompt=prompt, instruction_length=instr)
+
+
+def _new_cache(module: Any) -> Any:
+    """The cache a prefill starts from: a ``DynamicCache`` built from the config (its layers
+    follow the model's layer types, attention or state-space), as ``generate`` does; None for
+    models transformers says need their own (MiniMax's linear attention): they build it."""
+    supports = getattr(module, "_supports_default_dynamic_cache", None)
+    if callable(supports) and not supports():
+        return None
+    from transformers import DynamicCache
+
+    return DynamicCache(config=getattr(module, "config", None))
 
 
 def _generator(sampling: Sampling) -> torch.Generator | None:

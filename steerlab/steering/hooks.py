@@ -43,7 +43,10 @@ from torch import nn
 
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import (
+    CACHE_KWARGS,
+    STATE_KWARGS,
     cache_offset,
+    count_cache,
     find_blocks,
     join_block_output,
     model_width,
@@ -82,6 +85,59 @@ _REGISTRY_LOCK = threading.Lock()
 _ACTIVE: contextvars.ContextVar[tuple[_Active, ...]] = contextvars.ContextVar(
     "steerlab_active_steering", default=())
 
+#: The input ids and 2-D attention mask of the model call in progress (this thread / task),
+#: for blocks' parents that receive something else: a dict of masks per layer type (Gemma 3
+#: multimodal), an extended 4-D mask (BERT-style encoders), embeddings instead of ids.
+_OUTER_CALL: contextvars.ContextVar[tuple[Any, Any] | None] = contextvars.ContextVar(
+    "steerlab_outer_call", default=None)
+
+
+class _Handles:
+    """Several hook handles removed as one."""
+
+    def __init__(self, *handles: torch.utils.hooks.RemovableHandle):
+        self.handles = handles
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+
+def _remember_call(_module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
+    ids = kw.get("input_ids")
+    if ids is None and args and isinstance(args[0], torch.Tensor) and \
+            not torch.is_floating_point(args[0]):
+        ids = args[0]
+    mask = kw.get("attention_mask")
+    if not (isinstance(mask, torch.Tensor) and mask.ndim == 2):
+        mask = None
+    _OUTER_CALL.set((ids if isinstance(ids, torch.Tensor) else None, mask))
+
+
+def _forget_call(_module: nn.Module, _args: Any, _output: Any) -> None:
+    _OUTER_CALL.set(None)
+
+
+#: (tokens cached before, new tokens) of the blocks' parent call in progress.
+_CALL_SPAN: contextvars.ContextVar[tuple[int, int] | None] = contextvars.ContextVar(
+    "steerlab_call_span", default=None)
+
+
+def _count_caches(_module: nn.Module, _args: Any, kw: dict[str, Any], output: Any) -> None:
+    """After a steered call: remember how many tokens each cache passed in or returned now
+    holds, for caches that cannot count (state-space, RWKV), so the next call's positions are
+    known (:func:`~steerlab.model.arch.cache_offset`)."""
+    span = _CALL_SPAN.get()
+    if span is None:
+        return
+    _CALL_SPAN.set(None)
+    names = (*CACHE_KWARGS, *STATE_KWARGS)
+    returned = ([output[k] for k in output if k in names]
+                if hasattr(output, "keys") else [])
+    for cache in [*(kw.get(k) for k in names), *returned]:
+        if cache is not None:
+            count_cache(cache, span[0] + span[1])
+
 
 class _Dispatcher:
     """The hooks of one model, shared by every steering on it in any thread.
@@ -95,7 +151,8 @@ class _Dispatcher:
         self._module = weakref.ref(module)
         self.lock = threading.Lock()
         self.users: Counter[tuple[str, int] | None] = Counter()
-        self.handles: dict[tuple[str, int] | None, torch.utils.hooks.RemovableHandle] = {}
+        self.handles: dict[tuple[str, int] | None,
+                           torch.utils.hooks.RemovableHandle | _Handles] = {}
         self.global_active: tuple[_Active, ...] = ()
 
     @classmethod
@@ -138,18 +195,28 @@ class _Dispatcher:
                 del self.users[key]
                 self.handles.pop(key).remove()
 
-    def _register(self, key: tuple[str, int] | None) -> torch.utils.hooks.RemovableHandle:
+    def _register(self, key: tuple[str, int] | None
+                  ) -> torch.utils.hooks.RemovableHandle | _Handles:
         module = self._module()
         if module is None:
             raise SteerlabError("the model being steered no longer exists")
         path, blocks = find_blocks(module)
         if key is None:
             parent = module.get_submodule(path.rsplit(".", 1)[0]) if "." in path else module
-            return parent.register_forward_pre_hook(self._observe, with_kwargs=True)
+            observe = (parent.register_forward_pre_hook(self._observe, with_kwargs=True),
+                       parent.register_forward_hook(_count_caches, with_kwargs=True))
+            if parent is module:
+                return _Handles(*observe)
+            return _Handles(*observe,
+                            module.register_forward_pre_hook(_remember_call, with_kwargs=True),
+                            module.register_forward_hook(_forget_call, always_call=True))
         site, layer = key
         block = blocks[layer]
         if site == "block_output":
-            return block.register_forward_hook(self._output_hook(key))
+            # prepend: run before any hook registered earlier (transformers records
+            # output_hidden_states with a forward hook on each block), so hidden_states[k+1]
+            # is the steered output h + v whichever hook came first
+            return block.register_forward_hook(self._output_hook(key), prepend=True)
         return block.register_forward_pre_hook(self._input_hook(key), with_kwargs=True)
 
     # ---- the hooks ------------------------------------------------------------------------
@@ -161,12 +228,24 @@ class _Dispatcher:
         if input_ids is None and args and isinstance(args[0], torch.Tensor):
             input_ids = args[0]
         embeds = kw.get("inputs_embeds")
+        if embeds is None:  # a parent that takes the embedded hidden states (BERT's encoder)
+            embeds = kw.get("hidden_states")
         source = input_ids if input_ids is not None else embeds
         if source is None:
             return
         batch, length = int(source.shape[0]), int(source.shape[1])
         mask = kw.get("attention_mask")
+        outer_ids, outer_mask = _OUTER_CALL.get() or (None, None)
+        if not (isinstance(mask, torch.Tensor) and mask.ndim == 2):
+            # the parent got a dict / 4-D mask: the model call's own 2-D mask, if it fits
+            fits = outer_mask is not None and outer_mask.shape[0] == batch and \
+                outer_mask.shape[1] >= length
+            mask = outer_mask if fits else None
+        if input_ids is None or torch.is_floating_point(input_ids):
+            fits = outer_ids is not None and tuple(outer_ids.shape[:2]) == (batch, length)
+            input_ids = outer_ids if fits else None
         past = cache_offset(kw, length, mask)
+        _CALL_SPAN.set((past, length))
         for entry in entries:
             if entry.rows is not None and batch != entry.rows:
                 raise SteerlabError(f"per-row steering was given {entry.rows} rows but the "
@@ -184,6 +263,7 @@ class _Dispatcher:
     def _output_hook(self, key: tuple[str, int]) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
             hidden, rest = split_block_output(output)
+            _check_hidden(hidden, key)
             steered = self._steered(key, hidden)
             return None if steered is None else join_block_output(steered, rest)
         return hook
@@ -193,6 +273,7 @@ class _Dispatcher:
             hidden = args[0] if args else kw.get("hidden_states")
             if not isinstance(hidden, torch.Tensor):
                 return None
+            _check_hidden(hidden, key)
             steered = self._steered(key, hidden)
             if steered is None:
                 return None
@@ -200,6 +281,12 @@ class _Dispatcher:
                 return (steered, *args[1:]), kw
             return args, {**kw, "hidden_states": steered}
         return hook
+
+
+def _check_hidden(hidden: torch.Tensor, key: tuple[str, int]) -> None:
+    if hidden.ndim != 3:
+        raise SteerlabError(f"cannot steer {key[0]} {key[1]}: its hidden states have shape "
+                            f"{list(hidden.shape)}, not [batch, tokens, width]")
 
 
 class SteeringHandle:

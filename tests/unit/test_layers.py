@@ -146,6 +146,11 @@ def test_find_blocks_none_found() -> None:
 def test_find_blocks_explicit_path() -> None:
     model = tiny_model("llama")
     model.decoy = nn.ModuleList(nn.Identity() for _ in range(10))
+    assert find_blocks(model)[0] == "model.layers"  # the list as long as the config's layers
+    model.decoy = nn.ModuleList(nn.Identity() for _ in range(4))
+    assert find_blocks(model)[0] == "model.layers"  # ... inside the language model first
+    model.decoy = nn.ModuleList(nn.Identity() for _ in range(10))
+    model.config.num_hidden_layers = 99  # no list fits the config: the longest one wins
     assert find_blocks(model)[0] == "decoy"
     path, blocks = find_blocks(model, path="model.layers")
     assert path == "model.layers"
@@ -159,6 +164,7 @@ def test_find_blocks_explicit_path() -> None:
 def test_register_block_path(clean_registry: None) -> None:
     model = tiny_model("gpt2")
     model.decoy = nn.ModuleList(nn.Identity() for _ in range(10))
+    model.config.n_layer = 99  # no list fits the config: the longest one wins
     assert find_blocks(model)[0] == "decoy"
     register_block_path("gpt2", "transformer.h")
     path, blocks = find_blocks(model)
@@ -169,6 +175,7 @@ def test_register_block_path(clean_registry: None) -> None:
     # other model types are unaffected
     other = tiny_model("llama")
     other.decoy = nn.ModuleList(nn.Identity() for _ in range(10))
+    other.config.num_hidden_layers = 99
     assert find_blocks(other)[0] == "decoy"
 
 

@@ -92,8 +92,10 @@ def _first(value: Any) -> torch.Tensor:
 
 
 @contextmanager
-def _record(block: nn.Module, *, pre: bool = False) -> Iterator[list[torch.Tensor]]:
-    """Record the block's hidden-state output (or input with ``pre``) of every call."""
+def _record(block: nn.Module, *, pre: bool = False, first: bool = False
+            ) -> Iterator[list[torch.Tensor]]:
+    """Record the block's hidden-state output (or input with ``pre``) of every call; ``first``
+    runs the output hook before every hook already there (steerlab's included)."""
     seen: list[torch.Tensor] = []
     if pre:
         def pre_hook(_m: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> None:
@@ -102,7 +104,7 @@ def _record(block: nn.Module, *, pre: bool = False) -> Iterator[list[torch.Tenso
     else:
         def hook(_m: nn.Module, _args: Any, out: Any) -> None:
             seen.append(_first(out))
-        handle = block.register_forward_hook(hook)
+        handle = block.register_forward_hook(hook, prepend=first)
     try:
         yield seen
     finally:
@@ -112,10 +114,19 @@ def _record(block: nn.Module, *, pre: bool = False) -> Iterator[list[torch.Tenso
 @contextmanager
 def _deltas(model: nn.Module, layer: int, *steer_args: Any, pre: bool = False,
             **steer_kwargs: Any) -> Iterator[tuple[list[torch.Tensor], list[torch.Tensor]]]:
-    """(raw, steered) hidden states of block ``layer`` per call while steering is active."""
+    """(raw, steered) hidden states of block ``layer`` per call while steering is active.
+
+    Steerlab's output hook runs before any other forward hook of the block (so transformers'
+    own output_hidden_states recording sees h + v): the raw output is read by a hook put
+    first after the steering started."""
     block = _block(model, layer)
-    with _record(block, pre=pre) as raw, steer(model, *steer_args, **steer_kwargs), \
-            _record(block, pre=pre) as steered:
+    if pre:
+        with _record(block, pre=True) as raw, steer(model, *steer_args, **steer_kwargs), \
+                _record(block, pre=True) as steered:
+            yield raw, steered
+        return
+    with steer(model, *steer_args, **steer_kwargs), _record(block, first=True) as raw, \
+            _record(block) as steered:
         yield raw, steered
 
 
