@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
-from steerlab.model.prompts import chat_prompt, encode, instruction_length
+from steerlab.model.prompts import Message, Prompt, chat_prompt, encode, instruction_length
 from steerlab.util.seq import common_prefix
 
 
@@ -43,17 +44,36 @@ class ABSequences:
         return [*self.prefix, self.not_matching_id]
 
 
-def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None) -> ABSequences:
-    """Locate the answer token of an A/B item under this tokenizer and chat format."""
-    a = encode(tokenizer, chat_prompt(tokenizer, item.question, item.matching.strip(), system))
-    b = encode(tokenizer, chat_prompt(tokenizer, item.question, item.not_matching.strip(),
-                                      system))
+def question_prompt(question: str, context: Sequence[Message] = ()) -> Prompt:
+    """The prompt of an item's question: the question as one user turn, after the earlier
+    ``context`` turns (e.g. few-shot examples: user, assistant, user, assistant, ...) if any.
+
+    Example:
+        >>> question_prompt("Q?")
+        'Q?'
+        >>> [m["role"] for m in question_prompt("Q?", [{"role": "user", "content": "E?"},
+        ...                                             {"role": "assistant", "content": "e"}])]
+        ['user', 'assistant', 'user']
+    """
+    if not context:
+        return question
+    return [*({"role": m["role"], "content": m["content"]} for m in context),
+            {"role": "user", "content": question}]
+
+
+def ab_sequences(tokenizer: Any, item: ABItem, system: str | None = None,
+                 context: Sequence[Message] = ()) -> ABSequences:
+    """Locate the answer token of an A/B item under this tokenizer and chat format
+    (``context``: earlier chat turns before the question, see :func:`question_prompt`)."""
+    prompt = question_prompt(item.question, context)
+    a = encode(tokenizer, chat_prompt(tokenizer, prompt, item.matching.strip(), system))
+    b = encode(tokenizer, chat_prompt(tokenizer, prompt, item.not_matching.strip(), system))
     common = common_prefix((a, b))
     if common >= min(len(a), len(b)):
         raise SteerlabError(f"answers {item.matching!r} and {item.not_matching!r} tokenize to "
                             "sequences that do not differ")
     return ABSequences(prefix=a[:common], matching_id=a[common], not_matching_id=b[common],
-                       instruction_length=min(instruction_length(tokenizer, item.question, system),
+                       instruction_length=min(instruction_length(tokenizer, prompt, system),
                                               common))
 
 
@@ -73,19 +93,21 @@ class AnswerSequence:
         return len(self.prefix) - self.prompt_length
 
 
-def answer_sequences(tokenizer: Any, item: ABItem,
-                     system: str | None = None) -> tuple[AnswerSequence, AnswerSequence]:
-    """The matching and not-matching answers of ``item`` as assistant replies.
+def answer_sequences(tokenizer: Any, item: ABItem, system: str | None = None,
+                     context: Sequence[Message] = ()) -> tuple[AnswerSequence, AnswerSequence]:
+    """The matching and not-matching answers of ``item`` as assistant replies (``context``:
+    earlier chat turns before the question, see :func:`question_prompt`).
 
     Example:
         >>> from steerlab.testing.tiny import tiny_tokenizer  # doctest: +SKIP
         >>> m, n = answer_sequences(tiny_tokenizer(), ABItem("Q?", "yes", "no"))  # doctest: +SKIP
     """
-    prompt = encode(tokenizer, chat_prompt(tokenizer, item.question, system=system))
-    instr = instruction_length(tokenizer, item.question, system)
+    question = question_prompt(item.question, context)
+    prompt = encode(tokenizer, chat_prompt(tokenizer, question, system=system))
+    instr = instruction_length(tokenizer, question, system)
     out = []
     for answer in (item.matching, item.not_matching):
-        full = encode(tokenizer, chat_prompt(tokenizer, item.question, answer.strip(),
+        full = encode(tokenizer, chat_prompt(tokenizer, question, answer.strip(),
                                              system=system))
         if full[: len(prompt)] != prompt or len(full) == len(prompt):
             raise SteerlabError(f"answer {answer[:30]!r} does not extend the prompt's tokens")
