@@ -26,6 +26,20 @@ numbers (with their 95 % intervals) that the audit measured. The rules, in words
    strength; *holds* when the largest model's perplexity ratio interval lies below the
    smallest's; *does not hold* when it lies above; else *inconclusive*.
 
+Beside the paper's five, one comparison the audit also judges (AxBench, Wu et al. 2025, found
+prompting beats steering on its concepts):
+
+6. **Steering beats prompting** (``prompting``): on the same test items, with the same scorer,
+   the vector's behaviour score against the behaviour asked for by instruction (system prompt,
+   user-turn prefix, few-shot examples from the train split). *holds* ("steering beats
+   prompting") when the paired difference vector − prompt has its interval above 0; *does not
+   hold* ("prompting beats steering") when it lies below 0; *inconclusive* when it straddles 0;
+   *not measurable* when there is nothing to compare (no instruction text for the behaviour,
+   or no items).
+
+A fourth verdict, *not measurable*, says a comparison could not be made at all (as opposed to
+*inconclusive*: made, but the intervals do not decide).
+
 Validity warnings ride along: answer-letter mass below 0.8 (the A/B format is not being
 followed), answer-position bias (the matching answer is one letter in far more than half of the
 items), a base rate near 0 or 1 (little room to move), fewer contrast pairs than the plateau.
@@ -40,11 +54,13 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 HOLDS, FAILS, UNSURE = "holds", "does not hold", "inconclusive"
+NOT_MEASURABLE = "not measurable"  # nothing to compare (as opposed to: intervals undecided)
+VERDICTS = (HOLDS, FAILS, UNSURE, NOT_MEASURABLE)
 Interval = tuple[float, float, float]  # value, low, high
 
 FINDINGS = {
@@ -53,6 +69,7 @@ FINDINGS = {
     "adversarial": "Adversarial inputs reverse the steering, and such inputs are unnatural",
     "perplexity": "Steering costs perplexity",
     "size": "Larger models resist steering-induced degradation",
+    "prompting": "Steering beats prompting (the behaviour asked for by instruction)",
 }
 RULES = {
     "ood": "holds: ID low > 0 and OOD high < ID/2; does not hold: ID low > 0 and OOD low >= "
@@ -63,6 +80,9 @@ RULES = {
                    "xent high; does not hold: success high <= baseline high (n >= 10)",
     "perplexity": "holds: ratio low > 1; does not hold: ratio high < 1.01",
     "size": "holds: largest model's ratio interval below the smallest's; does not hold: above",
+    "prompting": "holds (steering beats prompting): paired score difference vector - prompt "
+                 "low > 0; does not hold (prompting beats steering): high < 0; not measurable: "
+                 "no instruction or no items",
 }
 # The two seed results ``steerlab reproduce`` checks beside the five findings (not the audit's).
 REPLICATIONS = {
@@ -239,6 +259,71 @@ def judge_size(ratios: Sequence[tuple[str, float, Interval]]) -> Verdict:
                        f"{small[0]} (×{small[2][0]:.3f})", numbers)
     return Verdict("size", UNSURE, f"{big[0]} ×{big[2][0]:.3f} vs {small[0]} "
                    f"×{small[2][0]:.3f}: intervals overlap", numbers)
+
+
+def judge_prompting(difference: Interval | None, vector_effect: Interval | None = None,
+                    prompt_effect: Interval | None = None, *,
+                    combined_effect: Interval | None = None,
+                    fluency: Mapping[str, Interval | None] | None = None,
+                    missing: str | None = None) -> Verdict:
+    """Comparison 6 from the paired behaviour-score difference vector − prompt on the same items.
+
+    ``vector_effect``, ``prompt_effect`` and ``combined_effect`` (prompt + vector) are each
+    condition's paired effect over the unsteered, uninstructed baseline; ``fluency`` maps a
+    condition to its answers' perplexity ratio over the baseline's. ``missing`` says why there
+    is nothing to compare (then the verdict is *not measurable*).
+
+    Example:
+        >>> judge_prompting((0.12, 0.05, 0.19)).reason[:27]
+        'steering beats prompting by'
+        >>> judge_prompting((-0.2, -0.3, -0.1)).verdict
+        'does not hold'
+        >>> judge_prompting(None, missing="no instruction for 'x'").verdict
+        'not measurable'
+    """
+    numbers = {"difference": difference, "vector_effect": vector_effect,
+               "prompt_effect": prompt_effect, "combined_effect": combined_effect,
+               "fluency_ratio": dict(fluency or {})}
+    if missing:
+        return Verdict("prompting", NOT_MEASURABLE, missing, numbers)
+    if not _ok(difference) or difference is None:
+        return Verdict("prompting", UNSURE, "the difference has no interval (too few items)",
+                       numbers)
+    both = (f" (over the baseline: vector {_fmt(vector_effect)}, prompt "
+            f"{_fmt(prompt_effect)})" if _ok(vector_effect) and _ok(prompt_effect)
+            and vector_effect is not None and prompt_effect is not None else "")
+    warnings = _cost_warnings(fluency or {})
+    if _ok(combined_effect) and combined_effect is not None and _ok(vector_effect) \
+            and vector_effect is not None and _ok(prompt_effect) and prompt_effect is not None \
+            and combined_effect[0] > max(vector_effect[0], prompt_effect[0]):
+        warnings.append(f"prompt + vector together move the score most ({_fmt(combined_effect)}"
+                        " over the baseline)")
+    if difference[1] > 0:
+        return Verdict("prompting", HOLDS, f"steering beats prompting by {_fmt(difference)} in "
+                       f"behaviour score{both}", numbers, warnings)
+    if difference[2] < 0:
+        return Verdict("prompting", FAILS, f"prompting beats steering by "
+                       f"{_fmt((-difference[0], -difference[2], -difference[1]))} in behaviour "
+                       f"score{both}", numbers, warnings)
+    return Verdict("prompting", UNSURE, f"neither wins: vector − prompt {_fmt(difference)} may "
+                   f"be 0{both}", numbers, warnings)
+
+
+def _cost_warnings(fluency: Mapping[str, Interval | None]) -> list[str]:
+    """Which side's answers read measurably worse (its fluency ratio interval above the
+    other's): what a win on the behaviour score costs."""
+    got = {k: fluency.get(k) for k in ("vector", "prompt")}
+    if not all(_ok(v) for v in got.values()):
+        return []
+    vec, prompt = got["vector"], got["prompt"]
+    assert vec is not None and prompt is not None
+    for (name, a), (other, b) in ((("vector", vec), ("prompt", prompt)),
+                                  (("prompt", prompt), ("vector", vec))):
+        if a[1] > b[2]:
+            return [f"the {name}'s answers cost more fluency: perplexity ×{a[0]:.2f} "
+                    f"[{a[1]:.2f}, {a[2]:.2f}] over the baseline's, vs ×{b[0]:.2f} "
+                    f"[{b[1]:.2f}, {b[2]:.2f}] for the {other}'s"]
+    return []
 
 
 def judge_shift(finding: str, shift: Interval | None, what: str) -> Verdict:
