@@ -7,7 +7,10 @@ Every judge has the same interface (:class:`~steerlab.eval.judges.base.Judge`):
 * ``local:ALIAS_OR_PATH`` — :class:`~steerlab.eval.judges.local.LocalJudge`, a local instruct
   model's log-probability expectation over 1..10;
 * ``http:BASE_URL#MODEL`` — :class:`~steerlab.eval.judges.http.HTTPJudge`, any
-  OpenAI-compatible API.
+  OpenAI-compatible API;
+* ``axbench:local:...`` / ``axbench:http:...`` — :class:`~steerlab.eval.judges.axbench.
+  AxBenchJudge`, AxBench's concept / instruction / fluency ratings (0..2 each) on top of either
+  judge, scored as their harmonic mean (0 if any is 0; its scale is 0..2, not 1..10).
 
 Register another scheme with :func:`register_judge`.
 
@@ -21,6 +24,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 from steerlab.errors import SteerlabError
+from steerlab.eval.judges.axbench import (
+    AxBenchJudge,
+    AxBenchRating,
+    axbench_aggregate,
+    phrase_agreement,
+)
 from steerlab.eval.judges.base import (
     Judge,
     JudgeItem,
@@ -47,7 +56,16 @@ def _http(target: str, model: str, _models: Mapping[str, LoadedModel], progress:
     return HTTPJudge(target, model, progress=progress)
 
 
-JUDGES: dict[str, JudgeFactory] = {"local": _local, "http": _http}
+def _axbench(target: str, _model: str, models: Mapping[str, LoadedModel],
+             progress: bool) -> Judge:
+    inner = parse_judge(target, models, progress)
+    if isinstance(inner, AxBenchJudge):
+        raise SteerlabError(f"judge spec axbench:{target}: AxBench wraps a local: or http: "
+                            "judge, not another axbench: one")
+    return AxBenchJudge(inner)  # type: ignore[arg-type]
+
+
+JUDGES: dict[str, JudgeFactory] = {"local": _local, "http": _http, "axbench": _axbench}
 
 
 def register_judge(scheme: str, factory: JudgeFactory) -> None:
@@ -65,9 +83,14 @@ def split_judge_spec(spec: str) -> tuple[str, str, str]:
     Example:
         >>> split_judge_spec("http:http://localhost:8000/v1#qwen")
         ('http', 'http://localhost:8000/v1', 'qwen')
+        >>> split_judge_spec("axbench:local:qwen2.5-coder-0.5b")
+        ('axbench', 'local:qwen2.5-coder-0.5b', '')
     """
     kind, _, rest = spec.partition(":")
     rest = rest.strip()
+    if kind == "axbench" and rest:
+        split_judge_spec(rest)  # the wrapped judge's spec must be good too
+        return kind, rest, ""
     if kind == "http" and rest:
         url, _, model = rest.partition("#")
         if not model.strip():
@@ -79,7 +102,7 @@ def split_judge_spec(spec: str) -> tuple[str, str, str]:
     if kind in JUDGES and rest:
         return kind, rest, ""
     raise SteerlabError(f"bad judge spec {spec!r}; expected local:ALIAS_OR_PATH or "
-                        "http:BASE_URL#MODEL")
+                        "http:BASE_URL#MODEL (or axbench: before either)")
 
 
 def parse_judge(spec: str, models: Mapping[str, LoadedModel] | None = None,
@@ -100,7 +123,8 @@ def parse_judge(spec: str, models: Mapping[str, LoadedModel] | None = None,
     return JUDGES[kind](target, model, models or {}, progress)
 
 
-__all__ = ["JUDGES", "HTTPJudge", "Judge", "JudgeItem", "LocalJudge", "NumberTokens", "Rating",
-           "describe_trait", "expected_score", "judge_prompt", "logprob_rating", "number_probs",
-           "number_tokens", "parse_judge", "parse_reply_score", "register_judge",
+__all__ = ["JUDGES", "AxBenchJudge", "AxBenchRating", "HTTPJudge", "Judge", "JudgeItem",
+           "LocalJudge", "NumberTokens", "Rating", "axbench_aggregate", "describe_trait",
+           "expected_score", "judge_prompt", "logprob_rating", "number_probs", "number_tokens",
+           "parse_judge", "parse_reply_score", "phrase_agreement", "register_judge",
            "split_judge_spec"]

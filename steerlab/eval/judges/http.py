@@ -23,6 +23,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval.judges.base import (
+    SCALE,
     SYSTEM,
     JudgeBase,
     JudgeItem,
@@ -32,18 +33,22 @@ from steerlab.eval.judges.base import (
 )
 from steerlab.util.progress import bar
 
-_FIRST_INT = re.compile(r"(?<!\d)(10|[1-9])(?!\d)")
+_INTEGER = re.compile(r"(?<!\d)(0|[1-9]\d*)(?!\d)")
 
 
-def parse_reply_score(text: str) -> float | None:
-    """The first integer 1..10 in a judge's reply, or ``None``.
+def parse_reply_score(text: str, numbers: Sequence[int] = SCALE) -> float | None:
+    """The first integer of ``numbers`` (1..10) standing alone in a judge's reply, or ``None``.
 
     Example:
         >>> parse_reply_score("Score: 7/10"), parse_reply_score("ten"), parse_reply_score("42")
         (7.0, None, None)
+        >>> parse_reply_score("Rating: [[2]]", numbers=(0, 1, 2))
+        2.0
     """
-    match = _FIRST_INT.search(text)
-    return float(match.group(1)) if match else None
+    for match in _INTEGER.finditer(text):
+        if int(match.group(1)) in numbers:
+            return float(match.group(1))
+    return None
 
 
 def _alternatives(position: Any) -> dict[str, float]:
@@ -59,9 +64,10 @@ def _alternatives(position: Any) -> dict[str, float]:
     return out
 
 
-def logprob_rating(content: Sequence[Any]) -> Rating | None:
-    """The expected score from an OpenAI ``choices[0].logprobs.content`` list, if it has any
-    number among the first token's alternatives.
+def logprob_rating(content: Sequence[Any], numbers: Sequence[int] = SCALE) -> Rating | None:
+    """The expected score on ``numbers`` (1..10) from an OpenAI ``choices[0].logprobs.content``
+    list, if it has any of them among the first token's alternatives (a "1" that may go on to
+    "10" is split by the second token's alternatives when 10 is on the scale).
 
     Example:
         >>> pos = {"token": "7", "top_logprobs": [{"token": "7", "logprob": math.log(0.75)},
@@ -72,17 +78,21 @@ def logprob_rating(content: Sequence[Any]) -> Rating | None:
     if not content:
         return None
     first = _alternatives(content[0])
-    probs = [first.get(str(n), 0.0) for n in range(1, 11)]
+    numbers = tuple(numbers)
+    probs = [first.get(str(n), 0.0) for n in numbers]
     chosen = content[0].get("token", "").strip() if isinstance(content[0], Mapping) else ""
-    if chosen == "1" and len(content) > 1 and probs[0] > 0:
-        after = _alternatives(content[1])
-        p_zero = after.get("0", 0.0)
-        p_digit = sum(p for tok, p in after.items() if tok[:1].isdigit() and tok != "0")
-        one = probs[0]
-        probs[0], probs[9] = one * max(0.0, 1.0 - p_zero - p_digit), probs[9] + one * p_zero
+    if 1 in numbers and 10 in numbers:
+        one, ten = numbers.index(1), numbers.index(10)
+        if chosen == "1" and len(content) > 1 and probs[one] > 0:
+            after = _alternatives(content[1])
+            p_zero = after.get("0", 0.0)
+            p_digit = sum(p for tok, p in after.items() if tok[:1].isdigit() and tok != "0")
+            p_one = probs[one]
+            probs[one] = p_one * max(0.0, 1.0 - p_zero - p_digit)
+            probs[ten] += p_one * p_zero
     if sum(probs) <= 0.0:
         return None
-    return expected_score(probs)
+    return expected_score(probs, numbers)
 
 
 class HTTPJudge(JudgeBase):
@@ -143,11 +153,28 @@ class HTTPJudge(JudgeBase):
             raise SteerlabError(f"judge {url}: reply is not JSON: {raw[:80]!r}") from None
 
     def rate(self, item: JudgeItem) -> Rating:
-        """One request → one rating."""
+        """One request → one rating on 1..10."""
+        return self.rate_prompt(judge_prompt(item))
+
+    def rate_prompts(self, prompts: Sequence[str], numbers: Sequence[int] = SCALE,
+                     system: str = SYSTEM) -> list[Rating]:
+        """The rating on ``numbers`` of each judge question (a user turn), one request each."""
+        out = []
+        with bar(len(prompts), "judge", unit="answer", enabled=self.progress) as progress:
+            for prompt in prompts:
+                out.append(self.rate_prompt(prompt, numbers, system))
+                progress.update(1)
+        return out
+
+    def rate_prompt(self, prompt: str, numbers: Sequence[int] = SCALE,
+                    system: str = SYSTEM) -> Rating:
+        """One request → one rating on ``numbers``: the log-probability expectation when the
+        endpoint returns ``top_logprobs``, else the first number of the scale in the reply."""
+        numbers = tuple(numbers)
         body: dict[str, Any] = {
             "model": self.model, "temperature": 0, "max_tokens": 4,
-            "messages": [{"role": "system", "content": SYSTEM},
-                         {"role": "user", "content": judge_prompt(item)}]}
+            "messages": [{"role": "system", "content": system},
+                         {"role": "user", "content": prompt}]}
         if self.logprobs:
             body.update(logprobs=True, top_logprobs=20)
         reply = self._request(body)
@@ -159,22 +186,18 @@ class HTTPJudge(JudgeBase):
                                 f"{json.dumps(reply)[:80]}") from None
         content = ((choice.get("logprobs") or {}).get("content") or []) \
             if isinstance(choice, Mapping) else []
-        rating = logprob_rating(content) if self.logprobs else None
+        rating = logprob_rating(content, numbers) if self.logprobs else None
         if rating is not None:
             return rating
-        value = parse_reply_score(str(text))
+        value = parse_reply_score(str(text), numbers)
         if value is None:
-            raise SteerlabError(f"judge {self.name}: no score 1..10 in the reply {text[:60]!r}")
+            raise SteerlabError(f"judge {self.name}: no score {numbers[0]}..{numbers[-1]} in the "
+                                f"reply {text[:60]!r}")
         return Rating(value, 1.0)
 
     def rate_many(self, items: Sequence[JudgeItem]) -> list[Rating]:
-        """One request per item, in order."""
-        out = []
-        with bar(len(items), "judge", unit="answer", enabled=self.progress) as progress:
-            for item in items:
-                out.append(self.rate(item))
-                progress.update(1)
-        return out
+        """One request per item, in order (ratings on 1..10)."""
+        return self.rate_prompts([judge_prompt(item) for item in items])
 
 
 def _error_detail(raw: bytes) -> str:

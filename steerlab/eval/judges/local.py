@@ -25,6 +25,7 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.eval.judges.base import (
     PREFILL,
+    SCALE,
     SYSTEM,
     JudgeBase,
     JudgeItem,
@@ -39,9 +40,10 @@ from steerlab.util.seq import common_prefix
 
 @dataclass(frozen=True)
 class NumberTokens:
-    """How the numbers 1..10 tokenize right after the judge's prefill.
+    """How the numbers of a scale (1..10) tokenize right after the judge's prefill.
 
-    ``tails[n-1]`` are the tokens of number n after the prompt; each is one token, or two
+    ``tails[i]`` are the tokens of the scale's i-th number after the prompt; each is one token,
+    or two
     tokens starting with the shared ``extend`` token (``"1"`` of ``"10"``). ``digit_ids`` are
     the vocabulary ids whose text starts with a digit (a number going on). ``drop`` is how many
     trailing prompt tokens the numbers absorb (0 unless the prefill's last token merges).
@@ -53,8 +55,9 @@ class NumberTokens:
     drop: int = 0
 
 
-def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
-    """Work out :class:`NumberTokens` for text ending in ``prompt`` (raise if unsupported).
+def number_tokens(tokenizer: Any, prompt: str, numbers: Sequence[int] = SCALE) -> NumberTokens:
+    """Work out :class:`NumberTokens` of ``numbers`` (1..10) for text ending in ``prompt``
+    (raise if unsupported).
 
     Example:
         >>> nt = number_tokens(tok, "Score: ")                      # doctest: +SKIP
@@ -64,11 +67,12 @@ def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
     from steerlab.model.prompts import encode
 
     base = encode(tokenizer, prompt)
-    full = [encode(tokenizer, prompt + str(n)) for n in range(1, 11)]
+    full = [encode(tokenizer, prompt + str(n)) for n in numbers]
     keep = common_prefix([base, *full])
     tails = tuple(tuple(f[keep:]) for f in full)
     if any(not t or len(t) > 2 for t in tails):
-        raise SteerlabError("judge tokenizer: numbers 1..10 after the prompt are not 1-2 tokens")
+        raise SteerlabError(f"judge tokenizer: numbers {numbers[0]}..{numbers[-1]} after the "
+                            "prompt are not 1-2 tokens")
     firsts = {t[0] for t in tails if len(t) == 2}
     if len(firsts) > 1:
         raise SteerlabError("judge tokenizer: two-token numbers do not share a first token")
@@ -79,7 +83,8 @@ def number_tokens(tokenizer: Any, prompt: str) -> NumberTokens:
 
 def number_probs(p_first: torch.Tensor, p_next: torch.Tensor | None,
                  layout: NumberTokens) -> list[float]:
-    """p(score = n) for n = 1..10 (unnormalised) from the next-token distribution(s).
+    """p(score = n) for each number n of the layout's scale (unnormalised) from the next-token
+    distribution(s).
 
     ``p_first`` is the distribution after the prompt; ``p_next`` the one after the prompt plus
     ``layout.extend`` (needed when some number takes two tokens).
@@ -123,37 +128,49 @@ class LocalJudge(JudgeBase):
         self.name = f"local:{model.model_id}"
         self.batch_size = batch_size
         self.progress = progress
-        self._layout: NumberTokens | None = None
+        self._layouts: dict[tuple[int, ...], NumberTokens] = {}
 
     def prompt_text(self, item: JudgeItem) -> str:
         """The full chat text fed to the judge, ending in the prefill ``"Score: "``."""
+        return self.chat_text(judge_prompt(item))
+
+    def chat_text(self, user: str, system: str = SYSTEM) -> str:
+        """The chat text of one judge question: ``system``, the ``user`` turn, the prefill."""
         from steerlab.model.prompts import chat_prompt
 
-        return chat_prompt(self.lm.tokenizer, judge_prompt(item), PREFILL, system=SYSTEM)
+        return chat_prompt(self.lm.tokenizer, user, PREFILL, system=system)
 
-    def layout(self) -> NumberTokens:
-        """The judge tokenizer's :class:`NumberTokens` (computed once)."""
-        if self._layout is None:
+    def layout(self, numbers: Sequence[int] = SCALE) -> NumberTokens:
+        """The judge tokenizer's :class:`NumberTokens` of ``numbers`` (computed once)."""
+        key = tuple(numbers)
+        if key not in self._layouts:
             generic = self.prompt_text(JudgeItem("trait", None, "Question?", "Answer."))
-            self._layout = number_tokens(self.lm.tokenizer, generic)
-        return self._layout
+            self._layouts[key] = number_tokens(self.lm.tokenizer, generic, key)
+        return self._layouts[key]
 
-    def _row(self, item: JudgeItem) -> list[int]:
+    def _row(self, text: str, numbers: Sequence[int]) -> list[int]:
         from steerlab.model.prompts import encode
 
-        layout, text = self.layout(), self.prompt_text(item)
+        layout = self.layout(numbers)
         ids = encode(self.lm.tokenizer, text)
         ids = ids[:len(ids) - layout.drop]
-        if encode(self.lm.tokenizer, text + "10") != ids + list(layout.tails[9]):
+        if encode(self.lm.tokenizer, text + str(numbers[-1])) != ids + list(layout.tails[-1]):
             raise SteerlabError("judge tokenizer: the score tokens merge with this prompt")
         return ids + ([layout.extend] if layout.extend is not None else [])
 
     def rate_many(self, items: Sequence[JudgeItem]) -> list[Rating]:
-        """Ratings of ``items``, ``batch_size`` prompts per forward pass."""
+        """Ratings of ``items`` on 1..10, ``batch_size`` prompts per forward pass."""
+        return self.rate_prompts([judge_prompt(item) for item in items])
+
+    def rate_prompts(self, prompts: Sequence[str], numbers: Sequence[int] = SCALE,
+                     system: str = SYSTEM) -> list[Rating]:
+        """The expected rating on ``numbers`` of each judge question (a user turn), with
+        ``system`` and the prefill ``"Score: "``; ``batch_size`` prompts per forward pass."""
         from steerlab.scoring.batch import steered_logits
 
-        layout = self.layout()
-        rows = [self._row(item) for item in items]
+        numbers = tuple(numbers)
+        layout = self.layout(numbers)
+        rows = [self._row(self.chat_text(prompt, system), numbers) for prompt in prompts]
         out: list[Rating] = []
         starts = range(0, len(rows), self.batch_size)
         progress = bar(len(rows), "judge", unit="answer", enabled=self.progress)
@@ -163,7 +180,7 @@ class LocalJudge(JudgeBase):
             probs = torch.softmax(logits, dim=-1).cpu()
             for row in probs:
                 first, nxt = (row[-2], row[-1]) if layout.extend is not None else (row[-1], None)
-                out.append(expected_score(number_probs(first, nxt, layout)))
+                out.append(expected_score(number_probs(first, nxt, layout), numbers))
         progress.close()
         return out
 
