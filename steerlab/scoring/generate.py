@@ -27,10 +27,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -331,6 +333,42 @@ def _sampling_probs(logits: torch.Tensor, sampling: Sampling) -> torch.Tensor:
     return torch.softmax(scores, dim=-1)
 
 
+class GenerationBackend(Protocol):
+    """Another engine that generates :class:`GenerationRow` s (e.g. vLLM with steerlab's plugin).
+
+    ``run`` returns each row's new token ids, stop id excluded, as :func:`run_rows` does; a row
+    whose steering the engine cannot express is refused with a one-line error, never ignored.
+    ``serves`` says whether it holds ``model`` (other models, e.g. a judge, stay on steerlab's
+    loop).
+    """
+
+    name: str
+
+    def serves(self, model: Any) -> bool: ...
+
+    def run(self, rows: Sequence[GenerationRow]) -> list[list[int]]: ...
+
+
+_BACKEND: contextvars.ContextVar[GenerationBackend | None] = contextvars.ContextVar(
+    "steerlab_generation_backend", default=None)
+
+
+@contextlib.contextmanager
+def generation_backend(backend: GenerationBackend | None) -> Iterator[None]:
+    """Route every :func:`run_rows` in this context (so :func:`generate_ids`, :func:`generate`
+    and the studies built on them) to ``backend``; ``None`` keeps steerlab's own loop.
+
+    Example:
+        >>> with generation_backend(None):
+        ...     pass
+    """
+    token = _BACKEND.set(backend)
+    try:
+        yield
+    finally:
+        _BACKEND.reset(token)
+
+
 def run_rows(model: LoadedModel | Any, rows: Sequence[GenerationRow], steering: Steering = None,
              *, batch_size: int = 8, progress: bool = False,
              desc: str = "generate") -> list[list[int]]:
@@ -342,6 +380,16 @@ def run_rows(model: LoadedModel | Any, rows: Sequence[GenerationRow], steering: 
     """
     if batch_size < 1:
         raise SteerlabError(f"batch size must be >= 1, got {batch_size}")
+    backend = _BACKEND.get()
+    if backend is not None and backend.serves(model):  # another engine generates this model
+        shared = as_specs(steering)
+        whole = [_with_start(replace(r, steering=[*shared, *r.steering]),
+                             document_start_for([*shared, *r.steering])) for r in rows]
+        with bar(len(rows), f"{desc} {len(rows)} answer(s) on {backend.name}", unit="row",
+                 enabled=progress) as shown:
+            out = backend.run(whole)
+            shown.update(len(rows))
+        return out
     outputs: list[list[int]] = []
     total = sum(r.max_new_tokens for r in rows)
     with bar(total, f"{desc} {len(rows)} answer(s)", unit="tok", enabled=progress) as shown:
