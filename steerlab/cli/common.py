@@ -9,9 +9,10 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,3 +80,30 @@ def write_json(path: Path, payload: Any) -> None:
     from steerlab.util.io import atomic_write
 
     atomic_write(path, json.dumps(payload, indent=2, allow_nan=False), what="JSON")
+
+
+@contextlib.contextmanager
+def generation_engine(engine: str, model: str) -> Iterator[None]:
+    """Run the block's generation for ``model`` on ``engine`` (``--engine``).
+
+    ``transformers`` changes nothing; ``vllm`` starts one vLLM engine for the model (on first
+    use) and routes every generation of that model to it, stopping it at the end.
+
+    Example:
+        >>> with generation_engine("transformers", "smollm2-135m"):
+        ...     pass
+    """
+    from steerlab.cli.options import ENGINES
+
+    if engine not in ENGINES:
+        raise SteerlabError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "transformers":
+        yield
+        return
+    from steerlab.scoring.generate import generation_backend
+    from steerlab.serve.vllm.batch import vllm_python
+    from steerlab.serve.vllm.engine import VLLMBackend
+
+    vllm_python()  # no vLLM venv: one line now, not after the study's first cells
+    with VLLMBackend(model) as backend, generation_backend(backend):
+        yield

@@ -172,3 +172,14 @@ def path_argument(help: str) -> Any:
 
 
 __all__ = ["DEFAULT_MODEL", "LAYERS_HELP", "POSITIONS_HELP", "Path"]
+
+
+ENGINES = ("transformers", "vllm")
+
+
+def engine() -> Any:
+    return typer.Option("transformers", "--engine",
+                        help="What generates the answers: transformers (steerlab's own loop) "
+                             "or vllm (the vLLM venv of 'make vllm', steered by steerlab's "
+                             "plugin; greedy answers are the same tokens, sampled ones other "
+                             "draws of the same distribution).")
