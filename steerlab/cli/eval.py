@@ -20,8 +20,8 @@ from steerlab.cli.common import values
 from steerlab.errors import SteerlabError
 
 HELP = ("Evaluate steering vectors: layer × strength sweeps, sample counts, OOD, perplexity, "
-        "capabilities, sentiment/toxicity, model size. Each writes results.jsonl + plots into "
-        "--out and resumes.")
+        "capabilities, sentiment/toxicity, model size, steering vs prompting. Each writes "
+        "results.jsonl + plots into --out and resumes.")
 
 
 def sweep(
@@ -350,6 +350,56 @@ def adversarial(
                           seed=seed))
 
 
+def prompting(
+    data: str = opt.data(),
+    vector: Path = opt.vector(required=True),
+    layers: str = opt.layers(help=opt.LAYERS_HELP + " One layer. Default: the layer 'eval "
+                                                     "sweep' recommended in the vector's "
+                                                     "manifest, else its only layer."),
+    coefficients: str = opt.coefficients(),
+    strengths: str = opt.strengths(help="One value. Default: the strength 'eval sweep' "
+                                        "recommended in the vector's manifest. "),
+    instruction: str = typer.Option(None, "--instruction",
+                                    help="The behaviour asked for in words (used as the "
+                                         "system prompt and the user-turn prefix). Default: "
+                                         "made from the behaviour's description (caa:/mwe: "
+                                         "names)."),
+    prompt_parts: str = typer.Option("system,prefix,fewshot", "--prompt-parts",
+                                     help="How the prompt asks: system (system prompt), prefix "
+                                          "(before the question), fewshot (train examples)."),
+    shots: int = typer.Option(3, "--shots", callback=opt.at_least(0, "a count"),
+                              help="Few-shot examples (question → matching answer) drawn from "
+                                   "the train split."),
+    form: str = opt.answer_format(),
+    positions: str = opt.positions(),
+    max_new_tokens: int = opt.max_new_tokens(32),
+    model: str = opt.model(),
+    out: Path = opt.out_dir(),
+    limit: int = opt.limit(40),
+    seed: int = opt.seed(),
+    batch_size: int = opt.batch_size(),
+) -> None:
+    """Is steering worth it? The vector vs the behaviour asked for by instruction (and both),
+    on the same test items with the same scorer, with each one's fluency cost and a verdict.
+
+    --limit is the number of test items (a seeded subset, the one eval sweep scores).
+    """
+    from steerlab.cli.common import one_value
+    from steerlab.eval.protocols.prompting import PARTS, PromptingConfig, run
+    from steerlab.util.parse import parse_choices
+
+    unit, value = None, None
+    if coefficients is not None or strengths is not None:
+        unit, vals = values(coefficients, strengths)
+        value = one_value(f"--{unit}s", vals)
+    run(PromptingConfig(out=out, data=data, vector=vector, layers=layers, unit=unit,
+                        value=value, model=model, instruction=instruction,
+                        parts=parse_choices(prompt_parts, PARTS, "--prompt-parts"),
+                        shots=shots, form=form, positions=positions,
+                        max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                        batch_size=batch_size))
+
+
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("sweep", sweep, "steerlab eval sweep --data caa:refusal --layers 2-26:4 "
                      "--strengths=-0.4,0,0.4 --train-limit 160 -o runs/refusal"),
@@ -371,4 +421,7 @@ COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("adversarial", adversarial, "steerlab eval adversarial --vector refusal.safetensors "
                                  "--layers 12 --strengths 0.4 --data caa:refusal --limit 5 "
                                  "-o runs/adv"),
+    ("prompting", prompting, "steerlab eval prompting --data caa:refusal --vector "
+                             "runs/refusal/vector.safetensors --layers 14 --strengths 0.4 "
+                             "-o runs/refusal-prompting"),
 ]

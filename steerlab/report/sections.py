@@ -5,7 +5,8 @@ behaviour vs strength, effect / steerability / anti-steerable by layer), ``sampl
 (effect and cosine vs pair count), ``ood`` (ID vs OOD in two panels, each in its own unit, and
 the answers side by side), ``perplexity`` (ratio on a log axis), ``capabilities`` (accuracy and
 letter mass), ``sentiment`` (shift, rate, fluency, example completions), ``models`` (effect by
-model); anything else gets a table of its records. Each section carries its provenance and
+model), ``prompting`` (steering vs prompting: score and fluency cost per condition, the answers
+side by side); anything else gets a table of its records. Each section carries its provenance and
 the warnings a reader should see before trusting a number (n < 10, letter mass < 0.8, fewer
 than ~80 pairs, layer 0, a push larger than the residual stream, ...).
 
@@ -907,6 +908,74 @@ def _sentiment_examples(run: Run, unit: str, metric: str, sets: list[str], layer
 
 
 # ---------------------------------------------------------------------------------------------
+# steering vs prompting
+
+PROMPTING_CONDITIONS = ("baseline", "vector", "prompt", "prompt+vector")
+
+
+def prompting_section(ctx: Context) -> Section:
+    """Steering vs prompting: each condition's behaviour score and fluency cost, the head-to-head
+    difference, and the answers side by side."""
+    run = ctx.run
+
+    def of(metric: str, condition: str) -> dict[str, Any] | None:
+        return _one(run.select(metric, condition=condition))
+
+    conditions = [c for c in PROMPTING_CONDITIONS if of("score", c) is not None]
+    diff = _one(run.select("difference"))
+    layer = _layers_text(r.get("layer") for r in run.select("score"))
+    section = Section(ctx.prefix, "", run.command,
+                      summary="the same test items under each condition, scored as eval sweep "
+                              "scores them; vector − prompt = "
+                              f"{rec_ci(diff)} (paired over items)")
+    if conditions:
+        ratios = [of("fluency_ratio", c) for c in conditions]
+        section.figures.append(ctx.figure(
+            "steering vs prompting", [
+                fg.Bars("behaviour score", "score", conditions,
+                        {"score": _band([of("score", c) for c in conditions])},
+                        ylim=(0.0, 1.0), hline=None),
+                fg.Bars("fluency cost of the answers", "perplexity ratio vs baseline",
+                        conditions, {"ratio": (
+                            [1.0 if c == "baseline" else (r or {}).get("value")
+                             for c, r in zip(conditions, ratios, strict=True)],
+                            [None if r is None else r.get("ci_low") for r in ratios],
+                            [None if r is None else r.get("ci_high") for r in ratios])},
+                        hline=1.0)],
+            n=n_text(run.select("score"), "test items per condition"),
+            band="score: 95 % Student-t interval over items; fluency ratio: 95 % paired "
+                 "bootstrap over items (the plain model's perplexity of each condition's "
+                 "greedy answers over the baseline's)", layer=layer))
+        section.tables.append(Table(
+            "conditions", ["condition", "score [95 % CI]", "effect vs baseline [95 % CI]",
+                           "fluency ppl", "fluency ratio [95 % CI]", "refusal rate", "n"],
+            [[c, rec_ci(of("score", c)), rec_ci(of("effect", c)),
+              rec_ci(of("fluency_ppl", c), 1), rec_ci(of("fluency_ratio", c)),
+              rec_ci(of("refusal_rate", c), 2),
+              text_of((of("score", c) or {}).get("n"))] for c in conditions]))
+    answers = run.path / "answers.jsonl"
+    if answers.is_file():
+        rows, _ = _rows_of_generations(answers)
+        by_id: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in rows:
+            by_id.setdefault(str(row.get("id")), {})[str(row.get("condition"))] = row
+        shown = list(by_id.items())[:MAX_SHOWN_GENERATIONS]
+        if shown:
+            section.generations.append(Generations(
+                "answers by condition", list(PROMPTING_CONDITIONS),
+                [GenerationRow(f"#{ident}", str(next(iter(got.values())).get("prompt", "")),
+                               [Answer(str((got.get(c) or {}).get("answer", "")))
+                                for c in PROMPTING_CONDITIONS]) for ident, got in shown],
+                note=f"showing {len(shown)} of {len(by_id)} test questions; greedy answers "
+                     "(the prompted conditions also saw the instruction)"))
+    ctx.check_items(run.select("score"))
+    ctx.check_layers(r.get("layer") for r in run.select("score"))
+    ctx.check_pairs(r.get("n_pairs") for r in run.select("score"))
+    ctx.check_values(_x(r, ctx.unit) or 0.0 for r in run.select("score"))
+    return section
+
+
+# ---------------------------------------------------------------------------------------------
 # anything else
 
 
@@ -933,7 +1002,7 @@ def generic_section(ctx: Context) -> Section:
 BUILDERS: dict[str, Callable[[Context], Section]] = {
     "sweep": sweep_section, "samples": samples_section, "ood": ood_section,
     "perplexity": perplexity_section, "capabilities": capabilities_section,
-    "sentiment": sentiment_section, "models": models_section,
+    "sentiment": sentiment_section, "models": models_section, "prompting": prompting_section,
 }
 
 
