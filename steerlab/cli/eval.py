@@ -373,6 +373,15 @@ def prompting(
     form: str = opt.answer_format(),
     positions: str = opt.positions(),
     max_new_tokens: int = opt.max_new_tokens(32),
+    fluency_limit: int = typer.Option(0, "--fluency-limit",
+                                      callback=opt.at_least(0, "an item count (0 = all)"),
+                                      help="Answers generated per condition for the fluency "
+                                           "cost: a seeded subset of the scored items (0 = "
+                                           "all)."),
+    judge: str = typer.Option(None, "--judge",
+                              help="Also rate every answer: local:ALIAS_OR_PATH, "
+                                   "http:BASE_URL#MODEL, or axbench: before either (AxBench's "
+                                   "concept/instruction/fluency aggregate, 0..2)."),
     model: str = opt.model(),
     out: Path = opt.out_dir(),
     limit: int = opt.limit(40),
@@ -396,7 +405,8 @@ def prompting(
                         value=value, model=model, instruction=instruction,
                         parts=parse_choices(prompt_parts, PARTS, "--prompt-parts"),
                         shots=shots, form=form, positions=positions,
-                        max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                        max_new_tokens=max_new_tokens, limit=limit,
+                        fluency_limit=fluency_limit, judge=judge, seed=seed,
                         batch_size=batch_size))
 
 

@@ -948,11 +948,17 @@ def prompting_section(ctx: Context) -> Section:
                  "greedy answers over the baseline's)", layer=layer))
         section.tables.append(Table(
             "conditions", ["condition", "score [95 % CI]", "effect vs baseline [95 % CI]",
-                           "fluency ppl", "fluency ratio [95 % CI]", "refusal rate", "n"],
+                           "fluency ppl", "fluency ratio [95 % CI]", "refusal rate (phrases)",
+                           "judge", "n"],
             [[c, rec_ci(of("score", c)), rec_ci(of("effect", c)),
               rec_ci(of("fluency_ppl", c), 1), rec_ci(of("fluency_ratio", c)),
-              rec_ci(of("refusal_rate", c), 2),
+              rec_ci(of("refusal_rate", c), 2), rec_ci(of("judge_score", c), 2),
               text_of((of("score", c) or {}).get("n"))] for c in conditions]))
+        agree = [(c, r) for c in conditions if (r := of("classifier_agreement", c))]
+        if agree:
+            section.notes.append("phrase classifier vs judge on the answers: " + "; ".join(
+                f"{c} {float(r['value']):.2f} agree, kappa {field_of(r, 'kappa'):.2f}"
+                for c, r in agree if isinstance(field_of(r, "kappa"), int | float)))
     answers = run.path / "answers.jsonl"
     if answers.is_file():
         rows, _ = _rows_of_generations(answers)

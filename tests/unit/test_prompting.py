@@ -185,13 +185,25 @@ def test_cli_eval_prompting_end_to_end(cli: Cli, tiny_dir: Path, tmp_path: Path,
     vec = _vector(tmp_path / "v.safetensors")
     out = tmp_path / "cli-run"
     res = cli.run("eval", "prompting", "--model", tiny_dir, "--data", "caa:refusal", "--vector",
-                  vec, "--layers", "1", "--strengths", "1", "--limit", "3", "--shots", "1",
-                  "--max-new-tokens", "2", "--batch-size", "8", "-o", out)
+                  vec, "--layers", "1", "--strengths", "1", "--limit", "4", "--shots", "1",
+                  "--max-new-tokens", "2", "--fluency-limit", "3", "--judge",
+                  f"axbench:local:{tiny_dir}", "--batch-size", "8", "-o", out)
     assert res.rc == 0, res
     assert "steering vs prompting" in res.out and "prompt+vector" in res.out
     assert any(v in res.out for v in ("holds", "does not hold", "inconclusive"))
-    scores = [r for r in _records(out) if r["metric"] == "score"]
+    records = _records(out)
+    scores = [r for r in records if r["metric"] == "score"]
     assert len({tuple(r["extra"]["item_ids"]) for r in scores}) == 1 and len(scores) == 4
+    # the answers: a seeded 3 of the 4 scored items, the same 3 in every condition
+    answered = {tuple(r["extra"]["item_ids"]) for r in records if r["metric"] == "fluency_ppl"}
+    assert len(answered) == 1 and set(next(iter(answered))) < set(scores[0]["extra"]["item_ids"])
+    # AxBench's judge on them: three aspects and the aggregate, and kappa against the phrases
+    for metric in ("judge_score", "axbench_concept", "axbench_instruction", "axbench_fluency",
+                   "classifier_agreement"):
+        got = [r for r in records if r["metric"] == metric]
+        assert len(got) == 4 and all(r["n"] == 3 for r in got), metric
+    assert all(0.0 <= r["value"] <= 2.0 for r in records if r["metric"] == "judge_score")
+    assert all("kappa" in r["extra"] for r in records if r["metric"] == "classifier_agreement")
     again = cli.run("eval", "prompting", "--model", tiny_dir, "--data", "caa:refusal",
                     "--vector", vec, "--layers", "1", "--strengths", "1,2", "-o",
                     tmp_path / "bad")

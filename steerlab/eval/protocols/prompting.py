@@ -24,7 +24,8 @@ The words come from the behaviour's description (the dataset's name, e.g. ``refu
 as both the system prompt and the user-turn prefix). A behaviour with neither is *not
 measurable*.
 
-**Fluency cost.** Each condition answers the test questions greedily (``--max-new-tokens``);
+**Fluency cost.** Each condition answers the test questions greedily (``--max-new-tokens``;
+``--fluency-limit N``: a seeded N of the scored items, the same N for every condition);
 the plain model (unsteered, no instruction) scores each answer given the bare question, as
 ``eval sentiment`` scores completions: ``fluency_ppl`` = exp(mean per-token NLL) with exp of
 its 95 % t interval, and ``fluency_ratio`` = exp(mean paired NLL difference vs the baseline's
@@ -32,7 +33,12 @@ answer to the same question) with a seeded paired bootstrap over items (as ``eva
 perplexity``'s ratio). Greedy answers are the plain model's own likeliest text, so every other
 condition pays something; compare the vector's ratio with the prompt's. For ``refusal`` the
 phrase classifier (:func:`steerlab.eval.refusal.is_refusal`) also gives each condition's
-``refusal_rate`` of its answers (Wilson interval).
+``refusal_rate`` of its answers (Wilson interval). With ``--judge`` (e.g.
+``axbench:local:qwen2.5-coder-0.5b``, AxBench's concept / instruction / fluency aggregate, see
+:mod:`steerlab.eval.judges.axbench`) every answer is also rated (``judge_score``; AxBench's three
+aspects as ``axbench_concept`` / ``_instruction`` / ``_fluency``), and where the phrase
+classifier applies too, their agreement (``classifier_agreement``: raw, with Cohen's kappa;
+a concept rating ≥ 1, or a 1..10 rating ≥ 5.5, counts as a refusal).
 
 **Effects and verdict.** Each condition's ``effect`` is its paired mean score difference over
 the baseline (Student-t 95 %, clipped to [−1, 1]); ``difference`` is vector − prompt, item by
@@ -276,7 +282,9 @@ class PromptingConfig:
     form: str = "open"
     positions: str = "all"
     limit: int = 40
+    fluency_limit: int = 0  # answers generated for the fluency cost (0 = every scored item)
     max_new_tokens: int = 32
+    judge: str | None = None  # also rate the answers (e.g. axbench:local:qwen2.5-coder-0.5b)
     seed: int = 0
     batch_size: int = 16
     write_verdict: bool = True  # verdicts.json in --out (the audit writes its own)
@@ -286,7 +294,8 @@ class PromptingConfig:
                 "layers": self.layers, "unit": self.unit, "value": self.value,
                 "instruction": self.instruction, "prompt_parts": list(self.parts),
                 "shots": self.shots, "format": self.form, "positions": self.positions,
-                "limit": self.limit, "max_new_tokens": self.max_new_tokens, "seed": self.seed}
+                "limit": self.limit, "fluency_limit": self.fluency_limit,
+                "max_new_tokens": self.max_new_tokens, "judge": self.judge, "seed": self.seed}
 
 
 @dataclass
@@ -319,6 +328,8 @@ class _Study:
     unit: str
     value: float
     cfg: PromptingConfig
+    answered: list[int]  # the items whose answers are generated (the fluency cost)
+    judge: Any = None
 
     def fields(self, condition: str, **extra: Any) -> dict[str, Any]:
         steered = "vector" in condition
@@ -351,13 +362,13 @@ class _Study:
         return [ab_sequences(tok, item, system, context) for item in items]
 
     def prompt_rows(self, prompted: bool) -> tuple[list[list[int]], list[int]]:
-        """Token ids of each item's chat prompt (no answer) and its instruction length."""
+        """Token ids of each answered item's chat prompt (no answer), its instruction length."""
         from steerlab.model.prompts import prompt_ids
 
         system = self.instruction.system if prompted else None
         context = self.instruction.context() if prompted else []
         rows, lengths = [], []
-        for item in self.items:
+        for item in (self.items[i] for i in self.answered):
             question = self.instruction.question(item.question) if prompted else item.question
             ids, length = prompt_ids(self.lm.tokenizer, question_prompt(question, context),
                                      system=system)
@@ -394,10 +405,13 @@ def _fluency_cell(study: _Study, condition: str) -> None:
     from steerlab.scoring.generate import generate_ids
     from steerlab.scoring.likelihood import continuation_nll
 
-    cell = study.cell("answers", condition=condition, tokens=study.cfg.max_new_tokens)
+    cell = study.cell("answers", condition=condition, tokens=study.cfg.max_new_tokens,
+                      answered=len(study.answered))
     if study.run.store.done(cell):
         return
     prompted = study.prompted(condition)
+    items = [study.items[i] for i in study.answered]
+    item_ids = [study.ids[i] for i in study.answered]
     with stopwatch() as took:
         rows, lengths = study.prompt_rows(prompted)
         ids = generate_ids(study.lm, rows, study.spec(condition), instruction_lengths=lengths,
@@ -416,7 +430,7 @@ def _fluency_cell(study: _Study, condition: str) -> None:
     ppl = fluency_ppl(nll)
     fields = study.fields(condition, n=len(keep), seconds=took[0],
                           max_new_tokens=study.cfg.max_new_tokens)
-    records = [make_record("fluency_ppl", ppl[0], ci=ppl[1:], **fields, item_ids=study.ids,
+    records = [make_record("fluency_ppl", ppl[0], ci=ppl[1:], **fields, item_ids=item_ids,
                            nll=nll, examples=texts[:3])]
     refusals: list[bool | None] = [None] * len(texts)
     if study.instruction.behaviour == "refusal":
@@ -425,15 +439,52 @@ def _fluency_cell(study: _Study, condition: str) -> None:
         refusals = [is_refusal(t) for t in texts]
         rate = stats.wilson(sum(bool(r) for r in refusals), len(texts))
         records.append(make_record("refusal_rate", rate[0], ci=rate[1:],
-                                   **{**fields, "n": len(texts)}, item_ids=study.ids,
+                                   **{**fields, "n": len(texts)}, item_ids=item_ids,
                                    refused=refusals, classifier="phrase"))
+    judged: list[float | None] = [None] * len(texts)
+    if study.judge is not None:
+        judged = _judge(study, items, texts, refusals, fields, item_ids, records)
     _append_answers(study.run.path(ANSWERS), cell, [
         {"condition": condition, "id": i, "prompt": item.question, "answer": text,
-         "nll": n, "refusal": r, "layer": study.layer,
+         "nll": n, "refusal": r, "score": j, "layer": study.layer,
          study.unit: study.value if "vector" in condition else 0.0}
-        for i, item, text, n, r in zip(study.ids, study.items, texts, nll, refusals,
-                                       strict=True)])
+        for i, item, text, n, r, j in zip(item_ids, items, texts, nll, refusals, judged,
+                                          strict=True)])
     study.run.add(cell, records)
+
+
+def _judge(study: _Study, items: list[ABItem], texts: list[str],
+           refusals: list[bool | None], fields: dict[str, Any], item_ids: list[str],
+           records: list[dict[str, Any]]) -> list[float | None]:
+    """The judge's rating of each answer (AxBench: its three aspects too), and where the phrase
+    classifier also applies, their agreement (raw and Cohen's kappa)."""
+    from steerlab.eval.judges import AxBenchJudge, JudgeItem
+    from steerlab.eval.refusal import JUDGE_REFUSAL, agreement
+
+    asked = [JudgeItem(study.instruction.behaviour, None, item.question, text)
+             for item, text in zip(items, texts, strict=True)]
+    where = {**fields, "n": len(texts), "judge": study.judge.name}
+    if isinstance(study.judge, AxBenchJudge):
+        rated = study.judge.rate_aspects(asked)
+        scores = [r.aggregate for r in rated]
+        for aspect in ("concept", "instruction", "fluency"):
+            got = [float(getattr(r, aspect)) for r in rated]
+            mean = stats.mean_ci(got, bounds=(0.0, 2.0))
+            records.append(make_record(f"axbench_{aspect}", mean[0], ci=mean[1:], **where,
+                                       scores=got))
+        present = [r.concept >= 1.0 for r in rated]
+    else:
+        scores = study.judge.score_many(asked)
+        present = [s >= JUDGE_REFUSAL for s in scores]
+    low, high = study.judge.scale if hasattr(study.judge, "scale") else (1.0, 10.0)
+    mean = stats.mean_ci(scores, bounds=(low, high))
+    records.append(make_record("judge_score", mean[0], ci=mean[1:], **where, scores=scores,
+                               item_ids=item_ids))
+    if all(r is not None for r in refusals):
+        raw, kappa = agreement([bool(r) for r in refusals], present)
+        records.append(make_record("classifier_agreement", raw, **where, kappa=kappa,
+                                   classifiers="phrase vs judge"))
+    return list(scores)
 
 
 def _append_answers(path: Path, cell: str, rows: list[dict[str, Any]]) -> None:
@@ -508,10 +559,12 @@ def _report(study: _Study, effects: dict[str, Interval],
         score = _stored(study, "score", condition)
         ppl = _stored(study, "fluency_ppl", condition)
         refusal = _stored(study, "refusal_rate", condition)
+        judged = _stored(study, "judge_score", condition)
         eff, ratio = effects.get(condition), ratios.get(condition)
         rows.append([condition, _ci(_triple(score)), "–" if eff is None else _ci(eff),
                      _ci(_triple(ppl), 2), "–" if ratio is None else _ci(ratio),
                      _ci(_triple(refusal), 2) if refusal else "–",
+                     _ci(_triple(judged), 2) if judged else "–",
                      str(score["n"]) if score else "–"])
     return rows
 
@@ -545,6 +598,12 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     parse_positions(cfg.positions)
     if cfg.shots < 0:
         raise SteerlabError(f"--shots must be 0 or more, got {cfg.shots}")
+    if cfg.fluency_limit < 0:
+        raise SteerlabError(f"--fluency-limit must be 0 (all) or more, got {cfg.fluency_limit}")
+    if cfg.judge:
+        from steerlab.eval.judges import split_judge_spec
+
+        split_judge_spec(cfg.judge)
     test = split_items(cfg.data, "test", cfg.seed, cfg.form)
     items = list(bh.ab_items(test.subset(cfg.limit, cfg.seed) if cfg.limit else test,
                              "eval prompting"))
@@ -572,7 +631,16 @@ def run(cfg: PromptingConfig) -> PromptingResult:
                   f"{', '.join(cfg.parts)} ({len(instruction.shots)} train examples); "
                   f"{len(items)} test items")
     ids = [item_id(i) for i in items]
-    study = _Study(study_run, lm, vec, items, ids, instruction, layer, unit, value, cfg)
+    answered = list(range(len(items)))
+    if 0 < cfg.fluency_limit < len(items):
+        answered = sorted(random.Random(cfg.seed).sample(answered, cfg.fluency_limit))
+    judge = None
+    if cfg.judge:
+        from steerlab.eval.judges import parse_judge
+
+        judge = parse_judge(cfg.judge, {cfg.model: lm}, progress=False)
+    study = _Study(study_run, lm, vec, items, ids, instruction, layer, unit, value, cfg,
+                   answered, judge)
     write_json(study_run.path("instruction.json"), instruction.describe(), what="instruction")
     for prompted in (False, True):
         _score_cell(study, prompted)
@@ -585,10 +653,11 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     print_table(f"steering vs prompting: {cfg.data} on {cfg.model}, layer {layer}, "
                 f"{unit} {value:g}",
                 ["condition", "score [95% CI]", "effect vs baseline", "fluency ppl",
-                 "fluency ratio", "refusal rate (phrases)", "n"],
+                 "fluency ratio", "refusal rate (phrases)", "judge", "n"],
                 _report(study, effects, ratios),
                 caption=f"{bh.INTERVALS}; fluency: the plain model's perplexity of each "
-                        "condition's greedy answers, ratio = paired bootstrap over items")
+                        f"condition's greedy answers to {len(study.answered)} of the items, "
+                        "ratio = paired bootstrap over them")
     console.print(f"[bold]{verdict.verdict}[/bold]: {verdict.reason}")
     for warning in verdict.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
