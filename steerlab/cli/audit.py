@@ -14,7 +14,7 @@ import typer
 
 from steerlab.cli import options as opt
 
-STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "size")
+STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")
 
 
 class SIZES:
@@ -31,6 +31,7 @@ class SIZES:
     adversarial_limit = 8
     iterations = 4
     windows = 16
+    fluency_limit = 16
 
 
 def _csv(values: Any) -> str:
@@ -82,13 +83,22 @@ def audit(
     adversarial_limit: int = _adversarial_limit(),
     iterations: int = _iterations(),
     perplexity_limit: int = _perplexity_limit(),
+    fluency_limit: int = typer.Option(SIZES.fluency_limit, "--fluency-limit",
+                                      callback=opt.at_least(0, "an item count (0 = all)"),
+                                      help="Test items answered per condition for the "
+                                           "prompting study's fluency cost (0 = all)."),
+    instruction: str = typer.Option(None, "--instruction",
+                                    help="The behaviour asked for in words, for the prompting "
+                                         "study (default: made from the behaviour's "
+                                         "description; without either it is not measurable)."),
     out: Path = opt.out_dir(),
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(),
 ) -> None:
-    """Run the sweep, sample-count, OOD, adversarial, perplexity (and with --models, size)
-    studies at sizes that fit ~15 min on SmolLM2, then judge the five findings by written rules
-    into verdicts.json. Rerun to resume."""
+    """Run the sweep, sample-count, OOD, adversarial, perplexity, steering-vs-prompting (and
+    with --models, size) studies at sizes that fit ~15 min on SmolLM2, then judge the five
+    findings and which of steering and prompting wins, by written rules, into verdicts.json.
+    Rerun to resume."""
     from steerlab.eval.protocols.audit import AuditConfig, run
     from steerlab.util.parse import parse_counts, parse_values
 
@@ -100,7 +110,8 @@ def audit(
         train_limit=train_limit, pair_counts=parse_counts(n, "--n"), draws=seeds, judge=judge,
         ood_limit=ood_limit, max_new_tokens=max_new_tokens,
         adversarial_limit=adversarial_limit, iterations=iterations, windows=perplexity_limit,
-        seed=seed, batch_size=batch_size))
+        fluency_limit=fluency_limit, instruction=instruction, seed=seed,
+        batch_size=batch_size))
 
 
 def reproduce(

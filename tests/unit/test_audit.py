@@ -10,7 +10,7 @@ import pytest
 
 from steerlab.errors import SteerlabError
 from steerlab.eval.protocols import audit
-from steerlab.eval.verdicts import FAILS, FINDINGS, HOLDS, UNSURE
+from steerlab.eval.verdicts import FAILS, FINDINGS, HOLDS, UNSURE, VERDICTS
 
 
 def _config(tiny_dir: Path, out: Path, **overrides: object) -> audit.AuditConfig:
@@ -19,7 +19,7 @@ def _config(tiny_dir: Path, out: Path, **overrides: object) -> audit.AuditConfig
         "strengths": (-1.0, 0.0, 1.0), "limit": 6, "train_limit": 12, "pair_counts": (2, 12),
         "draws": 2, "judge": f"local:{tiny_dir}", "ood_limit": 2, "max_new_tokens": 3,
         "adversarial_limit": 2, "iterations": 1, "population": 2, "children": 2,
-        "suffix_length": 2, "windows": 2, "batch_size": 8}
+        "suffix_length": 2, "windows": 2, "fluency_limit": 4, "batch_size": 8}
     return audit.AuditConfig(**{**base, **overrides})  # type: ignore[arg-type]
 
 
@@ -30,7 +30,7 @@ def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
     found = audit.run(cfg)
     assert [v.finding for v in found] == list(FINDINGS)
     assert all(v.verdict in (HOLDS, FAILS, UNSURE) and v.reason for v in found)
-    for study in ("sweep", "samples", "ood", "adversarial", "perplexity"):
+    for study in ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting"):
         assert (out / study / "results.jsonl").stat().st_size > 0, study
     saved = json.loads((out / "verdicts.json").read_text())
     assert [v["finding"] for v in saved] == list(FINDINGS)
@@ -41,13 +41,27 @@ def test_audit_end_to_end_resume_and_report(tiny_dir: Path, tmp_path: Path,
     summary = json.loads((out / "audit.json").read_text())
     assert summary["layer"] in (1, 2) and summary["strength"] == 1.0
     assert set(summary["seconds"]) == {"sweep", "samples", "ood", "adversarial", "perplexity",
-                                       "size"}
+                                       "prompting", "size"}
     assert "size" in summary["skipped"]
     ood = [json.loads(x) for x in (out / "ood" / "results.jsonl").read_text().splitlines()]
     ids = [r for r in ood if r["metric"] == "behaviour_score"]
     assert ids and all("format=open" in r["cell"] for r in ids)  # the audit's own ID format
     # the ID side reads the sweep's --limit test items (6), not the --ood-limit generations (2)
     assert all("limit=6" in r["cell"] for r in ids), ids[0]["cell"]
+    # steering vs prompting: at the sweep's layer and strength, on the sweep's 6 test items
+    assert by["prompting"]["verdict"] in VERDICTS and by["prompting"]["reason"]
+    assert "prompting" not in {p.parent.name for p in out.glob("*/verdicts.json")}
+    scored = [json.loads(x) for x in (out / "prompting" / "results.jsonl").read_text()
+              .splitlines() if '"metric": "score"' in x]
+    assert {r["extra"]["condition"] for r in scored} == {"baseline", "vector", "prompt",
+                                                         "prompt+vector"}
+    assert {r["layer"] for r in scored} == {summary["layer"]} and all(r["n"] == 6
+                                                                      for r in scored)
+    assert len({tuple(r["extra"]["item_ids"]) for r in scored}) == 1
+    assert {r["strength"] for r in scored} == {0.0, 1.0}
+    answered = [json.loads(x) for x in (out / "prompting" / "results.jsonl").read_text()
+                .splitlines() if '"metric": "fluency_ppl"' in x]
+    assert len(answered) == 4 and all(len(r["extra"]["item_ids"]) == 4 for r in answered)
     before = {p: p.read_text() for p in out.glob("*/results.jsonl")}
     audit.run(cfg)  # resumes: every study finds its cells done
     assert {p: p.read_text() for p in out.glob("*/results.jsonl")} == before
@@ -159,7 +173,7 @@ def test_cli_defaults_are_the_audit_config_defaults() -> None:
 
     config = AuditConfig(out="x", data="caa:refusal")
     names = [n for n in vars(SIZES) if not n.startswith("_")]
-    assert len(names) == 10
+    assert len(names) == 11
     for name in names:
         got, want = getattr(SIZES, name), getattr(config, name)
         assert (tuple(got) if isinstance(got, tuple) else got) == (

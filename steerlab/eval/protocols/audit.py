@@ -12,7 +12,11 @@ of an hour for SmolLM2-135M on two CPU cores (every size is a flag; :func:`plan`
 4. ``adversarial/`` — suffix search that reverses the steering vs random suffixes, and the
    suffixes' cross-entropy vs natural text.
 5. ``perplexity/`` — WikiText-2 perplexity ratio steered / unsteered at ``s``.
-6. ``size/`` (with ``--models``) — the same behaviour on each model (``eval models``) and the
+6. ``prompting/`` — steering against prompting (``eval prompting``): on the same ``--limit``
+   test items, the vector at the chosen layer and ``s`` vs the behaviour asked for by
+   instruction (system prompt, user-turn prefix, few-shot train examples) vs both, with each
+   one's fluency cost; the verdict says which wins.
+7. ``size/`` (with ``--models``) — the same behaviour on each model (``eval models``) and the
    perplexity ratio of each model's own vector at its chosen depth, at ``s``.
 
 Then ``verdicts.json`` (one :class:`~steerlab.eval.verdicts.Verdict` per finding, from the rules
@@ -43,7 +47,7 @@ from steerlab.eval.store import read_results
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import write_json
 
-STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "size")
+STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")
 Interval = tuple[float, float, float]
 
 
@@ -74,6 +78,9 @@ class AuditConfig:
     children: int = 8
     suffix_length: int = 10
     windows: int = 16
+    fluency_limit: int = 16  # prompting: items answered per condition for the fluency cost
+    instruction: str | None = None  # the prompting study's words (default: the description)
+    shots: int = 3
     seed: int = 0
     batch_size: int = 16
 
@@ -133,6 +140,10 @@ def plan(cfg: AuditConfig) -> list[Step]:
                        f"{cfg.children} candidates, {cfg.suffix_length}-token suffixes",
         "perplexity": f"{cfg.windows} WikiText-2 windows of 256 tokens (--perplexity-limit) at "
                       f"{s:g}",
+        "prompting": f"the vector at {s:g} vs system prompt + prefix + {cfg.shots} train "
+                     f"examples vs both, on the {cfg.limit or 'all'} test items (--limit); "
+                     f"{cfg.max_new_tokens}-token answers to {cfg.fluency_limit or 'all'} of "
+                     "them for the fluency cost (--fluency-limit)",
         "size": ("models " + ",".join(cfg.models) + f": depth sweep + perplexity at {s:g}")
                 if cfg.models else "skipped (give --models)",
     }
@@ -156,7 +167,7 @@ def run(cfg: AuditConfig) -> list[rules.Verdict]:
     before = earlier_seconds(cfg.root / "audit.json")
     runners: dict[str, Callable[[AuditState], None]] = {
         "sweep": _sweep, "samples": _samples, "ood": _ood, "adversarial": _adversarial,
-        "perplexity": _perplexity, "size": _size}
+        "perplexity": _perplexity, "prompting": _prompting, "size": _size}
     for index, step in enumerate(steps, 1):
         console.rule(f"[{index}/{len(steps)}] {step.name}")
         started = time.perf_counter()
@@ -334,6 +345,20 @@ def _perplexity(state: AuditState) -> None:
         seed=cfg.seed))
     ratio = ratios.get((state.layer, state.strength)) if state.layer is not None else None
     state.verdicts["perplexity"] = rules.judge_perplexity(ratio, state.strength)
+
+
+def _prompting(state: AuditState) -> None:
+    from steerlab.eval.protocols.prompting import PromptingConfig
+    from steerlab.eval.protocols.prompting import run as prompting
+
+    cfg = state.cfg
+    result = prompting(PromptingConfig(
+        out=cfg.root / "prompting", data=cfg.data, vector=_vector(state),
+        layers=str(state.layer), unit="strength", value=state.strength, model=cfg.model,
+        instruction=cfg.instruction, shots=cfg.shots, form=cfg.form, limit=cfg.limit,
+        fluency_limit=cfg.fluency_limit, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed,
+        batch_size=cfg.batch_size, write_verdict=False))
+    state.verdicts["prompting"] = _with(result.verdict, state.warnings)
 
 
 def _size(state: AuditState) -> None:
