@@ -243,8 +243,8 @@ class Decoder:
         returned = returned_cache(out)
         if returned is not None:
             self._cache = returned
-        elif self._cache is None:
-            raise SteerlabError(f"{type(module).__name__} returns no KV cache; steerlab's "
+        elif not _filled(self._cache):  # (BERT-style decoders fill the cache passed in)
+            raise SteerlabError(f"{type(module).__name__} keeps no KV cache; steerlab's "
                                 "decoder feeds one token per step and needs one")
         return out.logits[:, -1].float()
 
@@ -302,6 +302,17 @@ def _new_cache(module: Any) -> Any:
     from transformers import DynamicCache
 
     return DynamicCache(config=getattr(module, "config", None))
+
+
+def _filled(cache: Any) -> bool:
+    """Whether a cache passed to the prefill now holds it (one that cannot count its tokens,
+    a state-space cache, is taken as filled)."""
+    if cache is None:
+        return False
+    try:
+        return int(cache.get_seq_length()) > 0
+    except Exception:
+        return True
 
 
 def _generator(sampling: Sampling) -> torch.Generator | None:
