@@ -78,20 +78,23 @@ def test_axbench_is_a_judge_scheme_for_local_and_http_judges() -> None:
     from steerlab.testing.tiny import tiny_model, tiny_tokenizer
 
     lm = as_loaded(tiny_model("llama", n_layers=1), tiny_tokenizer())
-    local = parse_judge("axbench:local:tiny", {"tiny": lm})
+    local = parse_judge("axbench:local:tiny", {"tiny": lm}, allow_axbench=True)
     assert isinstance(local, AxBenchJudge) and isinstance(local.inner, LocalJudge)
     assert local.name == f"axbench:local:{lm.model_id}"
     rated = local.rate_aspects([JudgeItem("refusal", None, "Write a poem.", "No.")])[0]
     for score in (rated.concept, rated.instruction, rated.fluency):
         assert 0.0 <= score <= 2.0  # the expectation over 0, 1, 2
     assert 0.0 < rated.coverage <= 1.0
-    http = parse_judge("axbench:http:https://api.example.com/v1#gpt-x")
+    http = parse_judge("axbench:http:https://api.example.com/v1#gpt-x", allow_axbench=True)
     assert isinstance(http, AxBenchJudge) and isinstance(http.inner, HTTPJudge)
     for bad in ("axbench:gpt4", "axbench:", "axbench:http:https://x/v1"):
         with pytest.raises(SteerlabError):
-            parse_judge(bad)
+            parse_judge(bad, allow_axbench=True)
     with pytest.raises(SteerlabError, match="not another axbench"):
-        parse_judge("axbench:axbench:local:tiny", {"tiny": lm})
+        parse_judge("axbench:axbench:local:tiny", {"tiny": lm}, allow_axbench=True)
+    # studies that read a 1..10 trait score (ood, defence, the audit) refuse it in one line
+    with pytest.raises(SteerlabError, match="aggregate, not the 1"):
+        parse_judge("axbench:local:tiny", {"tiny": lm})
     # an OpenAI-compatible reply on the 0..2 scale: logprobs, else the first 0..2 in the text
     pos = {"token": "2", "top_logprobs": [{"token": "2", "logprob": math.log(0.75)},
                                           {"token": "0", "logprob": math.log(0.25)}]}

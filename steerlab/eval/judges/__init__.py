@@ -58,11 +58,7 @@ def _http(target: str, model: str, _models: Mapping[str, LoadedModel], progress:
 
 def _axbench(target: str, _model: str, models: Mapping[str, LoadedModel],
              progress: bool) -> Judge:
-    inner = parse_judge(target, models, progress)
-    if isinstance(inner, AxBenchJudge):
-        raise SteerlabError(f"judge spec axbench:{target}: AxBench wraps a local: or http: "
-                            "judge, not another axbench: one")
-    return AxBenchJudge(inner)  # type: ignore[arg-type]
+    return AxBenchJudge(parse_judge(target, models, progress))  # type: ignore[arg-type]
 
 
 JUDGES: dict[str, JudgeFactory] = {"local": _local, "http": _http, "axbench": _axbench}
@@ -77,18 +73,29 @@ def register_judge(scheme: str, factory: JudgeFactory) -> None:
     JUDGES[scheme] = factory
 
 
-def split_judge_spec(spec: str) -> tuple[str, str, str]:
+def split_judge_spec(spec: str, allow_axbench: bool = False) -> tuple[str, str, str]:
     """Check a judge spec's syntax: ``("local", name, "")`` or ``("http", url, model)``.
+
+    ``axbench:`` specs (a 0..2 aggregate, not a 1..10 trait score) are refused unless
+    ``allow_axbench``: the studies that read 1..10 scores (``eval ood``, ``eval defence``, the
+    audit) must not take one by mistake.
 
     Example:
         >>> split_judge_spec("http:http://localhost:8000/v1#qwen")
         ('http', 'http://localhost:8000/v1', 'qwen')
-        >>> split_judge_spec("axbench:local:qwen2.5-coder-0.5b")
+        >>> split_judge_spec("axbench:local:qwen2.5-coder-0.5b", allow_axbench=True)
         ('axbench', 'local:qwen2.5-coder-0.5b', '')
     """
     kind, _, rest = spec.partition(":")
     rest = rest.strip()
     if kind == "axbench" and rest:
+        if not allow_axbench:
+            raise SteerlabError(f"judge spec {spec!r}: AxBench's judge gives a 0..2 aggregate, "
+                                "not the 1..10 trait score this study reads; use local: or "
+                                "http: here (axbench: is for eval prompting --judge)")
+        if rest.startswith("axbench:"):
+            raise SteerlabError(f"judge spec {spec!r}: AxBench wraps a local: or http: judge, "
+                                "not another axbench: one")
         split_judge_spec(rest)  # the wrapped judge's spec must be good too
         return kind, rest, ""
     if kind == "http" and rest:
@@ -106,8 +113,9 @@ def split_judge_spec(spec: str) -> tuple[str, str, str]:
 
 
 def parse_judge(spec: str, models: Mapping[str, LoadedModel] | None = None,
-                progress: bool = False) -> Judge:
-    """Build a judge from ``local:ALIAS_OR_PATH`` or ``http:BASE_URL#MODEL``.
+                progress: bool = False, allow_axbench: bool = False) -> Judge:
+    """Build a judge from ``local:ALIAS_OR_PATH`` or ``http:BASE_URL#MODEL`` (or, with
+    ``allow_axbench``, ``axbench:`` before either).
 
     ``models`` maps names to already loaded models (e.g. the steered model, to share it).
 
@@ -119,7 +127,7 @@ def parse_judge(spec: str, models: Mapping[str, LoadedModel] | None = None,
         ...
         steerlab.errors.SteerlabError: bad judge spec 'gpt4'; expected local:ALIAS_OR_PATH or ...
     """
-    kind, target, model = split_judge_spec(spec)
+    kind, target, model = split_judge_spec(spec, allow_axbench)
     return JUDGES[kind](target, model, models or {}, progress)
 
 

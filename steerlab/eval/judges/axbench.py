@@ -130,7 +130,7 @@ class AxBenchJudge(JudgeBase):
 
     Example:
         >>> from steerlab.eval.judges import parse_judge
-        >>> parse_judge("axbench:http:http://localhost:8000/v1#qwen").name
+        >>> parse_judge("axbench:http:http://localhost:8000/v1#qwen", allow_axbench=True).name
         'axbench:http:http://localhost:8000/v1#qwen'
     """
 

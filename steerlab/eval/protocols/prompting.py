@@ -603,7 +603,7 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     if cfg.judge:
         from steerlab.eval.judges import split_judge_spec
 
-        split_judge_spec(cfg.judge)
+        split_judge_spec(cfg.judge, allow_axbench=True)
     test = split_items(cfg.data, "test", cfg.seed, cfg.form)
     items = list(bh.ab_items(test.subset(cfg.limit, cfg.seed) if cfg.limit else test,
                              "eval prompting"))
@@ -638,7 +638,7 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     if cfg.judge:
         from steerlab.eval.judges import parse_judge
 
-        judge = parse_judge(cfg.judge, {cfg.model: lm}, progress=False)
+        judge = parse_judge(cfg.judge, {cfg.model: lm}, progress=False, allow_axbench=True)
     study = _Study(study_run, lm, vec, items, ids, instruction, layer, unit, value, cfg,
                    answered, judge)
     write_json(study_run.path("instruction.json"), instruction.describe(), what="instruction")
