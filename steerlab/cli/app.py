@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from steerlab.cli import audit, cast, export, models, report, run, vectors
+from steerlab.cli import audit, cast, doctor, export, models, report, run, vectors
 from steerlab.cli import eval as eval_commands
 from steerlab.cli import serve as serve_command
 from steerlab.version import __version__
@@ -55,6 +55,7 @@ def register(target: typer.Typer, commands: Sequence[tuple[str, Callable[..., An
 
 app.add_typer(models.app, name="models")
 register(app, [*vectors.COMMANDS, *run.COMMANDS, *audit.COMMANDS, *report.COMMANDS,
+               *doctor.COMMANDS,
                ("serve", serve_command.command, serve_command.EXAMPLE)])
 eval_app = typer.Typer(no_args_is_help=True, help=eval_commands.HELP)
 register(eval_app, eval_commands.COMMANDS)
