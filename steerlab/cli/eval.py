@@ -16,7 +16,7 @@ from typing import Any
 import typer
 
 from steerlab.cli import options as opt
-from steerlab.cli.common import values
+from steerlab.cli.common import generation_engine, values
 from steerlab.errors import SteerlabError
 
 HELP = ("Evaluate steering vectors: layer × strength sweeps, sample counts, OOD, perplexity, "
@@ -87,6 +87,7 @@ def ood(
     trait: str = typer.Option(..., "--trait", help="AEP trait, e.g. agreeableness."),
     out: Path = opt.out_dir(),
     model: str = opt.model(),
+    engine: str = opt.engine(),
     judge: str = opt.judge(),
     layers: str = opt.layers(help=opt.LAYERS_HELP + " Default: the vector's only layer."),
     coefficients: str = opt.coefficients(),
@@ -112,11 +113,13 @@ def ood(
     from steerlab.util.parse import parse_choices
 
     unit, vals = values(coefficients, strengths, default="-0.5,0,0.5")
-    run(OODConfig(out=out, vector=vector, trait=trait, unit=unit, values=vals, layers=layers,
-                  model=model, judge=judge, formats=parse_choices(formats, FORMATS, "--formats"),
-                  lengths=parse_choices(lengths, LENGTHS, "--lengths"), id_data=id_data,
-                  id_format=form, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
-                  batch_size=batch_size))
+    with generation_engine(engine, model):
+        run(OODConfig(out=out, vector=vector, trait=trait, unit=unit, values=vals,
+                      layers=layers, model=model, judge=judge,
+                      formats=parse_choices(formats, FORMATS, "--formats"),
+                      lengths=parse_choices(lengths, LENGTHS, "--lengths"), id_data=id_data,
+                      id_format=form, max_new_tokens=max_new_tokens, limit=limit, seed=seed,
+                      batch_size=batch_size))
 
 
 def perplexity(
@@ -211,6 +214,7 @@ def sentiment(
     top_p: float = typer.Option(0.9, "--top-p",
                                 help="Nucleus sampling mass (0, 1]."),
     model: str = opt.model(),
+    engine: str = opt.engine(),
     out: Path = opt.out_dir(),
     limit: int = opt.limit(40),
     seed: int = opt.seed(),
@@ -226,12 +230,13 @@ def sentiment(
     if coefficients is None and strengths is None:
         coefficients = "0,2,5,10"  # ActAdd's own convention: raw coefficients (Turner et al.)
     unit, vals = values(coefficients, strengths)
-    run(SentimentConfig(out=out, layers=layers, unit=unit, values=vals, pair=pair, vector=vector,
-                        pad=pad, model=model, task=task,
-                        prompt_sets=[p.strip() for p in prompt_sets.split(",") if p.strip()],
-                        target=target, positions=positions, max_new_tokens=max_new_tokens,
-                        samples=samples, temperature=temperature, top_p=top_p, limit=limit,
-                        seed=seed, batch_size=batch_size))
+    with generation_engine(engine, model):
+        run(SentimentConfig(out=out, layers=layers, unit=unit, values=vals, pair=pair,
+                            vector=vector, pad=pad, model=model, task=task,
+                            prompt_sets=[p.strip() for p in prompt_sets.split(",") if p.strip()],
+                            target=target, positions=positions, max_new_tokens=max_new_tokens,
+                            samples=samples, temperature=temperature, top_p=top_p, limit=limit,
+                            seed=seed, batch_size=batch_size))
 
 
 def models(
@@ -276,6 +281,7 @@ def defence(
                               help="Second-opinion refusal judge (local:ALIAS or "
                                    "http:URL#MODEL), or none."),
     model: str = opt.model(),
+    engine: str = opt.engine(),
     max_new_tokens: int = opt.max_new_tokens(48),
     out: Path = opt.out_dir(),
     limit: int = opt.limit(20),
@@ -296,10 +302,12 @@ def defence(
         chosen = None if threshold.strip().lower() == "auto" else float(threshold)
     except ValueError:
         raise SteerlabError(f"--threshold: expected auto or a number, got {threshold!r}") from None
-    run(DefenceConfig(out=out, vector=vector, layers=layers, values=vals, unit=unit, model=model,
-                      condition=condition, condition_layer=condition_layer, threshold=chosen,
-                      suffixes=suffixes, limit=limit, max_new_tokens=max_new_tokens,
-                      judge=judge, seed=seed, batch_size=batch_size))
+    with generation_engine(engine, model):
+        run(DefenceConfig(out=out, vector=vector, layers=layers, values=vals, unit=unit,
+                          model=model, condition=condition, condition_layer=condition_layer,
+                          threshold=chosen, suffixes=suffixes, limit=limit,
+                          max_new_tokens=max_new_tokens, judge=judge, seed=seed,
+                          batch_size=batch_size))
 
 
 def adversarial(
@@ -383,6 +391,7 @@ def prompting(
                                    "http:BASE_URL#MODEL, or axbench: before either (AxBench's "
                                    "concept/instruction/fluency aggregate, 0..2)."),
     model: str = opt.model(),
+    engine: str = opt.engine(),
     out: Path = opt.out_dir(),
     limit: int = opt.limit(40),
     seed: int = opt.seed(),
@@ -401,13 +410,14 @@ def prompting(
     if coefficients is not None or strengths is not None:
         unit, vals = values(coefficients, strengths)
         value = one_value(f"--{unit}s", vals)
-    run(PromptingConfig(out=out, data=data, vector=vector, layers=layers, unit=unit,
-                        value=value, model=model, instruction=instruction,
-                        parts=parse_choices(prompt_parts, PARTS, "--prompt-parts"),
-                        shots=shots, form=form, positions=positions,
-                        max_new_tokens=max_new_tokens, limit=limit,
-                        fluency_limit=fluency_limit, judge=judge, seed=seed,
-                        batch_size=batch_size))
+    with generation_engine(engine, model):
+        run(PromptingConfig(out=out, data=data, vector=vector, layers=layers, unit=unit,
+                            value=value, model=model, instruction=instruction,
+                            parts=parse_choices(prompt_parts, PARTS, "--prompt-parts"),
+                            shots=shots, form=form, positions=positions,
+                            max_new_tokens=max_new_tokens, limit=limit,
+                            fluency_limit=fluency_limit, judge=judge, seed=seed,
+                            batch_size=batch_size))
 
 
 COMMANDS: list[tuple[str, Callable[..., Any], str]] = [

@@ -56,3 +56,29 @@ def test_backend_rows_equal_steerlab_loop(venv, smollm2: LoadedModel) -> None:
     assert got == expected
     assert got != plain
     assert len(stops[0]) < 200
+
+
+def test_eval_sentiment_on_vllm_writes_the_same_records(venv, smollm2, tmp_path) -> None:
+    """``steerlab eval sentiment --engine vllm``: the records of the transformers engine."""
+    import json
+
+    from tests.integration.cli_helpers import run_cli
+
+    vec = _vector(4, [6], smollm2)
+    path = vec.save(tmp_path / "v.safetensors")
+    args = ["eval", "sentiment", "--vector", str(path), "--layers", "6", "--coefficients=0,3",
+            "--prompt-sets", "negative", "--limit", "3", "--max-new-tokens", "8",
+            "--temperature", "0"]
+    run_cli([*args, "--out", str(tmp_path / "hf")])
+    run_cli([*args, "--engine", "vllm", "--out", str(tmp_path / "vllm")])
+
+    def records(name: str) -> list[dict]:
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: json.dumps(
+            [r.get("metric"), r.get("layer"), r.get("coefficient"), r.get("prompt_set")]))
+
+    hf, vllm = records("hf"), records("vllm")
+    assert len(hf) == len(vllm) > 0
+    for a, b in zip(hf, vllm, strict=True):
+        assert a.get("extra", {}).get("completions") == b.get("extra", {}).get("completions")
+        assert a["value"] == pytest.approx(b["value"], abs=1e-3), (a, b)
