@@ -53,9 +53,13 @@ _HYPER = ("hyper-connections: the residual stream between blocks is several para
 _ALTUP = ("AltUp: every block carries several predicted copies of the residual stream "
           "([altup_num_inputs, batch, tokens, width]), not one hidden state")
 UNSTEERABLE: dict[str, str] = {
+    "blt": "Byte Latent Transformer: three stacks (local byte encoder, global patch "
+           "transformer, local byte decoder), no single stream of decoder blocks",
     "cpmant": "prepends learned prompt positions inside the model: block outputs are longer "
               "than the input, so token positions cannot be matched",
     "deepseek_v4": _HYPER,
+    "dory": "recurrent depth: a middle group of blocks runs several times per forward, so a "
+            "block's output is not one site of the residual stream",
     "gemma3n": _ALTUP,
     "gemma3n_text": _ALTUP,
     "hrm_text": "hierarchical recurrence: the same blocks run in loops, so a block's output is "

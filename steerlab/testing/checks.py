@@ -176,9 +176,15 @@ def _accepts(model: nn.Module, name: str) -> bool:
 
 
 def _forward(model: nn.Module, ids: torch.Tensor, mask: torch.Tensor | None = None,
-             hidden: bool = False) -> Any:
+             hidden: bool = False, like_generate: bool = False) -> Any:
+    """One no-cache forward; with a mask (or ``like_generate``) the position ids are passed
+    explicitly, counted over real tokens from 0 as ``generate`` passes them (RoBERTa-style
+    models would otherwise count from ``padding_idx + 1`` and differ from ``generate`` even
+    unsteered)."""
     device = next(model.parameters()).device
     kwargs: dict[str, Any] = {"input_ids": ids.to(device)}
+    if like_generate and mask is None:
+        mask = torch.ones_like(ids)
     if mask is not None:
         kwargs["attention_mask"] = mask.to(device)
         if _accepts(model, "position_ids"):
@@ -475,7 +481,7 @@ def _reference_loop(model: nn.Module, blocks: nn.ModuleList, prompt: torch.Tenso
             weight = (pos < plen) if positions == "prompt" else (pos >= plen)
             hooks[layer] = hand_hook(vector, weight[None].float())
         with _Hooked(blocks, hooks):
-            rows.append(_logits(_forward(model, seq))[0, -1].cpu())
+            rows.append(_logits(_forward(model, seq, like_generate=True))[0, -1].cpu())
     return torch.stack(rows)
 
 
@@ -483,7 +489,7 @@ def _teacher_forced(model: nn.Module, prompt: torch.Tensor, tokens: torch.Tensor
                     ) -> torch.Tensor:
     """Unsteered logits after each prefix prompt + tokens[:t], from one causal forward."""
     seq = torch.cat([prompt, tokens[None, :-1]], dim=1) if len(tokens) > 1 else prompt
-    logits = _logits(_forward(model, seq))[0].cpu()
+    logits = _logits(_forward(model, seq, like_generate=True))[0].cpu()
     return logits[prompt.shape[1] - 1:]
 
 

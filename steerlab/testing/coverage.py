@@ -127,7 +127,7 @@ def check_type(model_type: str) -> TypeResult:
     ids = torch.randint(3, min(vocab, 512), (1, 6), generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            model(input_ids=ids)
+            model(input_ids=ids, use_cache=False)
     except Exception as exc:
         return done("refused", f"does not run tiny: forward(input_ids) fails: "
                                f"{_one_line(exc, 100)}")

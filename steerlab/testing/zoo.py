@@ -41,6 +41,9 @@ SHRINK: dict[str, Any] = {
     "num_experts_per_token": 2, "moe_topk": 2, "top_k_experts": 2,
     "n_group": 1, "topk_group": 1, "num_expert_group": 1,
     "first_k_dense_replace": 1, "num_dense_layers": 1,
+    # BERT-style encoders behind a causal-LM head: causal attention, as their *ForCausalLM
+    # asks ("add is_decoder=True"); bidirectional, a prefix's logits change with what follows
+    "is_decoder": True,
 }
 
 #: Largest model (parameters + buffers, elements) the coverage run builds for real.
@@ -142,7 +145,9 @@ TINY: dict[str, Tiny] = {
     "roc_bert": Tiny({"shape_vocab_size": 64, "pronunciation_vocab_size": 64,
                       "shape_embed_dim": 8, "pronunciation_embed_dim": 8}),
     "sarvam_mla": Tiny(_MLA),
-    "xlm": Tiny({"emb_dim": 32}),
+    "xlm": Tiny(refuse="not a causal decoder: XLM generates masked-LM style (a [MASK] token "
+                       "appended and re-read every step, no KV cache), so there are no prompt "
+                       "and generation positions to check"),
     "youtu": Tiny(_MLA),
     "zamba": Tiny({"num_hidden_layers": 4, "attn_layer_period": 2, "attn_layer_offset": 1,
                    "mamba_dt_rank": 4, "use_mamba_kernels": False}),
