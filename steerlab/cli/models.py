@@ -105,7 +105,7 @@ def models_check(
     for col in ("model type", "class", "verdict", "blocks", "why / notes"):
         table.add_column(col, no_wrap=col in ("model type", "verdict"), overflow="fold")
     for r in results:
-        why = r.reason if r.status != "exact" else (r.features or r.reason)
+        why = "; ".join(filter(None, [r.reason, r.features if r.status == "exact" else ""]))
         table.add_row(r.model_type, r.model_class,
                       f"[{_STYLE.get(r.status, 'white')}]{r.status}[/]", escape(r.blocks),
                       escape(why))

@@ -368,7 +368,7 @@ def markdown(results: Sequence[TypeResult]) -> str:
         "|---|---|---|---|---|",
     ]
     for r in results:
-        why = r.reason if r.status != "exact" else (r.features or r.reason)
+        why = "; ".join(filter(None, [r.reason, r.features if r.status == "exact" else ""]))
         lines.append(f"| `{r.model_type}` | {_cell(r.model_class)} | {r.status} | "
                      f"{_cell(r.blocks)} | {_cell(why)} |")
     return "\n".join(lines) + "\n"
