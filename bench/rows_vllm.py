@@ -132,7 +132,7 @@ def _lens_rows(lm: Any, paths: dict[str, Path], runs: int, clients: int, new_tok
     if not (LENS_DIR / "vllm_lens").exists():
         subprocess.run([str(vllm_python()), "-m", "pip", "install", "--quiet", "--no-deps",
                         "--ignore-requires-python", "--target", str(LENS_DIR),
-                        f"vllm-lens=={LENS_VERSION}"], check=True)
+                        f"vllm-lens=={LENS_VERSION}", "zstandard"], check=True)
     names = sorted(paths)
     prompts = (PROMPTS * (clients // len(PROMPTS) + 1))[:clients]
     layer = 10
@@ -185,10 +185,23 @@ def vllm_rows(lm: Any, runs: int, clients: int = 16, new_tokens: int = 64,
     vectors = _vectors(lm)
     with tempfile.TemporaryDirectory() as tmp:
         paths = {n: v.save(Path(tmp) / f"{n}.safetensors") for n, v in vectors.items()}
-        records = _engine_rows(lm, paths, runs, clients, new_tokens)
-        records += _lens_rows(lm, paths, runs, clients, new_tokens, Path(tmp))
-        records += _server_rows(lm, paths, runs, clients, new_tokens, latency_clients,
-                                Path(tmp))
+        records: list[Record] = []
+        groups = [("engine", lambda: _engine_rows(lm, paths, runs, clients, new_tokens)),
+                  ("vllm-lens", lambda: _lens_rows(lm, paths, runs, clients, new_tokens,
+                                                   Path(tmp))),
+                  ("server", lambda: _server_rows(lm, paths, runs, clients, new_tokens,
+                                                  latency_clients, Path(tmp)))]
+        for name, rows in groups:
+            try:
+                made = rows()
+            except Exception as exc:  # one group failing keeps the others' rows
+                made = [{"measure": f"vLLM {name} rows", "steerlab_s": 0.0,
+                         "baseline": "failed", "baseline_s": 0.0, "ratio": 0.0,
+                         "target": 0.0, "met": False, "runs": 0, "min_max": [0, 0],
+                         "note": f"failed: {type(exc).__name__}: {str(exc)[:300]}"}]
+            for r in made:
+                print(json.dumps(r), file=sys.stderr, flush=True)
+            records += made
     return records
 
 
