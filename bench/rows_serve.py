@@ -220,8 +220,9 @@ def serve_rows(lm: Any, runs: int, clients: int = 16, new_tokens: int = 64,
     return records
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="steerlab serve benchmark rows")
+def run_standalone(rows: Callable[..., list[Record]], description: str) -> None:
+    """``python bench/rows_X.py``: the server-style options, then the rows as a table."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--new-tokens", type=int, default=64)
@@ -231,8 +232,8 @@ def main() -> None:
 
     lm = load_model(MODEL)
     started = time.perf_counter()
-    records = serve_rows(lm, args.runs, args.clients, args.new_tokens,
-                         [int(x) for x in args.latency_clients.split(",")])
+    records = rows(lm, args.runs, args.clients, args.new_tokens,
+                   [int(x) for x in args.latency_clients.split(",")])
     print("| measure | steerlab | baseline | baseline value | ratio | target | met | note |")
     print("|---|---|---|---|---|---|---|---|")
     for r in records:
@@ -241,6 +242,10 @@ def main() -> None:
               f"{'yes' if r['met'] else 'no'} | {r['note']} |")
     print(f"\n{time.perf_counter() - started:.0f} s, torch threads {torch.get_num_threads()}",
           file=sys.stderr)
+
+
+def main() -> None:
+    run_standalone(serve_rows, "steerlab serve benchmark rows")
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from rows_serve import (
     _pct,
     _rate,
     _vectors,
+    run_standalone,
 )
 
 from steerlab.model.aliases import alias_dir
@@ -206,25 +205,7 @@ def vllm_rows(lm: Any, runs: int, clients: int = 16, new_tokens: int = 64,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="steerlab on vLLM: benchmark rows")
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--clients", type=int, default=16)
-    parser.add_argument("--new-tokens", type=int, default=64)
-    parser.add_argument("--latency-clients", default="1,4,16")
-    args = parser.parse_args()
-    from steerlab.model.load import load_model
-
-    lm = load_model(MODEL)
-    started = time.perf_counter()
-    records = vllm_rows(lm, args.runs, args.clients, args.new_tokens,
-                        [int(x) for x in args.latency_clients.split(",")])
-    print("| measure | steerlab | baseline | baseline value | ratio | target | met | note |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in records:
-        print(f"| {r['measure']} | {r['steerlab_s']:.3f} | {r['baseline']} | "
-              f"{r['baseline_s']:.3f} | {r['ratio']:.2f} | {r['target']:.2f} | "
-              f"{'yes' if r['met'] else 'no'} | {r['note']} |")
-    print(f"\n{time.perf_counter() - started:.0f} s", file=sys.stderr)
+    run_standalone(vllm_rows, "steerlab on vLLM: benchmark rows")
 
 
 if __name__ == "__main__":
