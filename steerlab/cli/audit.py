@@ -32,6 +32,7 @@ class SIZES:
     iterations = 4
     windows = 16
     fluency_limit = 16
+    shots = 2
 
 
 def _csv(values: Any) -> str:
@@ -87,6 +88,8 @@ def audit(
                                       callback=opt.at_least(0, "an item count (0 = all)"),
                                       help="Test items answered per condition for the "
                                            "prompting study's fluency cost (0 = all)."),
+    shots: int = typer.Option(SIZES.shots, "--shots", callback=opt.at_least(0, "a count"),
+                              help="Few-shot train examples in the prompting study's prompt."),
     instruction: str = typer.Option(None, "--instruction",
                                     help="The behaviour asked for in words, for the prompting "
                                          "study (default: made from the behaviour's "
@@ -110,7 +113,7 @@ def audit(
         train_limit=train_limit, pair_counts=parse_counts(n, "--n"), draws=seeds, judge=judge,
         ood_limit=ood_limit, max_new_tokens=max_new_tokens,
         adversarial_limit=adversarial_limit, iterations=iterations, windows=perplexity_limit,
-        fluency_limit=fluency_limit, instruction=instruction, seed=seed,
+        fluency_limit=fluency_limit, shots=shots, instruction=instruction, seed=seed,
         batch_size=batch_size))
 
 

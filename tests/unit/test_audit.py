@@ -173,7 +173,7 @@ def test_cli_defaults_are_the_audit_config_defaults() -> None:
 
     config = AuditConfig(out="x", data="caa:refusal")
     names = [n for n in vars(SIZES) if not n.startswith("_")]
-    assert len(names) == 11
+    assert len(names) == 12
     for name in names:
         got, want = getattr(SIZES, name), getattr(config, name)
         assert (tuple(got) if isinstance(got, tuple) else got) == (

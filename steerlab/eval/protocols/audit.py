@@ -80,7 +80,7 @@ class AuditConfig:
     windows: int = 16
     fluency_limit: int = 16  # prompting: items answered per condition for the fluency cost
     instruction: str | None = None  # the prompting study's words (default: the description)
-    shots: int = 3
+    shots: int = 2  # prompting: few-shot train examples (eval prompting's own default is 3)
     seed: int = 0
     batch_size: int = 16
 
@@ -141,7 +141,8 @@ def plan(cfg: AuditConfig) -> list[Step]:
         "perplexity": f"{cfg.windows} WikiText-2 windows of 256 tokens (--perplexity-limit) at "
                       f"{s:g}",
         "prompting": f"the vector at {s:g} vs system prompt + prefix + {cfg.shots} train "
-                     f"examples vs both, on the {cfg.limit or 'all'} test items (--limit); "
+                     f"examples (--shots) vs both, on the {cfg.limit or 'all'} test items "
+                     "(--limit); "
                      f"{cfg.max_new_tokens}-token answers to {cfg.fluency_limit or 'all'} of "
                      "them for the fluency cost (--fluency-limit)",
         "size": ("models " + ",".join(cfg.models) + f": depth sweep + perplexity at {s:g}")
