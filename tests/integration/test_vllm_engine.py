@@ -12,6 +12,8 @@ each phase is one ``LLM.generate`` call:
   to stock vLLM running the same batch.
 * ``sixteen``: 16 concurrent requests with 4 vectors and mixed strengths, then each alone:
   identical tokens, log-probs within 1e-4.
+* chunked prefill: the engine schedules at most 128 tokens per step, so prompts are prefilled
+  in chunks beside other requests' decode steps (the 300-token prompt in three).
 * prefix cache: an unsteered request, then the same prompt steered (its result equals the HF
   reference: no unsteered KV was reused), then unsteered again (equals the first: no steered KV
   was reused); a generation-only steered request still shares the prompt's cached blocks.
@@ -43,6 +45,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.vllm]
 
 TOKENS = 32
 TOP = 20
+CHUNK = 128  # vLLM's token budget per step: forces chunked prefill
 TEXTS = ["The best thing about mornings is", "My grandmother always told me that",
          "In the year 2050, cities will", "The recipe starts with"]
 #: (name, vector layers) of the four served vectors: random unit directions, seeded
@@ -137,7 +140,10 @@ def _phases(prompts: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
 def runs(venv: Path, vectors: dict[str, Path], prompts: dict[str, Any]) -> dict[str, Any]:
     phases = _phases(prompts)
     names = list(phases)
-    job = {"model": str(_model_dir()), "phases": [phases[n] for n in names]}
+    # 128 tokens per step: the 300-token prompt and the mixed batch's prompts are prefilled in
+    # chunks, mixed with other requests' decode steps, so positions must hold across chunks
+    job = {"model": str(_model_dir()), "engine": {"max_num_batched_tokens": CHUNK},
+           "phases": [phases[n] for n in names]}
     stock = run_on_vllm(job)  # first: its compiled graph must not be reused by the plugin's
     steered = run_on_vllm(job, vectors=vectors)
     print(f"\nvLLM {steered['vllm_version']}: engine start stock {stock['engine_start_s']:.0f} s,"
