@@ -51,7 +51,7 @@ from steerlab.serve.steering import (
     parse_steering_json,
     resolve_steering,
 )
-from steerlab.steering.spec import parse_positions
+from steerlab.steering.plan import PositionTracker
 
 #: Operators whose update reads the hidden state (at most one per layer per request on vLLM).
 PROJECTIONS = ("ablate", "clamp")
@@ -65,38 +65,24 @@ class Entry:
     slot: int  # the vector's row in the table (its index among the served names)
     operator: str
     scale: float  # coefficient (add), fraction (ablate) or target value (clamp)
-    kind: str  # positions, parsed: kind, a, b (see steerlab.steering.spec.parse_positions)
-    a: int
-    b: int | None
+    positions: str  # checked by steerlab.steering.spec.parse_positions
 
     def mask(self, pos: np.ndarray, prompt_length: int, instruction_length: int) -> np.ndarray:
         """Which of the tokens at absolute positions ``pos`` this entry steers.
 
-        The same rule as :class:`steerlab.steering.plan.PositionTracker` with no padding: vLLM's
-        positions are each request's real-token indices.
+        :class:`steerlab.steering.plan.PositionTracker` decides, as for steerlab's own hooks:
+        vLLM's positions are each request's real-token indices (no padding), one row.
 
         Example:
-            >>> e = Entry(0, 0, "add", 1.0, "last_prompt", 2, None)
+            >>> e = Entry(0, 0, "add", 1.0, "last_prompt:2")
             >>> e.mask(np.arange(5), prompt_length=4, instruction_length=4).tolist()
             [False, False, True, True, False]
         """
-        kind = self.kind
-        if kind == "all":
-            return np.ones(pos.shape, dtype=bool)
-        if kind == "front":  # a [d] vector goes to the first real position only
-            return pos < 1
-        if kind == "window":
-            out = pos >= self.a
-            return out & (pos < self.b) if self.b is not None else out
-        if kind == "after_instruction":
-            return pos >= instruction_length
-        if kind == "prompt":
-            return pos < prompt_length
-        if kind == "generation":
-            return pos >= prompt_length
-        if kind == "last_prompt":
-            return (pos < prompt_length) & (pos >= prompt_length - self.a)
-        raise SteerlabError(f"positions kind {kind!r} has no vLLM mask")  # parse_positions guards
+        tracker = PositionTracker(prompt_lengths=[prompt_length],
+                                  instruction_lengths=[instruction_length])
+        real = torch.from_numpy(np.asarray(pos, dtype=np.int64))[None]
+        tracker.set_call(real, torch.ones_like(real, dtype=torch.bool))
+        return tracker.mask(self.positions, 1)[0].numpy()
 
 
 @dataclass(frozen=True)
@@ -110,7 +96,7 @@ class RequestPlan:
     def touches_prompt(self) -> bool:
         """Whether any entry can change a prompt token's activations (then the prompt's KV
         differs from an unsteered run's and must not be shared through the prefix cache)."""
-        return any(e.kind != "generation" for e in self.entries)
+        return any(e.positions != "generation" for e in self.entries)
 
 
 UNSTEERED_PLAN = RequestPlan(SteeringRequest(), ())
@@ -161,7 +147,6 @@ on the vLLM engine (use steerlab serve --engine transformers)
         if spec.preserve_norm:
             raise SteerlabError(f"{where}: preserve_norm is not supported on the vLLM engine "
                                 "(use steerlab serve --engine transformers)")
-        kind, a, b = parse_positions(spec.positions)
         assert isinstance(spec.layers, list)  # resolve_steering resolved them
         for layer in spec.layers:
             if spec.vector.directions[layer].ndim != 1:
@@ -180,7 +165,7 @@ on the vLLM engine (use steerlab serve --engine transformers)
             else:
                 seen_add.add(layer)
             entries.append(Entry(layer, slots[item.name], spec.operator,
-                                 float(spec.scale(layer)), kind, a, b))
+                                 float(spec.scale(layer)), spec.positions))
     return RequestPlan(request, tuple(entries))
 
 
@@ -200,12 +185,12 @@ def steering_fingerprint(plan: RequestPlan, registry: VectorRegistry) -> str | N
         ...     "generation"}]}, reg, 1, 2), reg) is None
         True
     """
-    touching = [e for e in plan.entries if e.kind != "generation"]
+    touching = [e for e in plan.entries if e.positions != "generation"]
     if not touching:
         return None
     names = registry.names
     items = [[names[e.slot], registry.served(names[e.slot]).sha256 or "", e.layer, e.operator,
-              repr(e.scale), e.kind, e.a, e.b] for e in touching]
+              repr(e.scale), e.positions] for e in touching]
     payload = json.dumps(items, sort_keys=False).encode()
     return "steerlab-" + hashlib.sha256(payload).hexdigest()[:32]
 
