@@ -39,6 +39,20 @@ VLLM_VENV = ".venv-vllm"
 ENGINE_DEFAULTS: dict[str, Any] = {"dtype": "float32", "max_model_len": 1024, "seed": 0}
 
 
+def engine_env(base: Mapping[str, str], kv_cache_gib: int = 2) -> dict[str, str]:
+    """``base`` plus the vLLM settings steerlab's engines start with, unless already set: the
+    CPU KV-cache size (GiB) and a compile cache under steerlab's own cache directory.
+
+    Example:
+        >>> engine_env({"VLLM_CPU_KVCACHE_SPACE": "4"})["VLLM_CPU_KVCACHE_SPACE"]
+        '4'
+    """
+    env = dict(base)
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+    env.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "steerlab" / "vllm"))
+    return env
+
+
 def vllm_python() -> Path:
     """The interpreter of the vLLM venv (one-line error naming ``make vllm`` if absent)."""
     named = os.environ.get("STEERLAB_VLLM_PYTHON")
@@ -63,12 +77,10 @@ def run_on_vllm(job: Mapping[str, Any], vectors: Mapping[str, str | Path] | None
     with tempfile.TemporaryDirectory(prefix="steerlab-vllm-") as tmp:
         job_path, out_path = Path(tmp) / "job.json", Path(tmp) / "out.json"
         atomic_write(job_path, json.dumps(dict(job)))
-        child = {**os.environ, **(env or {})}
+        child = engine_env({**os.environ, **(env or {})}, kv_cache_gib=1)
         child.pop(VECTORS_ENV, None)
         if vectors:
             child[VECTORS_ENV] = ",".join(f"{k}={Path(v).resolve()}" for k, v in vectors.items())
-        child.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-        child.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "steerlab" / "vllm"))
         log_path = Path(tmp) / "engine.log"
         with open(log_path, "wb") as log:
             try:

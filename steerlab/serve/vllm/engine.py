@@ -31,7 +31,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.scoring.generate import GenerationRow
-from steerlab.serve.vllm.batch import ENGINE_DEFAULTS, root_cause, vllm_python
+from steerlab.serve.vllm.batch import ENGINE_DEFAULTS, engine_env, root_cause, vllm_python
 from steerlab.serve.vllm.plugin import VECTORS_ENV
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util.io import atomic_write, sha256_file
@@ -136,10 +136,8 @@ class VLLMBackend:
     # ---- the engine process -------------------------------------------------------------------
     def _start(self) -> None:
         self.close_engine()
-        env = dict(os.environ)
+        env = engine_env(os.environ)
         env[VECTORS_ENV] = ",".join(f"{n}={p}" for n, p in sorted(self._files.items()))
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-        env.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "steerlab" / "vllm"))
         self._log = open(self._root / "engine.log", "ab")  # noqa: SIM115 (closed in close)
         config = self._root / "engine.json"
         atomic_write(config, json.dumps({"model": self.model_dir, "engine": self.engine}))

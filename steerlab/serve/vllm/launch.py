@@ -26,7 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from steerlab.errors import SteerlabError
-from steerlab.serve.vllm.batch import vllm_python
+from steerlab.serve.vllm.batch import engine_env, vllm_python
 from steerlab.serve.vllm.endpoint import DEFAULT_ENV
 from steerlab.serve.vllm.plugin import VECTORS_ENV
 
@@ -46,7 +46,7 @@ def server_command(model_dir: str | Path, served_name: str,
     if max_model_len:
         argv += ["--max-model-len", str(max_model_len)]
     argv += list(extra)
-    env = dict(os.environ)
+    env = engine_env(os.environ)
     env["VLLM_PLUGINS"] = "steerlab"
     env.pop(VECTORS_ENV, None)
     env.pop(DEFAULT_ENV, None)
@@ -55,8 +55,6 @@ def server_command(model_dir: str | Path, served_name: str,
                                     for name, path in vectors.items())
     if default_steering:
         env[DEFAULT_ENV] = default_steering
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
-    env.setdefault("VLLM_CACHE_ROOT", str(Path.home() / ".cache" / "steerlab" / "vllm"))
     return argv, env
 
 
