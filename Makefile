@@ -9,7 +9,7 @@ STEERLAB_CACHE ?= $(HOME)/.cache/steerlab
 WHEELS := $(STEERLAB_CACHE)/wheels
 LLAMA_CPP_VERSION := 0.3.36
 
-.PHONY: demo test test-unit test-compat bench lint setup model llamacpp browser vllm clean
+.PHONY: demo test test-unit test-compat bench lint docs setup model llamacpp browser vllm clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -80,6 +80,11 @@ test-unit: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy steerlab
+
+# The documentation site (mkdocs.yml, docs/) into site/; any warning fails it. The docs extra is
+# part of dev, so the stamp's locked install brings mkdocs.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .mypy_cache .ruff_cache
