@@ -323,6 +323,52 @@ def _counted(cache: Any) -> int | None:
     return entry[1]
 
 
+def _counts_no_tokens(layer: Any) -> bool:
+    """A linear-attention / state-space cache layer: its state has no token axis, and its
+    token count is not trustworthy (5.25's ``LinearAttentionLayer`` reports 0 for models that
+    update the state in place, RecurrentGemma's; 5.24's raises)."""
+    return any("LinearAttention" in cls.__name__ or "Mamba" in cls.__name__
+               for cls in type(layer).__mro__)
+
+
+def cache_length(cache: Any) -> int | None:
+    """Tokens held by a transformers cache object, or None when it cannot say.
+
+    A cache with per-layer entries is read from its attention layers only (the longest, as
+    a sliding window can only under-count): the linear-attention layers of a hybrid stack hold
+    a state, not tokens, and :meth:`Cache.get_seq_length` without an index reads layer 0, which
+    in a hybrid is often such a layer; placeholder layers (an MLP-only block's) that cannot
+    count are skipped. A cache with no layer that can count is unreadable.
+
+    Example:
+        >>> from transformers import DynamicCache
+        >>> cache = DynamicCache()
+        >>> _ = cache.update(torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4), 0)
+        >>> cache_length(cache)
+        5
+        >>> cache_length(object()) is None
+        True
+    """
+    layers = getattr(cache, "layers", None)
+    if isinstance(layers, (list, tuple)) and layers:
+        lengths = [_layer_length(layer) for layer in layers if not _counts_no_tokens(layer)]
+        known = [length for length in lengths if length is not None]
+        return max(known) if known else None
+    return _layer_length(cache)
+
+
+def _layer_length(holder: Any) -> int | None:
+    """``holder.get_seq_length()``, or None where it has none or cannot say (a state-space /
+    linear-attention cache, a placeholder layer of an MLP-only block)."""
+    get_seq_length = getattr(holder, "get_seq_length", None)
+    if not callable(get_seq_length):
+        return None
+    try:
+        return int(get_seq_length())
+    except (ValueError, NotImplementedError, AttributeError, TypeError):
+        return None
+
+
 def cache_offset(kwargs: dict[str, Any], length: int,
                  attention_mask: torch.Tensor | None = None) -> int:
     """Tokens already in the KV cache before a call of ``length`` new tokens.
@@ -351,11 +397,10 @@ def cache_offset(kwargs: dict[str, Any], length: int,
         if value is None or name == "cache_position":
             continue
         if callable(getattr(value, "get_seq_length", None)):
-            try:
-                found.append((name, int(value.get_seq_length())))
+            length_now = cache_length(value)
+            if length_now is not None:
+                found.append((name, length_now))
                 continue
-            except (ValueError, NotImplementedError, AttributeError, TypeError):
-                pass  # a state-space / linear-attention cache holds no token count
         elif name not in CACHE_KWARGS and name not in STATE_KWARGS:
             continue
         counted = _counted(value)

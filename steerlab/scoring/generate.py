@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import cache_kwarg, returned_cache
+from steerlab.model.arch import cache_kwarg, cache_length, returned_cache
 from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import Prompt, prompt_ids, with_document_start
 from steerlab.steering.hooks import SteeringHandle, attach
@@ -234,6 +234,10 @@ class Decoder:
             inputs = {"input_ids": self._last.to(device),
                       "attention_mask": self._mask.to(device),
                       "position_ids": self._next_pos.to(device)}
+            if cache_length(self._cache) is None:
+                # a state-only cache (Mamba, RWKV): no mask on decode steps, as transformers'
+                # generate does (5.25's Mamba multiplies the step by the whole mask)
+                del inputs["attention_mask"]
             self._next_pos = self._next_pos + 1
         if self._handle is None:
             self._attach()
@@ -309,10 +313,8 @@ def _filled(cache: Any) -> bool:
     a state-space cache, is taken as filled)."""
     if cache is None:
         return False
-    try:
-        return int(cache.get_seq_length()) > 0
-    except Exception:
-        return True
+    length = cache_length(cache)
+    return length is None or length > 0
 
 
 def _generator(sampling: Sampling) -> torch.Generator | None:
