@@ -40,6 +40,14 @@ prompting beats steering on its concepts):
 A fourth verdict, *not measurable*, says a comparison could not be made at all (as opposed to
 *inconclusive*: made, but the intervals do not decide).
 
+Beside them, the two seed results ``steerlab reproduce`` checks. CAA (``caa``, Rimsky et al.
+2023) is judged on its own A/B letter score, which only measures the behaviour while the model
+answers in the A/B format: *not measurable* when the answer-letter mass p(A) + p(B) is below
+0.8 (:data:`MIN_LETTER_MASS`) at any multiplier (the measured mass at each is the reason); else
+*holds* when the shift of p(matching letter) from −1 to +1 has its interval above 0, *does not
+hold* when its upper bound is at most 0, *inconclusive* otherwise. A CAA verdict also says where
+its protocol differs from the paper's (``deviations``).
+
 Validity warnings ride along: answer-letter mass below 0.8 (the A/B format is not being
 followed), answer-position bias (the matching answer is one letter in far more than half of the
 items), a base rate near 0 or 1 (little room to move), fewer contrast pairs than the plateau.
@@ -87,9 +95,16 @@ RULES = {
 # The two seed results ``steerlab reproduce`` checks beside the five findings (not the audit's).
 REPLICATIONS = {
     "actadd": "ActAdd: a Love-Hate prompt-pair vector shifts completions' sentiment up",
-    "caa": "CAA: a mean-difference vector shifts the A/B behaviour score",
+    "caa": "CAA: the answer-letter mean-difference vector at ±1 shifts p(matching letter)",
 }
 REPLICATION_RULE = "holds: shift low > 0; does not hold: shift high <= 0"
+#: Below this answer-letter mass p(A) + p(B) the model is not answering in the A/B format.
+MIN_LETTER_MASS = 0.8
+REPLICATION_RULES = {
+    "caa": f"not measurable: answer-letter mass p(A)+p(B) < {MIN_LETTER_MASS:g} at any "
+           "multiplier; else holds: shift of p(matching letter) from -1 to +1 low > 0; does not "
+           "hold: high <= 0",
+}
 
 
 @dataclass
@@ -101,6 +116,7 @@ class Verdict:
     reason: str
     numbers: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    deviations: list[str] = field(default_factory=list)  # where the protocol leaves the paper's
 
     @property
     def title(self) -> str:
@@ -108,10 +124,13 @@ class Verdict:
 
     @property
     def rule(self) -> str:
-        return RULES.get(self.finding, REPLICATION_RULE)
+        return RULES.get(self.finding) or REPLICATION_RULES.get(self.finding, REPLICATION_RULE)
 
     def as_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "title": self.title, "rule": self.rule}
+        saved = {**asdict(self), "title": self.title, "rule": self.rule}
+        if not self.deviations:
+            del saved["deviations"]  # only a replication says how it differs from its paper
+        return saved
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> Verdict:
@@ -123,7 +142,20 @@ class Verdict:
             True
         """
         return cls(saved["finding"], saved["verdict"], saved["reason"],
-                   dict(saved.get("numbers", {})), list(saved.get("warnings", [])))
+                   dict(saved.get("numbers", {})), list(saved.get("warnings", [])),
+                   list(saved.get("deviations", [])))
+
+    def carrying(self, warnings: Sequence[str]) -> Verdict:
+        """This verdict with ``warnings`` added (each once, after its own): a validity warning
+        raised anywhere in a study travels with every verdict that study's numbers feed.
+
+        Example:
+            >>> v = Verdict("perplexity", HOLDS, "x1.1", warnings=["a"])
+            >>> v.carrying(["b", "a"]).warnings
+            ['a', 'b']
+        """
+        self.warnings = [*self.warnings, *(w for w in warnings if w not in self.warnings)]
+        return self
 
 
 def _ok(interval: Interval | None) -> bool:
@@ -354,12 +386,70 @@ def validity_warnings(*, letter_mass: float | None = None, matching_a_share: flo
         'answer-letter mass is 0.40'
     """
     out = []
-    if letter_mass is not None and letter_mass < 0.8:
-        out.append(f"answer-letter mass is {letter_mass:.2f} (< 0.8): the model is not "
-                   "answering in the A/B format; prefer --format open")
+    if letter_mass is not None and letter_mass < MIN_LETTER_MASS:
+        out.append(f"answer-letter mass is {letter_mass:.2f} (< {MIN_LETTER_MASS:g}): the model "
+                   "is not answering in the A/B format; prefer --format open")
     if matching_a_share is not None and abs(matching_a_share - 0.5) > 0.15:
         out.append(f"the matching answer is (A) in {matching_a_share:.0%} of items: a letter "
                    "bias can pass for the behaviour")
     if base_rate is not None and not 0.1 <= base_rate <= 0.9:
         out.append(f"the unsteered score is {base_rate:.2f}: little room to move")
     return out
+
+
+def signed(value: float) -> str:
+    """A multiplier as the tables write it: with its sign, and 0 without one.
+
+    Example:
+        >>> [signed(v) for v in (-1.0, 0.0, 1.0, 0.5)]
+        ['-1', '0', '+1', '+0.5']
+    """
+    return "0" if value == 0 else f"{value:+g}"
+
+
+def judge_caa(shift: Interval | None, letter_mass: Mapping[float, float], *, what: str,
+              open_effect: Interval | None = None, open_what: str = "",
+              warnings: Sequence[str] = (), deviations: Sequence[str] = (),
+              answers: tuple[str, str] = ("A", "B")) -> Verdict:
+    """CAA's seed result on its own A/B letter score, valid only where the letters are answered.
+
+    ``shift``: the paired shift of p(matching letter) / (p(A) + p(B)) from multiplier −1 to +1;
+    ``letter_mass``: the mean p(A) + p(B) at each multiplier. Any mass below
+    :data:`MIN_LETTER_MASS` makes the verdict *not measurable* (the masses are the reason)
+    whatever the shift; else :func:`judge_shift`'s rule. ``open_effect`` (the audit's
+    open-answer effect, described by ``open_what``) rides beside it in the numbers, never
+    deciding it; ``warnings`` and ``deviations`` (where the protocol differs from the paper's)
+    are kept on the verdict. ``answers``: the two answer tokens (CAA's letters; ``("Yes",
+    "No")`` for persona statements), named in the reason.
+
+    Example:
+        >>> v = judge_caa((0.05, -0.02, 0.12), {-1.0: 0.80, 0.0: 0.63, 1.0: 0.08},
+        ...               what="p(matching letter) at +1 vs -1")
+        >>> v.verdict, v.reason[:53]
+        ('not measurable', 'answer-letter mass p(A)+p(B) is 0.80 / 0.63 / 0.08 at')
+        >>> judge_caa((0.2, 0.1, 0.3), {-1.0: 0.9, 0.0: 0.95, 1.0: 0.9}, what="x").verdict
+        'holds'
+    """
+    masses = {float(m): float(v) for m, v in sorted(letter_mass.items())}
+    numbers = {"shift": shift, "measure": what,
+               "letter_mass": {signed(m): round(v, 4) for m, v in masses.items()},
+               "open_effect": open_effect, "open_measure": open_what}
+    low = [m for m, v in masses.items() if math.isnan(v) or v < MIN_LETTER_MASS]
+    if not masses:
+        verdict, reason = NOT_MEASURABLE, "no answer-letter mass measured (no A/B items)"
+    elif low:
+        verdict = NOT_MEASURABLE
+        pair = "answer-letter mass p(A)+p(B)" if answers == ("A", "B") else (
+            f"answer-token mass p({answers[0]})+p({answers[1]})")
+        reason = (f"{pair} is "
+                  f"{' / '.join(f'{v:.2f}' for v in masses.values())} at multipliers "
+                  f"{' / '.join(map(signed, masses))} (below {MIN_LETTER_MASS:g} at "
+                  f"{', '.join(map(signed, low))}): the model is not answering in the "
+                  f"{'/'.join(answers)} format, so {what} does not measure the behaviour")
+        if _ok(shift) and shift is not None:
+            reason += f" (its shift {_fmt(shift)} is not judged)"
+    else:
+        judged = judge_shift("caa", shift, what)
+        verdict, reason = judged.verdict, judged.reason
+    return Verdict("caa", verdict, reason, numbers, list(dict.fromkeys(warnings)),
+                   list(deviations))

@@ -9,8 +9,20 @@ model's perplexity ratio at the same strength), plus two seed results —
   0, paired per prompt). The pair is ``" love"``/``" hate"``: with the leading space each is
   one token on SmolLM2 (where ``"Hate"`` splits into ``"H"`` + ``"ate"``), so the two prompts
   line up token for token, as ActAdd needs;
-* ``caa_ab/``: CAA's A/B behaviour score at −s / 0 / +s at the audit's layer with the audit's
-  vector (A/B format, test split).
+* ``caa/``: CAA run by its own protocol (Rimsky et al. 2023, "Steering Llama 2 via Contrastive
+  Activation Addition"; :func:`caa_check`): the vector is the mean difference of the residual
+  stream at the answer letter (each train item's A/B prompt with the matching vs the other
+  letter appended, read at that letter), added after the instruction (``after_instruction``)
+  at raw multipliers −1 / 0 / +1 (their equivalent strengths are printed) at the audit's layer,
+  on every item of the behaviour's A/B test split; the metric is CAA's, p(matching letter) /
+  (p(A) + p(B)). A model whose answer-letter mass p(A) + p(B) is below 0.8 at any multiplier
+  gets *not measurable* (the masses are the reason), with the audit's open-answer effect shown
+  beside it, never used as the CAA verdict; the verdict also lists where the protocol differs
+  from the paper's (model, chat template, layer choice, train pairs, items).
+
+Validity warnings are never dropped: the audit's (``audit.json``) ride on every verdict its
+numbers feed, CAA's own (letter mass, letter bias, base rate) on the CAA verdict, and both the
+printed table and ``docs/RESULTS.md`` show them beside the verdicts.
 
 Everything resumes (rerun the command); the per-model verdicts go to ``<model>/verdicts.json``
 and the cross-model size verdict to ``OUT/verdicts.json``, so ``steerlab report OUT`` shows
@@ -32,6 +44,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -42,7 +55,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
-from steerlab.eval.store import read_results
+from steerlab.eval.store import cell_id, make_record, read_results
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import atomic_write, write_json
 from steerlab.util.machine import describe
@@ -52,6 +65,9 @@ DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-
 ACTADD_PAIR = (" love", " hate")  # one token each on SmolLM2; "Hate" is "H" + "ate"
 ACTADD_DEPTH = 0.2
 ACTADD_COEFFICIENT = 5.0
+CAA_MULTIPLIERS = (-1.0, 0.0, 1.0)  # Rimsky et al.'s raw multipliers of the mean difference
+CAA_POSITIONS = "after_instruction"  # CAA adds the vector at every position after the prompt
+CAA_PAPER = "Rimsky et al. 2023"
 
 
 @dataclass
@@ -67,6 +83,8 @@ class ReproduceConfig:
     seed: int = 0
     remeasure: bool = False  # measure every model again even where its row is kept
     actadd_pair: tuple[str, str] = ACTADD_PAIR  # must line up token for token on every model
+    caa_limit: int = 0  # CAA test items (0: every item of the test split, as the paper)
+    caa_train_limit: int = 0  # CAA train pairs (0: the whole train split)
 
     def audit_for(self, model: str) -> AuditConfig:
         base = self.audit or AuditConfig(out=".", data=self.data)
@@ -90,7 +108,10 @@ class ReproduceConfig:
         for key in ("out", "model", "models", "batch_size"):
             audit.pop(key)
         audit.update(sentiment_limit=self.sentiment_limit, actadd_pair=list(self.actadd_pair),
-                     actadd_depth=ACTADD_DEPTH, actadd_coefficient=ACTADD_COEFFICIENT)
+                     actadd_depth=ACTADD_DEPTH, actadd_coefficient=ACTADD_COEFFICIENT,
+                     caa={"protocol": "answer-letter mean difference", "positions": CAA_POSITIONS,
+                          "multipliers": list(CAA_MULTIPLIERS), "limit": self.caa_limit,
+                          "train_limit": self.caa_train_limit})
         normal: dict[str, Any] = json.loads(json.dumps(audit, default=str))
         return normal
 
@@ -181,10 +202,15 @@ def _one_model(cfg: ReproduceConfig, name: str) -> ModelResult:
     audit_cfg = cfg.audit_for(name)
     found = {v.finding: v for v in audit(audit_cfg)}
     summary = json.loads((audit_cfg.root / "audit.json").read_text(encoding="utf-8"))
+    # the audit's validity warnings (base rate, letter bias, no significant layer) concern
+    # every number it measured at that layer: none of its verdicts goes without them
+    for key, verdict in found.items():
+        if key != "size":
+            verdict.carrying([str(w) for w in summary.get("warnings", [])])
     result = ModelResult(name, summary.get("params"), summary.get("layer"),
                          float(summary["strength"]), found, dict(summary.get("seconds", {})))
     spent = audit_cfg.root / "reproduce.json"  # seconds over every run, as audit.json keeps
-    before = earlier_seconds(spent, {"caa": "caa_ab"})
+    before = earlier_seconds(spent)
     started = time.perf_counter()
     result.verdicts["actadd"] = _actadd(cfg, name, audit_cfg.root / "actadd")
     result.seconds["actadd"] = round(before.get("actadd", 0.0)
@@ -221,19 +247,277 @@ def _actadd(cfg: ReproduceConfig, model: str, out: Path) -> rules.Verdict:
 
 
 def _caa(cfg: ReproduceConfig, audit_cfg: AuditConfig, result: ModelResult) -> rules.Verdict:
-    from steerlab.eval.protocols.sweep import SweepConfig
-    from steerlab.eval.protocols.sweep import run as sweep
+    """CAA's row: its own protocol (:func:`caa_check`) at the audit's layer, judged on its own
+    letter score, with the audit's open-answer effect beside it."""
+    from steerlab.data.loaders import load_dataset
 
-    vector = audit_cfg.root / "sweep" / "vector.safetensors"
-    if result.layer is None or not vector.is_file():
-        return rules.Verdict("caa", rules.UNSURE, "the audit's sweep left no layer or vector")
-    s = result.strength
-    out = audit_cfg.root / "caa_ab"
-    sweep(SweepConfig(out=out, data=cfg.data, unit="strength", values=[-s, 0.0, s],
-                      model=result.model, layers=str(result.layer), vector=vector, form="ab",
-                      limit=audit_cfg.limit, seed=cfg.seed, batch_size=audit_cfg.batch_size))
-    effect = _last(out, "effect", split="test", layer=result.layer)
-    return rules.judge_shift("caa", effect, f"A/B behaviour score at {s:+g} vs {-s:+g}")
+    open_effect, open_what = _open_effect(audit_cfg.root / "sweep", result.layer)
+    missing = ("the audit's sweep left no layer to steer at" if result.layer is None else
+               f"{cfg.data} has no A/B items: CAA's letter score does not apply"
+               if load_dataset(cfg.data, split="test", seed=cfg.seed).kind != "ab" else None)
+    if missing or result.layer is None:
+        verdict = rules.judge_caa(None, {}, what="p(matching letter)", open_effect=open_effect,
+                                  open_what=open_what)
+        verdict.reason = missing or verdict.reason
+        return verdict
+    found = caa_check(result.model, cfg.data, result.layer, audit_cfg.root / "caa",
+                      limit=cfg.caa_limit, train_limit=cfg.caa_train_limit, seed=cfg.seed,
+                      batch_size=audit_cfg.batch_size)
+    return found.verdict(open_effect, open_what)
+
+
+def _open_effect(sweep_dir: Path, layer: int | None) -> tuple[tuple[float, float, float] | None,
+                                                                str]:
+    """The audit's own test-split effect at its layer (its format, usually open answers)."""
+    record = None
+    if layer is not None and (sweep_dir / "results.jsonl").is_file():
+        for r in read_results(sweep_dir / "results.jsonl").records:
+            if r.get("metric") == "effect" and r.get("split") == "test" and r.get(
+                    "layer") == layer:
+                record = r
+    if record is None or record.get("ci_low") is None:
+        return None, "the audit's test effect (not measured)"
+    form = "open-answer" if str(record.get("data", "")).endswith("/open") else "A/B"
+    extra = record.get("extra") or {}
+    unit = str(extra.get("unit", "strength"))
+    low, high = extra.get("low_value"), extra.get("high_value")
+    what = f"the audit's {form} effect"
+    if isinstance(low, float | int) and isinstance(high, float | int):
+        what += f", {unit} {high:g} vs {low:g}, {record.get('n')} test items"
+    return (float(record["value"]), float(record["ci_low"]), float(record["ci_high"])), what
+
+
+@dataclass
+class CAAResult:
+    """What :func:`caa_check` measured: per multiplier, CAA's score p(matching letter) /
+    (p(A) + p(B)) and the answer-letter mass p(A) + p(B) (each value, low, high), the paired
+    shift from the lowest multiplier to the highest, and the protocol it ran under."""
+
+    model: str
+    data: str
+    layer: int
+    multipliers: list[float]
+    strengths: dict[float, float | None]  # multiplier -> equivalent strength
+    score: dict[float, tuple[float, float, float]]
+    letter_mass: dict[float, tuple[float, float, float]]
+    shift: tuple[float, float, float] | None
+    item_ids: list[str]
+    n_test: int  # items in the whole test split
+    n_pairs: int  # train pairs the vector was extracted from
+    n_pool: int  # train + val items: what the paper would have extracted from
+    read_position: str
+    matching_a_share: float | None
+    chat_template: bool
+    params: int | None = None
+    answers: tuple[str, str] = ("A", "B")  # the two answer tokens (Yes/No for persona items)
+
+    def deviations(self) -> list[str]:
+        """Where this run's protocol differs from Rimsky et al. 2023 (Llama 2 7B/13B Chat,
+        ``[INST] … [/INST]`` prompts, all of ``generate.json`` for the vector, a layer sweep by
+        the A/B effect, the 50 held-out A/B items, multipliers ±1 after the instruction).
+
+        Example:
+            >>> r = CAAResult("m", "caa:refusal", 3, [-1.0, 0.0, 1.0], {}, {}, {}, None,
+            ...               ["a"] * 50, 50, 326, 408, "answer_token", 0.5, True, 135_000_000)
+            >>> r.deviations()[0]
+            'model m (135 M parameters) instead of Llama 2 7B/13B Chat'
+        """
+        size = f" ({self.params / 1e6:.3g} M parameters)" if self.params else ""
+        out = [f"model {self.model}{size} instead of Llama 2 7B/13B Chat",
+               ("the model's own chat template" if self.chat_template else
+                "a plain 'Question: … Answer:' prompt (the model has no chat template)") +
+               " instead of Llama 2's [INST] … [/INST], no system prompt",
+               f"layer {self.layer}: the audit's (chosen by its open-answer effect on the val "
+               "split), where the paper sweeps layers by the A/B effect (13 of 32 on 7B)"]
+        if self.n_pairs < self.n_pool:
+            out.append(f"vector from {self.n_pairs} train pairs, not all {self.n_pool} items of "
+                       "generate.json (the rest is the audit's val split)")
+        if len(self.item_ids) < self.n_test:
+            out.append(f"{len(self.item_ids)} of the {self.n_test} test items")
+        if self.answers != ("A", "B"):
+            out.append(f"{'/'.join(self.answers)} answers (statements, not CAA's A/B choices):"
+                       " the vector is read at that answer token and the mass is p("
+                       f"{self.answers[0]})+p({self.answers[1]})")
+        if self.read_position != "answer_token":
+            out.append(f"vector read at {self.read_position}, not the answer letter")
+        return out
+
+    def warnings(self) -> list[str]:
+        """The validity warnings of the unsteered letter score (mass, letter bias, base rate)."""
+        zero = self.letter_mass.get(0.0)
+        base = self.score.get(0.0)
+        return rules.validity_warnings(letter_mass=zero[0] if zero else None,
+                                       matching_a_share=self.matching_a_share,
+                                       base_rate=base[0] if base else None)
+
+    def verdict(self, open_effect: tuple[float, float, float] | None = None,
+                open_what: str = "") -> rules.Verdict:
+        """The CAA verdict (:func:`~steerlab.eval.verdicts.judge_caa`) of this measurement."""
+        low, high = min(self.multipliers), max(self.multipliers)
+        token = "letter" if self.answers == ("A", "B") else "answer"
+        what = f"p(matching {token}) at {rules.signed(high)} vs {rules.signed(low)}"
+        strength = self.strengths.get(high)
+        if strength is not None:
+            what += f" (strength ±{abs(strength):.3g})"
+        verdict = rules.judge_caa(self.shift, {m: v[0] for m, v in self.letter_mass.items()},
+                                  what=what, open_effect=open_effect, open_what=open_what,
+                                  warnings=self.warnings(), deviations=self.deviations(),
+                                  answers=self.answers)
+        verdict.numbers.update(
+            layer=self.layer, n=len(self.item_ids), n_pairs=self.n_pairs,
+            score={rules.signed(m): v for m, v in self.score.items()},
+            strength={rules.signed(m): v for m, v in self.strengths.items()})
+        return verdict
+
+
+def caa_check(model: str, data: str, layer: int, out: str | Path, *,
+              multipliers: Sequence[float] = CAA_MULTIPLIERS, limit: int = 0,
+              train_limit: int = 0, seed: int = 0, batch_size: int = 16) -> CAAResult:
+    """CAA by its own protocol on ``model`` at ``layer`` (Rimsky et al. 2023), into ``out``.
+
+    The vector is the mean difference of the residual stream (block output) at the answer
+    letter: each train item's A/B prompt, chat-formatted, with the matching and then the other
+    letter appended, read at that letter (the whole train split, or ``train_limit`` pairs). It
+    is added at raw ``multipliers`` from the end of the instruction on (``after_instruction``)
+    while every test item (or ``limit`` of them) is scored by p(matching letter) / (p(A) +
+    p(B)) at the answer position, with p(A) + p(B) beside it. Resumes: a rerun with the same
+    settings reads the stored cell; other settings are refused by name.
+
+    Example:
+        >>> r = caa_check("smollm2-135m", "caa:refusal", 12, "runs/caa")     # doctest: +SKIP
+        >>> r.letter_mass[0.0][0], r.verdict().verdict                      # doctest: +SKIP
+        (0.63, 'not measurable')
+    """
+    from steerlab.data.loaders import load_dataset
+    from steerlab.eval.protocols.prompting import item_id
+    from steerlab.eval.run import EvalRun
+    from steerlab.scoring.ab import ab_items
+
+    values = sorted({float(m) for m in multipliers})
+    if len(values) < 2:
+        raise SteerlabError(f"CAA multipliers: at least two, got {list(multipliers)}")
+    test = load_dataset(data, split="test", seed=seed)
+    if test.kind != "ab":
+        raise SteerlabError(f"{data}: CAA's letter score needs A/B items")
+    items = ab_items(test.subset(limit, seed) if limit else test, "CAA")
+    ids = [item_id(i) for i in items]
+    answers = [i.matching.strip().upper() for i in items]
+    lettered = bool(answers) and all(a.startswith("(") for a in answers)
+    share = sum(a.startswith("(A") for a in answers) / len(answers) if lettered else None
+    pair = ("A", "B") if lettered else _answer_pair(items)
+    settings = {"model": model, "data": data, "layer": layer, "multipliers": values,
+                "positions": CAA_POSITIONS, "method": "mean_diff", "limit": limit,
+                "train_limit": train_limit, "seed": seed, "data_sha256": test.sha256[:16]}
+    run = EvalRun(out, "caa", settings)
+    cell = cell_id("caa", model=model, data=data, layer=layer, positions=CAA_POSITIONS,
+                   values=",".join(f"{v:g}" for v in values), limit=limit,
+                   train_limit=train_limit, seed=seed)
+    if run.todo([cell]):
+        run.add(cell, _caa_records(run, model, data, layer, values, items, ids, train_limit,
+                                   seed, batch_size))
+    got = {r["metric"]: r for r in run.records(metric="effect")}
+    found = CAAResult(model, data, layer, values, {}, {}, {}, None, ids, len(test), 0, 0,
+                      "answer_token", share, True, None, pair)
+    for r in run.records():
+        extra = r.get("extra") or {}
+        where = r.get("coefficient")
+        if r["metric"] in ("score", "letter_mass") and where is not None:
+            target = found.score if r["metric"] == "score" else found.letter_mass
+            target[float(where)] = _triple(r)
+            if r["metric"] == "letter_mass":
+                found.strengths[float(where)] = extra.get("strength_equivalent")
+        if r["metric"] == "letter_mass":
+            found.item_ids = list(extra.get("item_ids", ids))
+            found.n_pairs, found.n_pool = int(r.get("n_pairs") or 0), int(extra["n_pool"])
+            found.read_position = str(extra.get("read_position"))
+            found.chat_template = bool(extra.get("chat_template"))
+            found.params = extra.get("params")
+    effect = got.get("effect")
+    found.shift = _triple(effect) if effect and effect.get("ci_low") is not None else None
+    _print_caa(found)
+    return found
+
+
+def _answer_pair(items: Sequence[Any]) -> tuple[str, str]:
+    """The two answers of non-letter items, the first item's matching one first ("Yes", "No").
+
+    Example:
+        >>> from steerlab.data.formats import ABItem
+        >>> _answer_pair([ABItem("Q?", " Yes", " No"), ABItem("R?", " No", " Yes")])
+        ('Yes', 'No')
+    """
+    first = items[0]
+    return str(first.matching).strip(), str(first.not_matching).strip()
+
+
+def _caa_records(run: Any, model: str, data: str, layer: int, values: list[float],
+                 items: Sequence[Any], ids: list[str], train_limit: int, seed: int,
+                 batch_size: int) -> list[dict[str, Any]]:
+    """Extract CAA's vector, score the items at each multiplier: the cell's records."""
+    from steerlab.data.loaders import load_dataset
+    from steerlab.data.sequences import ab_sequences
+    from steerlab.eval import behaviour as bh
+    from steerlab.eval.run import stopwatch
+    from steerlab.model.load import load_model
+    from steerlab.scoring.sweep import SweepEngine
+    from steerlab.util import stats
+
+    lm = load_model(model)
+    run.update({"model_revision": lm.revision})
+    train = load_dataset(data, split="train", seed=seed)
+    pool = len(train) + len(load_dataset(data, split="val", seed=seed))
+    if train_limit:
+        train = train.subset(train_limit, seed)
+    vec = bh.cached_vector(lm, run.path("vector.safetensors"), train, "mean_diff", [layer],
+                           batch_size)
+    bh.explain_values(vec, [layer], "coefficient", values)
+    seqs = [ab_sequences(lm.tokenizer, item) for item in items]
+    with stopwatch() as took:
+        results = SweepEngine(lm, batch_size=batch_size).score(
+            seqs, vec, [[layer]], values, unit="coefficient", positions=CAA_POSITIONS)
+    resid, norm = vec.resid_norm(layer), float(vec.directions[layer].norm(dim=-1).mean())
+    fields = {"model": model, "data": data, "method": vec.method, "site": vec.site,
+              "seed": seed, "n_pairs": len(train), "split": "test", "item_ids": ids,
+              "positions": CAA_POSITIONS}
+    records = bh.cell_records(results, layer, values, "coefficient", took[0], **fields)
+    about = {"n_pool": pool, "read_position": vec.manifest.get("read_position"),
+             "chat_template": bool(getattr(lm.tokenizer, "chat_template", None)),
+             "params": sum(p.numel() for p in lm.model.parameters()), "vector_norm": norm,
+             "resid_norm": resid}
+    for value in values:
+        res = results[(layer, value)]
+        mass = [a + b for a, b in zip(res.p_matching, res.p_not_matching, strict=True)]
+        mean, low, high = stats.mean_ci(mass, bounds=(0.0, 1.0))
+        strength = value * norm / resid if resid else None
+        records.append(make_record("letter_mass", mean, ci=(low, high), layer=layer,
+                                   coefficient=value, n=len(mass), seconds=took[0],
+                                   strength_equivalent=strength, **fields, **about))
+    return records
+
+
+def _triple(record: dict[str, Any]) -> tuple[float, float, float]:
+    def num(key: str) -> float:
+        return math.nan if record.get(key) is None else float(record[key])
+
+    return num("value"), num("ci_low"), num("ci_high")
+
+
+def _print_caa(found: CAAResult) -> None:
+    rows = []
+    for m in found.multipliers:
+        strength = found.strengths.get(m)
+        score, mass = found.score.get(m), found.letter_mass.get(m)
+        rows.append([rules.signed(m), "?" if strength is None else f"{strength:+.3g}",
+                     "–" if score is None else _ci(score), "–" if mass is None else _ci(mass)])
+    print_table(f"CAA ({CAA_PAPER}) on {found.model}: layer {found.layer}, "
+                f"{found.n_pairs} train pairs, {len(found.item_ids)} test items, "
+                f"{CAA_POSITIONS}", ["multiplier", "= strength", "p(matching answer)",
+                                     f"mass p({found.answers[0]})+p({found.answers[1]})"], rows,
+                caption="95 % Student-t intervals over items")
+
+
+def _ci(v: tuple[float, float, float]) -> str:
+    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
 def _last(run_dir: Path, metric: str, **match: Any) -> tuple[float, float, float] | None:
@@ -253,10 +537,56 @@ ORDER = (*rules.FINDINGS, *rules.REPLICATIONS)
 
 
 def _print(results: Sequence[ModelResult]) -> None:
+    """The verdict table (a ``⚠ n`` beside a verdict with n warnings), then every warning and
+    CAA's deviations from its paper, by model and finding."""
     rows = [[rules.Verdict(k, "", "").title,
-             *(r.verdicts[k].verdict if k in r.verdicts else "–" for r in results)]
+             *(_flagged(r.verdicts[k]) if k in r.verdicts else "–" for r in results)]
             for k in ORDER]
-    print_table("reproduce: verdicts by model", ["finding", *(r.model for r in results)], rows)
+    print_table("reproduce: verdicts by model", ["finding", *(r.model for r in results)], rows,
+                caption="⚠ n: the verdict carries n validity warnings (listed below)")
+    from rich.markup import escape  # "[INST]" and "[model · finding]" are text, not markup
+
+    for r in results:
+        for key in ORDER:
+            v = r.verdicts.get(key)
+            for warning in v.warnings if v else ():
+                console.print(f"[yellow]warning[/yellow] {escape(f'[{r.model} · {key}]')}: "
+                              f"{escape(warning)}")
+        caa = r.verdicts.get("caa")
+        if caa is not None:
+            console.print(escape(f"CAA on {r.model}: {caa.verdict}: {caa.reason}"))
+            beside = _open_beside(caa)
+            if beside:
+                console.print(escape(f"  beside it, not the CAA verdict: {beside}"))
+            for deviation in caa.deviations:
+                console.print(escape(f"  differs from {CAA_PAPER}: {deviation}"))
+
+
+def _flagged(verdict: rules.Verdict) -> str:
+    return verdict.verdict + (f" ⚠ {len(verdict.warnings)}" if verdict.warnings else "")
+
+
+def _open_beside(verdict: rules.Verdict) -> str:
+    """The open-answer effect a CAA verdict carries (its numbers), as one phrase."""
+    effect = verdict.numbers.get("open_effect")
+    if not effect or any(x is None for x in effect):
+        return ""
+    return (f"{verdict.numbers.get('open_measure') or 'open-answer effect'}: "
+            f"{effect[0]:+.3f} [{effect[1]:+.3f}, {effect[2]:+.3f}]")
+
+
+def _cell(verdict: rules.Verdict) -> str:
+    """One verdict as a Markdown table cell: verdict, reason, and (one per line) the open-answer
+    effect beside a CAA verdict, every warning, and where the protocol differs from the
+    paper's."""
+    parts = [f"**{verdict.verdict}**: {verdict.reason}"]
+    beside = _open_beside(verdict)
+    if beside:
+        parts.append(f"beside it, not the CAA verdict: {beside}")
+    parts += [f"⚠ {w}" for w in verdict.warnings]
+    if verdict.deviations:
+        parts.append(f"differs from {CAA_PAPER}: " + "; ".join(verdict.deviations))
+    return "<br>".join(_escape(part) for part in parts)
 
 
 def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
@@ -272,15 +602,18 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
     lines = ["# Results: the seeds' findings on small models", "",
              f"Written by `steerlab reproduce` (behaviour `{cfg.data}`; rerun it to refresh). "
              "Each verdict comes from a rule written in `steerlab/eval/verdicts.py` (README, "
-             "\"audit\"): *holds*, *does not hold* or *inconclusive* when the 95 % intervals do "
-             "not decide. Numbers: value [95 % interval].", "",
+             "\"audit\"): *holds*, *does not hold*, *inconclusive* when the 95 % intervals do "
+             "not decide, or *not measurable* when the measurement cannot say (CAA: the model "
+             "does not answer in the A/B format, answer-letter mass p(A)+p(B) below 0.8). "
+             "Numbers: value [95 % interval]; ⚠ marks a validity warning the verdict carries.",
+             "",
              "| finding | " + " | ".join(r.model for r in results) + " |",
              "|---|" + "---|" * len(results)]
     for key in ORDER:
         cells = []
         for r in results:
             v = r.verdicts.get(key)
-            cells.append("–" if v is None else f"**{v.verdict}**: {_escape(v.reason)}")
+            cells.append("–" if v is None else _cell(v))
         lines.append(f"| {rules.Verdict(key, '', '').title} | " + " | ".join(cells) + " |")
     lines += ["", "## Per model", "",
               "| model | parameters | layer | strength | wall time | per study (s) | measured |",
@@ -307,7 +640,14 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
                   f"- ActAdd: \"{cfg.actadd_pair[0]}\"−\"{cfg.actadd_pair[1]}\" at depth "
                   f"{ACTADD_DEPTH:g}, coefficient {ACTADD_COEFFICIENT:g}, front positions, "
                   f"{cfg.sentiment_limit} neutral prompts, 24 new tokens",
-                  "- CAA: the audit's vector and layer, A/B format, test split"]
+                  f"- CAA ({CAA_PAPER}'s protocol): mean difference of the residual stream at "
+                  f"the answer letter over "
+                  f"{cfg.caa_train_limit or 'all'} train pairs, at the audit's layer, added "
+                  f"{CAA_POSITIONS.replace('_', ' ')} at multipliers "
+                  f"{', '.join(map(rules.signed, CAA_MULTIPLIERS))} (raw; the equivalent "
+                  f"strengths are in the numbers), scored by p(matching letter) on "
+                  f"{cfg.caa_limit or 'all'} items of the A/B test split; not measurable when "
+                  f"p(A)+p(B) < {rules.MIN_LETTER_MASS:g} at any multiplier"]
     return "\n".join(lines) + "\n"
 
 
