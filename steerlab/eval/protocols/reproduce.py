@@ -330,8 +330,8 @@ class CAAResult:
                f"layer {self.layer}: the audit's (chosen by its open-answer effect on the val "
                "split), where the paper sweeps layers by the A/B effect (13 of 32 on 7B)"]
         if self.n_pairs < self.n_pool:
-            out.append(f"vector from {self.n_pairs} train pairs, not all {self.n_pool} items of "
-                       "generate.json (the rest is the audit's val split)")
+            out.append(f"vector from {self.n_pairs} train pairs, not all {self.n_pool} items "
+                       "outside the test split (the rest is the audit's val split)")
         if len(self.item_ids) < self.n_test:
             out.append(f"{len(self.item_ids)} of the {self.n_test} test items")
         if self.answers != ("A", "B"):
