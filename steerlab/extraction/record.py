@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import cache_kwarg, find_blocks
+from steerlab.model.arch import cache_kwarg, find_blocks, split_block_output
 from steerlab.util.seq import TOKENS_PER_ROW, common_prefix, right_pad, token_batches
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
@@ -66,14 +66,6 @@ class RecordedBatch:
     norm_count: int
     lengths: list[int]
     order: list[int] | None = None
-
-
-def _hidden_of(value: Any) -> torch.Tensor:
-    if isinstance(value, torch.Tensor):
-        return value
-    if isinstance(value, tuple) and value and isinstance(value[0], torch.Tensor):
-        return value[0]
-    raise SteerlabError(f"cannot read hidden states from a block output of type {type(value)}")
 
 
 def _check(model: nn.Module, layers: Sequence[int], site: str) -> tuple[list[nn.Module],
@@ -123,7 +115,7 @@ def _capturing(blocks: Sequence[nn.Module], wanted: list[int], site: str) -> Ite
 
     def capture(layer: int) -> Any:
         def on_output(_m: nn.Module, _args: Any, output: Any) -> None:
-            reader(layer, _hidden_of(output))
+            reader(layer, split_block_output(output)[0])
             if layer == deepest:
                 raise _StopForward
 
