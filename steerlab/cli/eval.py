@@ -197,7 +197,14 @@ def sentiment(
     strengths: str = opt.strengths(help="Default: --coefficients=0,2,5,10 (ActAdd's raw "
                                         "convention; their strengths are printed). "),
     task: str = typer.Option("sentiment", "--task",
-                             help="sentiment (VADER) or toxicity (alt-profanity-check)."),
+                             help="sentiment (--scorer) or toxicity (alt-profanity-check)."),
+    scorer: str = typer.Option("classifier", "--scorer",
+                               help="Sentiment scorer: classifier (MiniLM + logistic regression "
+                                    "on human labels; VADER beside it) or vader alone."),
+    mask: str = typer.Option(None, "--mask",
+                             help="Comma-separated words whose families are masked for the "
+                                  "control score. Default: the --pair words (or an ActAdd "
+                                  "vector's); '' for none."),
     prompt_sets: str = typer.Option("neutral,negative", "--prompt-sets",
                                     help="Sentiment prompt sets: neutral,negative."),
     target: str = typer.Option("positive", "--target", help="The sentiment a success moves to."),
@@ -220,10 +227,12 @@ def sentiment(
     seed: int = opt.seed(),
     batch_size: int = opt.batch_size(8),
 ) -> None:
-    """Sentiment (VADER) or toxicity of steered completions vs coefficient, with fluency.
+    """Sentiment or toxicity of steered completions vs coefficient, with fluency and a verdict.
 
-    --limit is the number of prompts per set (a seeded subset; 0 = all ~3,000). Raw
-    coefficients are printed with their equivalent strengths.
+    --limit is the number of prompts per set (a seeded subset; 0 = all ~3,000; ±0.1 on a shift
+    needs ~100). Each shift is also measured with the steering words masked; the verdict asks
+    for that masked shift above 0 and a fluency perplexity ratio <= 1.5. Raw coefficients are
+    printed with their equivalent strengths.
     """
     from steerlab.eval.protocols.sentiment import SentimentConfig, run
 
@@ -236,7 +245,9 @@ def sentiment(
                             prompt_sets=[p.strip() for p in prompt_sets.split(",") if p.strip()],
                             target=target, positions=positions, max_new_tokens=max_new_tokens,
                             samples=samples, temperature=temperature, top_p=top_p, limit=limit,
-                            seed=seed, batch_size=batch_size))
+                            seed=seed, batch_size=batch_size, scorer=scorer,
+                            mask=None if mask is None else
+                            [w.strip() for w in mask.split(",") if w.strip()]))
 
 
 def models(

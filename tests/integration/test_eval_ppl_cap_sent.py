@@ -101,12 +101,17 @@ def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
     assert "coefficient 8 = strength" in output  # the raw value's calibrated equivalent
     recs = records(tmp_path)
     by = {(r["metric"], r["coefficient"]): r for r in recs if r["layer"] == 6}
-    assert {m for m, _ in by} == {"compound", "success_rate", "shift", "fluency_ppl"}
-    assert by[("shift", 0.0)]["value"] == 0.0
-    assert by[("compound", 8.0)]["n"] == 2 and by[("compound", 8.0)]["method"] == "actadd"
-    assert by[("compound", 8.0)]["extra"]["positions"] == "front"
+    assert {m for m, _ in by} == {"p_positive", "success_rate", "shift", "fluency_ppl",
+                                  "shift_masked", "mask_rate", "compound", "shift_vader",
+                                  "shift_vader_masked", "ppl_ratio"}
+    assert by[("shift", 0.0)]["value"] == 0.0 and by[("ppl_ratio", 0.0)]["value"] == 1.0
+    assert by[("p_positive", 8.0)]["n"] == 2 and by[("p_positive", 8.0)]["method"] == "actadd"
+    assert by[("p_positive", 8.0)]["extra"]["positions"] == "front"
+    assert by[("p_positive", 8.0)]["extra"]["as_strength"] > 0
+    assert all(0.0 <= s <= 1.0 for s in by[("p_positive", 8.0)]["extra"]["scores"])
     assert all(-1.0 <= s <= 1.0 for s in by[("compound", 8.0)]["extra"]["scores"])
-    assert by[("fluency_ppl", 8.0)]["value"] > 1.0
+    assert by[("mask_rate", 8.0)]["extra"]["words"] == ["love", "hate"]
+    assert by[("fluency_ppl", 8.0)]["value"] > 1.0 and by[("ppl_ratio", 8.0)]["value"] > 0
     for name in ("sentiment_shift.png", "sentiment_success_rate.png", "actadd.safetensors"):
         assert (tmp_path / name).stat().st_size > 1000
     invoke(*args)
@@ -117,7 +122,9 @@ def test_sentiment_actadd_pair_and_toxicity(tmp_path: Path) -> None:
            "--layers", "6", "--coefficients=0,8", "--limit", "2", "--max-new-tokens", "4",
            "--temperature", "0", "--out", str(tox))
     metrics = {r["metric"] for r in records(tox)}
-    assert metrics == {"toxicity", "toxic_rate", "fluency_ppl", "shift"}
+    # the ActAdd vector's own words (love/hate, from its pair tokens) are masked here too
+    assert metrics == {"toxicity", "toxic_rate", "fluency_ppl", "shift", "shift_masked",
+                       "mask_rate", "ppl_ratio"}
     assert all(0.0 <= r["value"] <= 1.0 for r in records(tox) if r["metric"] == "toxicity")
     assert (tox / "toxicity_toxic_rate.png").is_file()
 

@@ -434,9 +434,12 @@ def test_generate_front_prints_the_coefficients_strength(cli: Cli, models: Model
 def test_eval_sentiment_prints_strengths_and_refuses_bad_pairs(
         cli: Cli, models: Models, actadd: Path, shared_data: Path) -> None:
     out = cli.workdir / "sentiment"
+    # --scorer vader: the classifier would train in this test's empty cache (its own test is
+    # tests/integration/test_sentiment_classifier.py)
     res = cli.run("eval", "sentiment", "--model", models.d64, "--pair", "Hate", "hate",
                   "--layers", "1", "--coefficients=0,4", "--prompt-sets", "neutral", "--limit",
-                  "1", "--max-new-tokens", "2", "--temperature", "0", "-o", out,
+                  "1", "--max-new-tokens", "2", "--temperature", "0", "--scorer", "vader",
+                  "-o", out,
                   env={"STEERLAB_DATA": str(shared_data)})
     assert res.rc == 0, res
     vec = SteeringVector.load(out / "actadd.safetensors")
@@ -445,7 +448,8 @@ def test_eval_sentiment_prints_strengths_and_refuses_bad_pairs(
     for pair, words in ((("Love", "Love"), ("--pair", "both 'Love'")),
                         (("Love", "Hate"), ("['L', 'o', 'v', 'e'] vs ['H', 'at', 'e']",))):
         res = cli.run("eval", "sentiment", "--model", models.d64, "--pair", *pair, "--layers",
-                      "1", "--coefficients=0", "--limit", "1", "-o", cli.workdir / "bad_sent",
+                      "1", "--coefficients=0", "--limit", "1", "--scorer", "vader", "-o",
+                      cli.workdir / "bad_sent",
                       env={"STEERLAB_DATA": str(shared_data)})
         assert_error(res, *words)
 
