@@ -139,6 +139,17 @@ def test_cell_records_carry_the_control_vader_and_the_ratio(lm: LoadedModel, vec
     assert records["ppl_ratio"]["value"] == pytest.approx(1.5)
     assert records["ppl_ratio"]["n"] == 2  # the prompt with an empty completion left out
     assert run.sign == 1
+    # a baseline read back from the store keeps every completion's scores and word flags (the
+    # value-0 cell reuses it: its word rate is over all completions, not the stored examples)
+    from steerlab.eval.protocols.sentiment_cells import _stored
+
+    run.store.add("base", sent.cell_records(run, got, None, n=3, baseline=True))
+    again = _stored(run, "base")
+    assert again.has_words == [True, False, False] and again.masked == got.masked
+    assert again.second == got.second and again.nll == got.nll
+    rate = {r["metric"]: r for r in sent.cell_records(run, again, again, n=3)}["mask_rate"]
+    assert rate["value"] == pytest.approx(1 / 3) and rate["extra"]["has_words"] == [
+        True, False, False]
 
 
 # ------------------------------------------------------------------------ classifier, stubbed

@@ -63,6 +63,7 @@ class Completions:
     masked: list[float] | None = None
     second: list[float] | None = None
     second_masked: list[float] | None = None
+    has_words: list[bool] | None = None  # per completion: holds a steering word
 
 
 @dataclass
@@ -128,7 +129,8 @@ class CellRunner:
 
         scores, scores_masked = both(self.scorer)
         second, second_masked = both(self.second) if self.second else (None, None)
-        return Completions([], texts, scores, [], scores_masked, second, second_masked)
+        return Completions([], texts, scores, [], scores_masked, second, second_masked,
+                           contains_words(texts, self.mask) if self.mask else None)
 
     def complete(self, prompts: list[str], spec: SteeringSpec | None) -> Completions:
         from steerlab.model.prompts import encode_plain, with_document_start
@@ -182,10 +184,10 @@ def cell_records(run: CellRunner, got: Completions, base: Completions | None,
                            rate[0], ci=rate[1:], **fields),
                make_record("fluency_ppl", fluency[0], ci=fluency[1:],
                            **{**fields, "n": n_fluent}, nll=got.nll)]
-    if run.mask:
-        share = stats.wilson(sum(contains_words(got.texts, run.mask)), len(got.texts))
+    if got.has_words is not None:
+        share = stats.wilson(sum(got.has_words), len(got.has_words))
         records.append(make_record("mask_rate", share[0], ci=share[1:], **fields,
-                                   words=list(run.mask)))
+                                   words=list(run.mask), has_words=got.has_words))
     if got.second is not None:
         vader = stats.mean_ci(got.second)
         records.append(make_record("compound", vader[0], ci=vader[1:], **fields,
@@ -220,10 +222,12 @@ def _stored(run: CellRunner, cell: str) -> Completions:
     mean = got[(run.kind or KINDS["vader"]).metric]["extra"]
     second = got["compound"]["extra"] if run.second and "compound" in got else {}
     nll = got["fluency_ppl"]["extra"]["nll"]
+    hits = got["mask_rate"]["extra"].get("has_words") if "mask_rate" in got else None
     return Completions([], list(mean.get("examples", [])), [float(x) for x in mean["scores"]],
                        [None if x is None else float(x) for x in nll],
                        _floats(mean.get("scores_masked")), _floats(second.get("scores")),
-                       _floats(second.get("scores_masked")))
+                       _floats(second.get("scores_masked")),
+                       None if hits is None else [bool(x) for x in hits])
 
 
 def measure_set(run: CellRunner, set_name: str, prompts: list[str], layers: list[int],
