@@ -64,7 +64,7 @@ demo: model
 	$(BIN)/steerlab demo
 
 test: model llamacpp browser vllm
-	$(BIN)/python -m pytest tests -q --durations=15
+	$(BIN)/python -m pytest tests steerlab -q --durations=15
 
 bench: model llamacpp vllm
 	$(BIN)/python bench/run.py
@@ -74,8 +74,10 @@ bench: model llamacpp vllm
 test-compat:
 	PY=$(PY) tools/test-compat.sh
 
+# the fast tier: in-process unit tests on tiny models (no CLI processes, no whole studies);
+# see tests/conftest.py for the tiers
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q
+	$(BIN)/python -m pytest tests/unit -q -m "not e2e and not integration and not vllm"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -74,7 +74,7 @@ class Dataset:
         return replace(self, items=self.items[:n])
 
     def open_answers(self) -> Dataset:
-        """A/B items rewritten as open answers: the stem, and the two options' full texts.
+        r"""A/B items rewritten as open answers: the stem, and the two options' full texts.
 
         ``"Q\n\nChoices:\n (A) yes\n (B) no"`` with matching ``"(A)"`` becomes
         ``ABItem("Q", "yes", "no")``; items whose options cannot be parsed are dropped. Score them
@@ -289,13 +289,14 @@ def load_dataset(spec: str, split: str | None = None, seed: int = 0,
                  val_fraction: float = 0.2) -> Dataset:
     """Load ``caa:NAME``, ``mwe:NAME``, ``builtin:NAME``, ``capabilities:mmlu`` or a file.
 
-    ``split=None`` is :func:`default_split`: the train split of a named dataset, all of a file.
+    ``split=None`` is :func:`default_split`: the train split of the public benchmark sets
+    (``caa:``, ``mwe:``), all items otherwise.
 
     Example:
         >>> len(load_dataset("builtin:optimism", split="test")) > 10
         True
         >>> load_dataset("builtin:optimism").split
-        'train'
+        'all'
     """
     split = default_split(spec) if split is None else split
     if split not in SPLITS:

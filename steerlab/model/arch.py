@@ -12,6 +12,7 @@ Example:
     ...         self.layers = nn.ModuleList(nn.Linear(2, 2) for _ in range(6))
     >>> find_blocks(Toy())[0]
     'layers'
+    >>> from steerlab.util.parse import resolve_layer, resolve_layers
     >>> resolve_layers("2-5:2", 6), resolve_layer(-1, 6), resolve_layer("0.5", 5)
     ([2, 4], 5, 2)
 """

@@ -84,7 +84,7 @@ def _plain_chat(messages: Sequence[Message], assistant_prefix: str) -> str:
 
 def chat_prompt(tokenizer: Any, prompt: Prompt, assistant_prefix: str = "",
                 system: str | None = None) -> str:
-    """The text of a chat, ending inside the assistant turn with ``assistant_prefix``.
+    r"""The text of a chat, ending inside the assistant turn with ``assistant_prefix``.
 
     Tokenizers without a chat template (base models) get ``"Question: ...\nAnswer:"`` (then a
     space and ``assistant_prefix`` when one is given).
