@@ -11,7 +11,7 @@ standard errors with the sign seen on validation.
 Why this form: on SmolLM2-135M the letter-based CAA score stays at chance and is flat (the
 model barely follows multiple-choice formats; measured: refusal 0.51, persona agreeableness
 effects that do not replicate from validation to test), while the open-answer score reads what
-the model would say and moves clearly (see README, "Small models").
+the model would say and moves clearly (see docs/concepts/small-models.md).
 """
 
 from __future__ import annotations

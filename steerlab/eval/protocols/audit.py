@@ -445,8 +445,8 @@ def _print_verdicts(found: Sequence[rules.Verdict], state: AuditState) -> None:
     rows = [[v.title, v.verdict, v.reason] for v in found]
     print_table(f"{state.cfg.data} on {state.cfg.model}: layer {state.layer}, strength "
                 f"{state.strength:g}", ["finding", "verdict", "why"], rows,
-                caption=f"rules: steerlab.eval.verdicts (README, 'audit'); {total / 60:.1f} min "
-                        "of studies this run")
+                caption=f"rules: steerlab.eval.verdicts (docs/evaluation/verdicts.md); "
+                        f"{total / 60:.1f} min of studies this run")
     for warning in dict.fromkeys(w for v in found for w in v.warnings):
         console.print(f"[yellow]warning:[/yellow] {warning}")
     console.print(f"verdicts: {state.cfg.root / 'verdicts.json'}; page: steerlab report "

@@ -85,5 +85,5 @@ def run_demo(model: str = DEFAULT_MODEL, layer: int = 10, strength: float = 0.3,
     out.print(scores)
     out.print("The open-answer score reads what the model would say; the A/B letter score needs a "
               "model that follows multiple-choice formats, which a 135M model barely does (it "
-              "stays near 0.5 — see README, 'Small models').")
+              "stays near 0.5 — see docs/concepts/small-models.md).")
     out.print(f"demo finished in {time.time() - started:.0f} s")

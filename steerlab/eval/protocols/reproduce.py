@@ -601,8 +601,9 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
     audit = cfg.audit_for(results[0].model) if results else None
     lines = ["# Results: the seeds' findings on small models", "",
              f"Written by `steerlab reproduce` (behaviour `{cfg.data}`; rerun it to refresh). "
-             "Each verdict comes from a rule written in `steerlab/eval/verdicts.py` (README, "
-             "\"audit\"): *holds*, *does not hold*, *inconclusive* when the 95 % intervals do "
+             "Each verdict comes from a rule written in `steerlab/eval/verdicts.py` (docs: "
+             "evaluation/verdicts.md): *holds*, *does not hold*, *inconclusive* when the 95 % "
+             "intervals do "
              "not decide, or *not measurable* when the measurement cannot say (CAA: the model "
              "does not answer in the A/B format, answer-letter mass p(A)+p(B) below 0.8). "
              "Numbers: value [95 % interval]; ⚠ marks a validity warning the verdict carries.",
