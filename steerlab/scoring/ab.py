@@ -6,13 +6,18 @@ distribution score = p(matching) / (p(matching) + p(not matching)); propensity (
 logit(matching) − logit(not matching). ``score_answers`` compares whole answer texts (their
 summed token log-probabilities as the assistant's reply). Both run through the one batched
 steered forward (:mod:`steerlab.scoring.batch`) and return an :class:`ABResult`: per-item
-numbers and their mean with a 95 % Student-t interval (clipped to [0, 1]).
+numbers and their mean with a 95 % Student-t interval (clipped to [0, 1]). On SmolLM2-135M
+the whole optimism test split scores ``0.512 [0.478, 0.546] (n=39)``; the example runs the same
+calls on a tiny random-weight model.
 
 Example:
+    >>> import steerlab
     >>> lm = steerlab.load_model("smollm2-135m")                          # doctest: +SKIP
-    >>> test = steerlab.load_dataset("builtin:optimism", split="test")     # doctest: +SKIP
-    >>> print(score_ab(lm, test))                                         # doctest: +SKIP
-    0.512 [0.478, 0.546] (n=39)
+    >>> from steerlab.testing.tiny import tiny_lm
+    >>> lm = tiny_lm()                                  # a tiny random-weight stand-in
+    >>> test = steerlab.load_dataset("builtin:optimism", split="test")
+    >>> print(score_ab(lm, test.head(8)))                                 # doctest: +ELLIPSIS
+    0... [...] (n=8)
 """
 
 from __future__ import annotations
@@ -115,8 +120,12 @@ def score_sequences(lm: LoadedModel, seqs: Sequence[ABSequences], steering: Stee
     """The scoring pass of :func:`score_ab` on already tokenized items.
 
     Example:
-        >>> seqs = [ab_sequences(lm.tokenizer, item) for item in test]      # doctest: +SKIP
-        >>> score_sequences(lm, seqs).mean                                   # doctest: +SKIP
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm, test = tiny_lm(), [ABItem("Is the sky blue?", "(A)", "(B)")]
+        >>> seqs = [ab_sequences(lm.tokenizer, item) for item in test]
+        >>> result = score_sequences(lm, seqs)
+        >>> result.n, 0.0 < result.mean < 1.0
+        (1, True)
     """
     rows = read_batches(lm, ABReadout(seqs), steering, row_steering=row_steering,
                         instruction_lengths=[s.instruction_length for s in seqs],
@@ -131,9 +140,16 @@ def score_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem], steerin
     """CAA behaviour score of ``data`` under ``steering`` (or per-row ``row_steering``).
 
     Example:
-        >>> spec = SteeringSpec(vec, layers=[12], coefficient=4)             # doctest: +SKIP
-        >>> print(score_ab(lm, test, spec))                                  # doctest: +SKIP
-        0.712 [0.650, 0.774] (n=50)
+        >>> import steerlab
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> train = steerlab.load_dataset("builtin:optimism", split="train").head(8)
+        >>> test = steerlab.load_dataset("builtin:optimism", split="test").head(8)
+        >>> vec = steerlab.extract(lm, train, layers=[2], progress=False)
+        >>> spec = steerlab.SteeringSpec(vec, layers=[2], strength=4)
+        >>> steered, plain = score_ab(lm, test, spec), score_ab(lm, test)
+        >>> steered.n, steered.scores != plain.scores
+        (8, True)
     """
     lm = as_loaded(model, tokenizer)
     items = ab_items(data, "score_ab")
@@ -157,9 +173,12 @@ def score_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
     as the question and the answer as the generation).
 
     Example:
-        >>> test = load_dataset("builtin:optimism_open", split="test")      # doctest: +SKIP
-        >>> print(score_answers(lm, test))                                   # doctest: +SKIP
-        0.402 [0.350, 0.454] (n=39)
+        >>> import steerlab
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> test = steerlab.load_dataset("builtin:optimism_open", split="test").head(8)
+        >>> print(score_answers(lm, test))                               # doctest: +ELLIPSIS
+        0... [...] (n=8)
     """
     lm = as_loaded(model, tokenizer)
     seqs = [seq for item in ab_items(data, "score_answers")

@@ -126,9 +126,14 @@ class Decoder:
     reaches its budget is finished (the stop id is not part of its output) and leaves the batch.
 
     Example:
-        >>> dec = Decoder(lm, [GenerationRow([5, 6], max_new_tokens=2)])    # doctest: +SKIP
-        >>> while not dec.finished:                                       # doctest: +SKIP
-        ...     print(dec.step())
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> prompt = lm.tokenizer("Hello").input_ids
+        >>> with Decoder(lm, [GenerationRow(prompt, max_new_tokens=2)]) as dec:
+        ...     while not dec.finished:
+        ...         pairs = dec.step()         # [(row index, token id), ...]
+        >>> len(dec.outputs[0]) <= 2
+        True
     """
 
     def __init__(self, model: LoadedModel | Any, rows: Sequence[GenerationRow],
@@ -388,8 +393,11 @@ def run_rows(model: LoadedModel | Any, rows: Sequence[GenerationRow], steering: 
     """Generate every row (``batch_size`` rows per :class:`Decoder`); new ids per row.
 
     Example:
-        >>> run_rows(lm, [GenerationRow([5, 6], max_new_tokens=2)])         # doctest: +SKIP
-        [[17, 17]]
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> out = run_rows(lm, [GenerationRow([5, 6], max_new_tokens=2)])
+        >>> len(out), len(out[0]) <= 2
+        (1, True)
     """
     if batch_size < 1:
         raise SteerlabError(f"batch size must be >= 1, got {batch_size}")
@@ -431,7 +439,11 @@ def generate_ids(model: LoadedModel | Any, prompts: Sequence[Sequence[int]],
     same prompts share their random numbers row for row.
 
     Example:
-        >>> generate_ids(lm, [[5, 6, 7]], max_new_tokens=4)                  # doctest: +SKIP
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> out = generate_ids(lm, [[5, 6, 7]], max_new_tokens=4)
+        >>> len(out), len(out[0]) <= 4
+        (1, True)
     """
     for name, per_row in (("row_steering", row_steering),
                           ("instruction_lengths", instruction_lengths)):
@@ -462,8 +474,15 @@ def generate(model: LoadedModel | Any, prompts: Prompt | Sequence[Prompt],
     the unsteered ones too, so they differ from the steered ones by the steering alone.
 
     Example:
-        >>> generate(lm, ["Tell me about Mondays."],                         # doctest: +SKIP
-        ...          steering=SteeringSpec(vec, layers=[12], strength=0.5))
+        >>> import steerlab
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> vec = steerlab.extract(lm, [("I love Mondays.", "I hate Mondays.")], layers=[2],
+        ...                        progress=False)
+        >>> texts = generate(lm, ["Tell me about Mondays."], max_new_tokens=8,
+        ...                  steering=SteeringSpec(vec, layers=[2], strength=0.5))
+        >>> len(texts), isinstance(texts[0], str)
+        (1, True)
     """
     lm = as_loaded(model, tokenizer)
     if lm.tokenizer is None:
@@ -496,8 +515,11 @@ def stream(decoder: Decoder) -> Iterator[tuple[int, int]]:
     """Every ``(row index, token)`` of ``decoder`` as it is produced.
 
     Example:
-        >>> for row, token in stream(Decoder(lm, rows)):                    # doctest: +SKIP
-        ...     print(row, token)
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> rows = [GenerationRow([5, 6], max_new_tokens=3), GenerationRow([7], max_new_tokens=3)]
+        >>> for row, token in stream(Decoder(lm, rows)):
+        ...     assert row in (0, 1) and isinstance(token, int)
     """
     with decoder:
         while not decoder.finished:

@@ -357,8 +357,17 @@ def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
     forwards on this model until removed (the persistent attach/detach habit of repeng).
 
     Example:
-        >>> handle = attach(model, vec, coefficient=2.0, scope="global")   # doctest: +SKIP
-        >>> handle.remove()                                               # doctest: +SKIP
+        >>> import torch
+        >>> from steerlab.testing.tiny import tiny_model
+        >>> from steerlab.vector import SteeringVector
+        >>> model, ids = tiny_model("llama"), torch.tensor([[5, 6, 7]])
+        >>> plain = model(ids).logits
+        >>> handle = attach(model, SteeringVector.from_directions({1: torch.ones(64)}),
+        ...                 coefficient=2.0, scope="global")
+        >>> steered = model(ids).logits
+        >>> handle.remove()
+        >>> bool((steered != plain).any()), torch.equal(model(ids).logits, plain)
+        (True, True)
     """
     if scope not in SCOPES:
         raise SteerlabError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
@@ -413,8 +422,15 @@ def steer(model: LoadedModel | nn.Module, spec: Steering = None, *,
     (conditional steering, CAST).
 
     Example:
-        >>> with steer(lm, vec, layers=[12], strength=0.5):        # doctest: +SKIP
-        ...     out = lm.model.generate(**inputs)
+        >>> import steerlab
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> vec = steerlab.extract(lm, [("I love it.", "I hate it.")], layers=[2], progress=False)
+        >>> inputs = lm.tokenizer("Tell me a story.", return_tensors="pt")
+        >>> with steer(lm, vec, layers=[2], strength=0.5):
+        ...     out = lm.model.generate(**inputs, max_new_tokens=4, do_sample=False)
+        >>> out.shape[1] <= inputs.input_ids.shape[1] + 4
+        True
     """
     handle = attach(model, spec, layers=layers, coefficient=coefficient, strength=strength,
                     positions=positions, operator=operator, preserve_norm=preserve_norm,

@@ -25,6 +25,8 @@ import transformers
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
+from steerlab.model.load import LoadedModel, as_loaded
+
 ARCHS: tuple[str, ...] = (
     "llama",
     "qwen2",
@@ -191,3 +193,21 @@ def tiny_model(
     )
     model.eval()
     return model
+
+
+def tiny_lm(
+    arch: str = "llama", seed: int = 0, n_layers: int = 4, hidden: int = 64
+) -> LoadedModel:
+    """:func:`tiny_model` and :func:`tiny_tokenizer` together, as a ``LoadedModel``.
+
+    A :class:`~steerlab.model.load.LoadedModel` like ``steerlab.load_model(...)`` returns, on
+    a random-weight model built in a few milliseconds: the stand-in that the docstrings'
+    examples (and unit tests) pass wherever the API wants a model.
+
+    Example:
+        >>> lm = tiny_lm()
+        >>> lm.n_layers, lm.hidden_size, lm.has_chat_template
+        (4, 64, True)
+    """
+    return as_loaded(tiny_model(arch, seed=seed, n_layers=n_layers, hidden=hidden),
+                     tiny_tokenizer())
