@@ -4,12 +4,23 @@ The public names below load on first use (PEP 562), so ``import steerlab`` and t
 line's ``--help`` do not pay for torch and transformers until something needs them.
 
 Example:
-    >>> import steerlab                                                  # doctest: +SKIP
+    >>> import steerlab
     >>> lm = steerlab.load_model("smollm2-135m")                         # doctest: +SKIP
-    >>> train = steerlab.load_dataset("builtin:optimism", split="train")  # doctest: +SKIP
+    >>> train = steerlab.load_dataset("builtin:optimism", split="train")
     >>> vec = steerlab.extract(lm, train, method="mean_diff", layers=range(8, 21))  # doctest: +SKIP
     >>> with steerlab.steer(lm, vec, layers=[12], strength=0.5):          # doctest: +SKIP
     ...     ...
+
+    The same calls on a tiny random-weight model (4 layers), as the tests run them:
+
+    >>> from steerlab.testing.tiny import tiny_lm
+    >>> lm = tiny_lm()
+    >>> vec = steerlab.extract(lm, train.head(16), method="mean_diff", layers=range(1, 4),
+    ...                        progress=False)
+    >>> with steerlab.steer(lm, vec, layers=[2], strength=0.5):
+    ...     texts = steerlab.generate(lm, "Tell me about your day.", max_new_tokens=4)
+    >>> len(texts)
+    1
 """
 
 from __future__ import annotations

@@ -5,10 +5,18 @@ tokenizer — see :mod:`steerlab.model.prompts`); for plain contrast pairs the l
 every position of the pair, which must line up token for token (see :func:`actadd_pair`).
 
 Example:
-    >>> import steerlab                                              # doctest: +SKIP
+    >>> import steerlab
     >>> lm = steerlab.load_model("smollm2-135m")                     # doctest: +SKIP
-    >>> train = steerlab.load_dataset("builtin:optimism", split="train")  # doctest: +SKIP
+    >>> train = steerlab.load_dataset("builtin:optimism", split="train")
     >>> vec = extract(lm, train, method="mean_diff", layers="8-20")  # doctest: +SKIP
+
+    The same on a tiny random-weight model (4 layers, hidden size 64), as the tests run it:
+
+    >>> from steerlab.testing.tiny import tiny_lm
+    >>> lm = tiny_lm()
+    >>> vec = extract(lm, train.head(16), method="mean_diff", layers="1-3", progress=False)
+    >>> vec.method, vec.layers, vec.hidden_size
+    ('mean_diff', [1, 2, 3], 64)
 """
 
 from __future__ import annotations
@@ -185,6 +193,15 @@ def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | Contrast
 
     Example:
         >>> vec = extract(lm, (" love", " hate"), method="actadd", layers=[6])  # doctest: +SKIP
+
+        On the tiny test tokenizer " love" is one token longer than " hate", so pad:
+
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> vec = extract(lm, (" love", " hate"), method="actadd", layers=[2], pad="space",
+        ...               progress=False)
+        >>> vec.method, vec.site, vec.layers
+        ('actadd', 'block_input', [2])
     """
     spec = get_method(method)
     if pad is not None and spec.read != "all":

@@ -7,9 +7,11 @@ tokenizer merges ``"(A"`` into one token, it is that token — the read position
 of silently reading the wrong token.
 
 Example:
-    >>> from steerlab.testing.tiny import tiny_tokenizer                       # doctest: +SKIP
-    >>> ab = ab_sequences(tiny_tokenizer(), ABItem("Q?", "(A)", "(B)"))  # doctest: +SKIP
-    >>> ab.matching_id != ab.not_matching_id                          # doctest: +SKIP
+    >>> from steerlab.data.formats import ABItem
+    >>> from steerlab.data.sequences import ab_sequences
+    >>> from steerlab.testing.tiny import tiny_tokenizer
+    >>> ab = ab_sequences(tiny_tokenizer(), ABItem("Q?", "(A)", "(B)"))
+    >>> ab.matching_id != ab.not_matching_id
     True
 """
 
