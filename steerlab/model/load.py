@@ -4,6 +4,18 @@ Example:
     >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
     >>> lm.n_layers, lm.hidden_size                # doctest: +SKIP
     (30, 576)
+
+    A local directory loads the same way; here a tiny random-weight model saved to a temporary
+    folder:
+
+    >>> import tempfile
+    >>> from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     _ = tiny_model("llama").save_pretrained(folder)
+    ...     _ = tiny_tokenizer().save_pretrained(folder)
+    ...     lm = load_model(folder)
+    >>> lm.n_layers, lm.hidden_size
+    (4, 64)
 """
 
 from __future__ import annotations
@@ -34,6 +46,10 @@ class LoadedModel:
         >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
         >>> lm.model_id                                # doctest: +SKIP
         'smollm2-135m'
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                             # a tiny random-weight model
+        >>> lm.model_id, lm.n_layers, lm.hidden_size, lm.pad_id in lm.stop_ids
+        ('LlamaForCausalLM', 4, 64, True)
     """
 
     model: PreTrainedModel
@@ -189,10 +205,10 @@ def hub_cache_only(name: str) -> bool:
       and the built-in aliases.
 
     Example:
-        >>> hub_cache_only("no-such-model-xyz")               # doctest: +SKIP
+        >>> hub_cache_only("no such model!")                  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        steerlab.errors.SteerlabError: model 'no-such-model-xyz': not a built-in alias (...
+        steerlab.errors.SteerlabError: model 'no such model!': ... nor a valid Hugging Face id (...)
     """
     from huggingface_hub import model_info, try_to_load_from_cache
     from huggingface_hub.errors import RepositoryNotFoundError
@@ -241,6 +257,17 @@ def load_model(name: str = DEFAULT_MODEL, dtype: torch.dtype = torch.float32,
         >>> lm = load_model("smollm2-135m")            # doctest: +SKIP
         >>> lm.tokenizer("hi").input_ids               # doctest: +SKIP
         >>> lm = load_model("smollm2-135m", device_map="auto")   # doctest: +SKIP
+
+        A local directory, here a tiny random-weight GPT-2 placed on the CPU:
+
+        >>> import tempfile
+        >>> from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     _ = tiny_model("gpt2", n_layers=2).save_pretrained(folder)
+        ...     _ = tiny_tokenizer().save_pretrained(folder)
+        ...     lm = load_model(folder, device_map="cpu")
+        >>> lm.n_layers, lm.device.type, lm.tokenizer.decode(lm.tokenizer("hi").input_ids)
+        (2, 'cpu', 'hi')
     """
     named = isinstance(device_map, str) and bool(device_map.strip())
     mapped = isinstance(device_map, dict) and all(isinstance(k, str) for k in device_map)
@@ -317,8 +344,10 @@ def as_loaded(model_or_lm: LoadedModel | PreTrainedModel, tokenizer: Any = None)
     """Wrap a bare HF model (and optional tokenizer) so every API accepts either.
 
     Example:
-        >>> as_loaded(lm) is lm                        # doctest: +SKIP
-        True
+        >>> from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+        >>> lm = as_loaded(tiny_model("llama"), tiny_tokenizer())
+        >>> as_loaded(lm) is lm, lm.n_layers
+        (True, 4)
     """
     if isinstance(model_or_lm, LoadedModel):
         return model_or_lm
