@@ -34,7 +34,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import inspect
 import math
 from collections.abc import Iterator
@@ -46,7 +45,13 @@ import torch
 from steerlab.attack.fluency import suffix_xent
 from steerlab.attack.objectives import Objective
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import cache_kwarg, find_blocks, returned_cache, split_block_output
+from steerlab.model.arch import (
+    cache_kwarg,
+    find_blocks,
+    fork_cache,
+    returned_cache,
+    split_block_output,
+)
 from steerlab.model.load import LoadedModel
 from steerlab.steering.hooks import steer
 from steerlab.steering.spec import Steering, as_specs
@@ -192,9 +197,7 @@ class SuffixRunner:
             if state is None:
                 cache, last = self._prefix_state(length)
                 state = _State(0, cache, last, torch.zeros(()))
-            fresh = copy.deepcopy(state.cache)
-            if batch > 1:
-                fresh.batch_repeat_interleave(batch)
+            fresh = fork_cache(state.cache, batch)
             kw[self.cache_kw], kw["use_cache"] = fresh, True
             first, begin, offset = state.next_logits, state.start, 0
         else:
@@ -250,7 +253,7 @@ class SuffixRunner:
         one pass in segments."""
         length = int(parent.shape[0])
         cache, first = self._prefix_state(length)
-        cache = copy.deepcopy(cache)
+        cache = fork_cache(cache)
         device = self.lm.device
         ids = parent.to(device)
         states: dict[int, _State] = {}
@@ -267,7 +270,7 @@ class SuffixRunner:
             pred = torch.cat([first[None].to(seg), seg[:-1]])
             nll = torch.nn.functional.cross_entropy(pred, ids, reduction="none").cumsum(0)
             for start in wanted:
-                snapshot = copy.deepcopy(cache)
+                snapshot = fork_cache(cache)
                 if length - start:
                     snapshot.crop(-(length - start))
                 before = nll[start - 1] if start else torch.zeros((), device=device)
@@ -286,7 +289,7 @@ class SuffixRunner:
                 nll_sum = nll_sum + torch.nn.functional.cross_entropy(pred, ids[pos:start],
                                                                       reduction="sum")
                 first, pos = seg[-1], start
-            states[start] = _State(start, copy.deepcopy(cache), first, nll_sum.clone())
+            states[start] = _State(start, fork_cache(cache), first, nll_sum.clone())
         return states
 
     # ---- public ----------------------------------------------------------------------------

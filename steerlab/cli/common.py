@@ -10,7 +10,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -73,13 +72,6 @@ def read_prompts(path: Path) -> list[Any]:
     if not prompts:
         raise SteerlabError(f"{path}: no prompts (one per line)")
     return prompts
-
-
-def write_json(path: Path, payload: Any) -> None:
-    """Write JSON (strict: no NaN) atomically."""
-    from steerlab.util.io import atomic_write
-
-    atomic_write(path, json.dumps(payload, indent=2, allow_nan=False), what="JSON")
 
 
 @contextlib.contextmanager

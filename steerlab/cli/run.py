@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from steerlab.cli import options as opt
-from steerlab.cli.common import console, one_value, read_prompts, values, write_json
+from steerlab.cli.common import console, one_value, read_prompts, values
 from steerlab.errors import SteerlabError
 
 
@@ -190,7 +190,9 @@ def score(
                      "propensity": res.mean_propensity, "n": res.n})
     console.print(table)
     if out is not None:
-        write_json(out, rows)
+        from steerlab.util.io import write_json
+
+        write_json(out, rows, what="JSON")
         console.print(f"wrote {escape(str(out))}")
 
 

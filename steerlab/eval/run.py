@@ -44,20 +44,23 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval.store import ResultStore
 from steerlab.eval.tables import console, done_line
-from steerlab.util.io import atomic_write, probe_dir, sha256_file
+from steerlab.util.io import probe_dir, sha256_file, write_json
 
 SETTINGS_FILE = "run.json"
 
 
-def _jsonable(value: Any) -> Any:
+def _setting(value: Any) -> Any:
+    """A setting as it is saved and compared: paths as strings, and a non-finite float
+    spelled out (``"inf"``, ``"nan"``) rather than written as null, so that two different
+    settings never compare equal (the JSON itself is written under the one policy)."""
     if isinstance(value, Path):
         return str(value)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if isinstance(value, tuple | list):
-        return [_jsonable(v) for v in value]
+        return [_setting(v) for v in value]
     if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _setting(v) for k, v in value.items()}
     return value
 
 
@@ -87,7 +90,7 @@ class EvalRun:
     def update(self, settings: Mapping[str, Any]) -> None:
         """Add settings (e.g. hashes known only after loading) and check them against the
         run directory's earlier settings for this command (saved once the run has started)."""
-        self.settings.update({k: _jsonable(v) for k, v in settings.items()})
+        self.settings.update({k: _setting(v) for k, v in settings.items()})
         saved = self._saved()
         before = saved.get(self.command, {})
         if self.store.records(command=self.command) or before:
@@ -122,7 +125,7 @@ class EvalRun:
 
     def _save(self, saved: dict[str, Any]) -> None:
         saved[self.command] = {**saved.get(self.command, {}), **self.settings}
-        atomic_write(self.out / SETTINGS_FILE, json.dumps(saved, indent=2, sort_keys=True))
+        write_json(self.out / SETTINGS_FILE, saved, sort_keys=True)
 
     # ---- cells ----------------------------------------------------------------------------
     def todo(self, cells: Sequence[str]) -> list[str]:

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
-from steerlab.util.io import atomic_write
+from steerlab.util.io import json_text, write_jsonl
 from steerlab.version import __version__
 
 #: Fields every record carries (``None`` where a field does not apply), in this order.
@@ -230,8 +230,7 @@ class ResultStore:
             print(f"warning: {self.path} line {found.torn_line}: dropped a last line cut short "
                   "(a write was interrupted); its cell is measured again", file=sys.stderr)
         if not found.clean:
-            atomic_write(self.path, "".join(json.dumps(r) + "\n" for r in found.records),
-                         what="results")
+            write_jsonl(self.path, found.records, what="results")
         self._records = found.records
         self._cells = {r["cell"] for r in found.records}
 
@@ -248,7 +247,7 @@ class ResultStore:
             record = dict(record)
             record["cell"] = cell
             record["cell_records"] = len(records)
-            lines.append(json.dumps(record, allow_nan=False) + "\n")
+            lines.append(json_text(record) + "\n")
         payload = "".join(lines).encode("utf-8")
         if self._before_first_write is not None:
             self._before_first_write()

@@ -49,18 +49,30 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
-def fmt_ci(value: float | None, low: float | None, high: float | None, digits: int = 3,
-           n: int | None = None) -> str:
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt_ci(value: float | None, low: float | None = None, high: float | None = None,
+           digits: int = 3, n: int | None = None) -> str:
     """``0.512 [0.401, 0.623]``; without an interval ``0.512`` (or ``0.512 (n=1)``).
+
+    The one interval formatter: the terminal tables and the HTML report both use it. A
+    missing value (None or NaN) is ``–``; with an interval beside it, just ``–``.
 
     Example:
         >>> fmt_ci(0.5, None, None, n=1)
         '0.500 (n=1: no interval)'
+        >>> fmt_ci(0.5), fmt_ci(None, 0.4, 0.6), fmt_ci(1, 0, 2, digits=1)
+        ('0.500', '–', '1.0 [0.0, 2.0]')
     """
-    if low is None or high is None or math.isnan(low) or math.isnan(high):
+    main = "–" if _missing(value) else fmt(float(value), digits)  # type: ignore[arg-type]
+    if _missing(low) or _missing(high):
         suffix = f" (n={n}: no interval)" if n is not None and n < 2 else ""
-        return fmt(value, digits) + suffix
-    return f"{fmt(value, digits)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+        return main + suffix
+    if _missing(value):
+        return main
+    return f"{main} [{fmt(float(low), digits)}, {fmt(float(high), digits)}]"  # type: ignore[arg-type]
 
 
 def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]],

@@ -26,7 +26,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from steerlab.errors import SteerlabError
-from steerlab.model.arch import cache_kwarg, find_blocks, split_block_output
+from steerlab.model.arch import cache_kwarg, find_blocks, fork_cache, split_block_output
 from steerlab.util.seq import TOKENS_PER_ROW, common_prefix, right_pad, token_batches
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
@@ -290,10 +289,7 @@ def _record_packed(model: nn.Module, pairs: list[Pair],
             rows = torch.arange(len(chunk)).repeat_interleave(2)
             cols = torch.tensor([c for pair in zip(ends_a, ends_b, strict=True) for c in pair])
             reader.start(rows, cols, weight)
-            forked = None
-            if cache is not None:
-                forked = copy.deepcopy(cache)
-                forked.batch_repeat_interleave(len(chunk))
+            forked = None if cache is None else fork_cache(cache, len(chunk))
             _forward(model, reader, wanted, cache=forked, **inputs)
             lengths = [len(s) for a, b, _ in chunk for s in (a, b)]
             if progress is not None:

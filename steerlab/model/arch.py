@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import weakref
 from dataclasses import dataclass
 from typing import Any
@@ -35,6 +36,7 @@ __all__ = [
     "count_cache",
     "declared_layers",
     "find_blocks",
+    "fork_cache",
     "join_block_output",
     "model_width",
     "n_layers",
@@ -238,6 +240,30 @@ def returned_cache(output: Any) -> Any:
     if "cache" in keys:
         return output["cache"]
     return output["past_key_values"] if "past_key_values" in keys else None
+
+
+def fork_cache(cache: Any, rows: int = 1) -> Any:
+    """A private copy of a shared-prefix KV cache for one forward, repeated to ``rows`` rows.
+
+    The shared-prefix trick: a prefix every row shares runs once into a (batch-1) KV cache;
+    each later forward continues a deep copy of it, each row repeated ``rows`` times
+    (``batch_repeat_interleave``), so the shared cache itself is never extended and can be
+    forked again. Extraction (pairs after a shared chat prefix), the sweep engine (cells after
+    a token prefix) and the suffix search (candidates after a shared prompt) all fork here.
+
+    Example:
+        >>> class Cache:
+        ...     rows = 1
+        ...     def batch_repeat_interleave(self, times: int) -> None:
+        ...         self.rows *= times
+        >>> shared = Cache()
+        >>> fork_cache(shared, 4).rows, fork_cache(shared).rows, shared.rows
+        (4, 1, 1)
+    """
+    forked = copy.deepcopy(cache)
+    if rows > 1:
+        forked.batch_repeat_interleave(rows)
+    return forked
 
 
 def split_block_output(output: Any) -> tuple[torch.Tensor, Any]:

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlab.eval.tables import fmt_ci
 from steerlab.report import figures as fg
 from steerlab.report.page import (
     Answer,
@@ -51,27 +52,11 @@ Band = tuple[list[float | None], list[float | None], list[float | None]]
 # small helpers
 
 
-def ci_text(value: Any, low: Any = None, high: Any = None, digits: int = 3) -> str:
-    """``0.512 [0.401, 0.622]`` (or just the value when there is no interval).
-
-    Example:
-        >>> ci_text(0.5, 0.4, 0.6), ci_text(0.5), ci_text(None)
-        ('0.500 [0.400, 0.600]', '0.500', '–')
-    """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
-    main = f"{float(value):.{digits}f}"
-    if low is None or high is None or any(isinstance(x, float) and math.isnan(x)
-                                          for x in (low, high)):
-        return main
-    return f"{main} [{float(low):.{digits}f}, {float(high):.{digits}f}]"
-
-
 def rec_ci(record: dict[str, Any] | None, digits: int = 3) -> str:
-    """:func:`ci_text` of a record (``–`` for None)."""
+    """:func:`~steerlab.eval.tables.fmt_ci` of a record (``–`` for None)."""
     if record is None:
         return "–"
-    return ci_text(record.get("value"), record.get("ci_low"), record.get("ci_high"), digits)
+    return fmt_ci(record.get("value"), record.get("ci_low"), record.get("ci_high"), digits)
 
 
 def unit_of(run: Run) -> str:
@@ -512,7 +497,7 @@ def samples_section(ctx: Context) -> Section:
             band="95 % Student-t interval over random draws of the pairs", layer=layer))
         section.tables.append(Table(
             "by pair count", ["pairs", "effect [95 % CI]", "cosine [95 % CI]", "draws"],
-            [[str(n), ci_text(*summary["effect"][i][:3]), ci_text(*summary["cosine"][i][:3]),
+            [[str(n), fmt_ci(*summary["effect"][i][:3]), fmt_ci(*summary["cosine"][i][:3]),
               str(summary["effect"][i][3])] for i, n in enumerate(sizes)],
             marks=["chosen" if n == plateau else "" for n in sizes]))
         if draws < 3:
@@ -636,8 +621,8 @@ def ood_section(ctx: Context) -> Section:
     rows = []
     for e in effects:
         rows.append([str(e["group"]), str(e["layer"]), value_label(unit, float(e["value"])),
-                     "Δp" if e["kind"] == "id" else "Δjudge", ci_text(e["baseline"]),
-                     ci_text(e["mean"], e["low"], e["high"]), text_of(e["n"])])
+                     "Δp" if e["kind"] == "id" else "Δjudge", fmt_ci(e["baseline"]),
+                     fmt_ci(e["mean"], e["low"], e["high"]), text_of(e["n"])])
     if rows:
         section.tables.append(Table("effects vs the unsteered model",
                                     ["group", "layer", "value", "unit", "at 0", "effect [95 % CI]",

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +44,7 @@ from steerlab.model.arch import (
     block_input,
     cache_kwarg,
     find_blocks,
+    fork_cache,
     returned_cache,
     run_block,
 )
@@ -308,9 +308,7 @@ class SweepEngine:
         cache = returned_cache(self.module(**head, use_cache=True))
 
         def suffix(rows: list[list[SteeringSpec]] | None, times: int) -> torch.Tensor:
-            forked = copy.deepcopy(cache)
-            if times > 1:
-                forked.batch_repeat_interleave(times)
+            forked = fork_cache(cache, times)
             tail = {k: (v if k == "attention_mask" else v[:, first:]).repeat_interleave(times, 0)
                     for k, v in batch.items()}
             with steer(self.lm, None, row_specs=rows,

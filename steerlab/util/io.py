@@ -1,4 +1,4 @@
-"""File helpers: hashing, and the one atomic write every writer uses.
+"""File helpers: hashing, the one atomic write every writer uses, and the one JSON policy.
 
 :func:`atomic_path` gives a temporary path beside the target; the caller writes it, and on
 success it replaces the target in one ``os.replace`` (readers see the old file or the new one,
@@ -32,7 +32,7 @@ import math
 import os
 import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -206,13 +206,16 @@ def atomic_write(target: str | os.PathLike[str], data: str | bytes, *,
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` with NaN floats as ``None`` (JSON has no NaN) and keys as strings, recursively.
+    """``value`` with non-finite floats (NaN, ±inf) as ``None`` and keys as strings, recursively.
+
+    The project's one JSON policy: JSON has no NaN or Infinity, so every writer of run JSON
+    (:func:`json_text`, :func:`write_json`, :func:`write_jsonl`) goes through this.
 
     Example:
-        >>> jsonable({1: [float("nan"), 0.5]})
-        {'1': [None, 0.5]}
+        >>> jsonable({1: [float("nan"), 0.5, float("-inf")]})
+        {'1': [None, 0.5, None]}
     """
-    if isinstance(value, float) and math.isnan(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {str(k): jsonable(v) for k, v in value.items()}
@@ -221,8 +224,22 @@ def jsonable(value: Any) -> Any:
     return value
 
 
-def write_json(target: str | os.PathLike[str], value: Any, *, what: str = "file") -> Path:
-    """Write ``value`` as indented JSON (NaN as null) atomically; returns the path.
+def json_text(value: Any, *, indent: int | None = None, sort_keys: bool = False) -> str:
+    """``value`` as JSON text under the one policy (:func:`jsonable`: NaN/inf → null).
+
+    Strict JSON always: a value :func:`jsonable` cannot make finite raises ``ValueError``
+    rather than writing ``NaN`` or ``Infinity``. One line without ``indent`` (a JSONL row).
+
+    Example:
+        >>> json_text({"x": float("inf"), "y": 1.5})
+        '{"x": null, "y": 1.5}'
+    """
+    return json.dumps(jsonable(value), indent=indent, sort_keys=sort_keys, allow_nan=False)
+
+
+def write_json(target: str | os.PathLike[str], value: Any, *, what: str = "file",
+               sort_keys: bool = False) -> Path:
+    """Write ``value`` as indented JSON (NaN/inf as null) atomically; returns the path.
 
     Example:
         >>> import tempfile
@@ -230,4 +247,18 @@ def write_json(target: str | os.PathLike[str], value: Any, *, what: str = "file"
         >>> json.loads(path.read_text())
         {'x': None}
     """
-    return atomic_write(target, json.dumps(jsonable(value), indent=2) + "\n", what=what)
+    return atomic_write(target, json_text(value, indent=2, sort_keys=sort_keys) + "\n",
+                        what=what)
+
+
+def write_jsonl(target: str | os.PathLike[str], rows: Iterable[Any], *,
+                what: str = "file") -> Path:
+    """Write ``rows`` as JSON lines (NaN/inf as null) atomically; returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> rows = [{"a": 1}, {"a": float("inf")}]
+        >>> write_jsonl(Path(tempfile.mkdtemp()) / "r.jsonl", rows).read_text().splitlines()
+        ['{"a": 1}', '{"a": null}']
+    """
+    return atomic_write(target, "".join(json_text(row) + "\n" for row in rows), what=what)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from typer.testing import CliRunner
 
 from steerlab.cli import app
+from steerlab.eval.store import read_results
 
 runner = CliRunner()
 
@@ -23,5 +23,5 @@ def run_cli(args: list[str]) -> str:
 
 
 def read_records(run: Path) -> list[dict[str, Any]]:
-    """The records of a run directory's ``results.jsonl``."""
-    return [json.loads(line) for line in (run / "results.jsonl").read_text().splitlines()]
+    """The records of a run directory's ``results.jsonl`` (through the one reader)."""
+    return read_results(run / "results.jsonl").records

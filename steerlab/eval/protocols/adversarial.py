@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.ab import ab_items
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write
+from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -190,7 +191,7 @@ def _save_frontier(run: EvalRun, cell: str, index: int, found: SearchResult) -> 
     if path.exists():
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("cell") != cell]
-    kept.append(json.dumps({"cell": cell, "item": index, "points": [
+    kept.append(json_text({"cell": cell, "item": index, "points": [
         {"objective": p.objective, "xent": p.xent, "text": p.text, "iteration": p.iteration}
         for p in found.frontier]}))
     atomic_write(path, "".join(line + "\n" for line in kept), what="frontiers")
@@ -234,6 +235,11 @@ def _report(run: EvalRun, cfg: AdversarialConfig, n: int) -> dict[str, tuple[flo
     return summary
 
 
+def _number(value: float | None) -> float:
+    """A stored number (null where it was NaN or infinite: the JSON policy) as a float."""
+    return math.nan if value is None else float(value)
+
+
 def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
     """Each item's Pareto frontier (objective vs the suffix's cross-entropy); natural text's
     mean cross-entropy as the dashed line."""
@@ -241,8 +247,9 @@ def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
     entries = [json.loads(line) for line in
                run.path("frontiers.jsonl").read_text(encoding="utf-8").splitlines() if line]
     shown = sorted(entries, key=lambda e: e["item"])[:MAX_PLOTTED_ITEMS]
-    series = {f"item {e['item']}": ([p["xent"] for p in e["points"]],
-                                    [p["objective"] for p in e["points"]]) for e in shown}
+    series = {f"item {e['item']}": ([_number(p["xent"]) for p in e["points"]],
+                                    [_number(p["objective"]) for p in e["points"]])
+              for e in shown}
     natural = stats.mean_ci(_values(run, "natural_xent", cfg.objective))
     save_scatter(path, series,
                  xlabel="suffix cross-entropy (nats/token; dashed: natural text)",

@@ -37,7 +37,7 @@ from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.generate import generate
 from steerlab.steering.spec import Condition, SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write
+from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -109,7 +109,7 @@ def _save_answers(run: EvalRun, cell: str, rows: list[dict[str, Any]]) -> None:
     if path.exists():
         kept = [line for line in path.read_text(encoding="utf-8").splitlines()
                 if line.strip() and json.loads(line).get("cell") != cell]
-    kept += [json.dumps({"cell": cell, **row}) for row in rows]
+    kept += [json_text({"cell": cell, **row}) for row in rows]
     atomic_write(path, "".join(line + "\n" for line in kept), what="generations")
 
 

@@ -58,7 +58,7 @@ from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.generate import generate
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write
+from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -170,7 +170,7 @@ def _append_generations(path: Path, cell: str, rows: list[dict[str, Any]]) -> No
                     kept.append(line)
             except ValueError:
                 continue  # a torn line from an older crash
-    kept += [json.dumps({"cell": cell, **row}) for row in rows]
+    kept += [json_text({"cell": cell, **row}) for row in rows]
     atomic_write(path, "".join(line + "\n" for line in kept), what="generations")
 
 

@@ -80,7 +80,7 @@ from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.steering.spec import SteeringSpec, parse_positions
 from steerlab.util import stats
-from steerlab.util.io import write_json
+from steerlab.util.io import write_json, write_jsonl
 from steerlab.util.parse import resolve_layers
 from steerlab.vector import SteeringVector
 
@@ -489,8 +489,6 @@ def _judge(study: _Study, items: list[ABItem], texts: list[str],
 
 def _append_answers(path: Path, cell: str, rows: list[dict[str, Any]]) -> None:
     """Rewrite ``answers.jsonl`` with this cell's rows replacing any earlier ones."""
-    from steerlab.util.io import atomic_write
-
     kept = []
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -501,7 +499,7 @@ def _append_answers(path: Path, cell: str, rows: list[dict[str, Any]]) -> None:
             if isinstance(row, dict) and row.get("cell") != cell:
                 kept.append(row)
     kept += [{"cell": cell, **row} for row in rows]
-    atomic_write(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_jsonl(path, kept)
 
 
 def _stored(study: _Study, metric: str, condition: str) -> dict[str, Any] | None:
