@@ -2,13 +2,26 @@
 configurations), three objectives read under the steered model, and a random baseline.
 
 Example:
-    >>> import steerlab                                                    # doctest: +SKIP
+    >>> import steerlab
     >>> from steerlab.attack import ab_flip, epo, search
     >>> lm = steerlab.load_model("smollm2-135m")                           # doctest: +SKIP
     >>> item = steerlab.load_dataset("caa:refusal", split="test").items[0]  # doctest: +SKIP
     >>> spec = steerlab.SteeringSpec(vec, layers=[12], strength=0.4)        # doctest: +SKIP
     >>> res = search(lm, ab_flip(lm, item), spec, epo(iterations=50))       # doctest: +SKIP
     >>> res.success, res.objective, res.xent, res.suffix_text               # doctest: +SKIP
+
+    The same calls on a tiny random-weight model and a two-iteration search:
+
+    >>> from steerlab.testing.tiny import tiny_lm
+    >>> lm = tiny_lm()
+    >>> item = steerlab.ABItem("Will you help me?\\n(A) No\\n(B) Yes", "(A)", "(B)")
+    >>> vec = steerlab.extract(lm, [("I refuse to help.", "Sure, here you go.")], layers=[2],
+    ...                        progress=False)
+    >>> spec = steerlab.SteeringSpec(vec, layers=[2], strength=0.4)
+    >>> res = search(lm, ab_flip(lm, item), spec,
+    ...              epo(iterations=2, suffix_length=4, children=4, topk=16), progress=False)
+    >>> res.method, res.iterations, isinstance(res.suffix_text, str)
+    ('epo', 2, True)
 """
 
 from steerlab.attack.fluency import suffix_xent

@@ -423,9 +423,18 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
     bar shows the best objective and its xent.
 
     Example:
-        >>> res = search(lm, ab_flip(lm, item), SteeringSpec(vec, layers=[12], strength=0.4),
-        ...              epo(iterations=50))                                # doctest: +SKIP
-        >>> res.success, res.suffix_text, len(res.frontier)                  # doctest: +SKIP
+        >>> import steerlab
+        >>> from steerlab.attack.objectives import ab_flip
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> item = steerlab.ABItem("Yes or no?\\n(A) Yes\\n(B) No", "(A)", "(B)")
+        >>> vec = steerlab.extract(lm, [("I refuse to help.", "Sure, here you go.")], layers=[2],
+        ...                        progress=False)
+        >>> spec = steerlab.SteeringSpec(vec, layers=[2], strength=0.4)
+        >>> res = search(lm, ab_flip(lm, item), spec,
+        ...              epo(iterations=2, suffix_length=4, children=4, topk=16), progress=False)
+        >>> type(res.success), len(res.suffix_ids), len(res.frontier) > 0
+        (<class 'bool'>, 4, True)
     """
     lm = _check_lm(lm)
     config = config or gcg()
@@ -519,8 +528,16 @@ def random_search(lm: LoadedModel, objective: Objective, steering: Steering = No
     ``config.iterations × config.candidates`` + 1.
 
     Example:
-        >>> base = random_search(lm, obj, spec, cfg, evaluations=res.evaluations)  # doctest: +SKIP
-        >>> base.success, base.objective                                   # doctest: +SKIP
+        >>> import steerlab
+        >>> from steerlab.attack.objectives import ab_flip
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> obj = ab_flip(lm, steerlab.ABItem("Yes or no?\\n(A) Yes\\n(B) No", "(A)", "(B)"))
+        >>> cfg = gcg(suffix_length=4, iterations=2, children=8, topk=16)
+        >>> res = search(lm, obj, None, cfg, progress=False)
+        >>> base = random_search(lm, obj, None, cfg, evaluations=res.evaluations, progress=False)
+        >>> base.method, base.evaluations == res.evaluations, base.objective >= base.start_objective
+        ('random', True, True)
     """
     lm = _check_lm(lm)
     config = config or gcg()
@@ -574,7 +591,15 @@ def evaluate(lm: LoadedModel, objective: Objective, steering: Steering = None,
     are run in groups.
 
     Example:
-        >>> values, xents = evaluate(lm, obj, None, [res.suffix_ids])        # doctest: +SKIP
+        >>> import math, steerlab
+        >>> from steerlab.attack.objectives import ab_flip
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()
+        >>> obj = ab_flip(lm, steerlab.ABItem("Yes or no?\\n(A) Yes\\n(B) No", "(A)", "(B)"))
+        >>> suffix = lm.tokenizer(" please", add_special_tokens=False).input_ids
+        >>> values, xents = evaluate(lm, obj, None, [(), suffix])
+        >>> len(values), math.isnan(xents[0]), xents[1] > 0
+        (2, True, True)
     """
     lm = _check_lm(lm)
     runner = SuffixRunner(lm, objective, steering, use_prefix_cache=use_prefix_cache,
