@@ -387,8 +387,13 @@ def read_control_vector(path: str | os.PathLike[str]) -> ControlVectorFile:
     that the file is complete. Layer numbers are the file's own (no shift).
 
     Example:
-        >>> read_control_vector("v.gguf").directions.keys()     # doctest: +SKIP
-        dict_keys([10])
+        >>> import tempfile, torch
+        >>> from steerlab.vector import SteeringVector
+        >>> vec = SteeringVector.from_directions({10: torch.ones(8)})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     cv = read_control_vector(to_gguf(vec, folder + "/v.gguf").path)
+        >>> cv.directions.keys(), cv.n_embd
+        (dict_keys([10]), 8)
     """
     import gguf
 
@@ -464,6 +469,20 @@ def from_gguf(path: str | os.PathLike[str], *, model: Any = None, shift: int = 0
 
     Example:
         >>> vec = from_gguf("cvector.gguf", model=lm, shift=-1)      # doctest: +SKIP
+
+        Here a file that names the vector read at block 2 ``direction.3`` (as
+        ``cvector-generator`` does), imported for a tiny 4-layer model of hidden size 64:
+
+        >>> import tempfile, torch
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> from steerlab.vector import SteeringVector
+        >>> lm = tiny_lm()
+        >>> written = SteeringVector.from_directions({3: torch.ones(64)})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = to_gguf(written, folder + "/cvector.gguf").path
+        ...     vec = from_gguf(path, model=lm, shift=-1)
+        >>> vec.layers, vec.hidden_size
+        ([2], 64)
     """
     cv = read_control_vector(path)
     source = cv.path

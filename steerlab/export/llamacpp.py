@@ -165,7 +165,15 @@ def load_control_vectors(files: Iterable[str | os.PathLike[str] | tuple[Any, flo
     files' numbering (what llama.cpp applies). Files are checked like llama.cpp checks them.
 
     Example:
-        >>> load_control_vectors([("syc.gguf", 0.5)])                      # doctest: +SKIP
+        >>> import tempfile, torch
+        >>> from steerlab.export.gguf import to_gguf
+        >>> from steerlab.vector import SteeringVector
+        >>> vec = SteeringVector.from_directions({2: torch.ones(4)})
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     path = to_gguf(vec, folder + "/syc.gguf").path
+        ...     summed = load_control_vectors([(path, 0.5), path])  # FILE:0.5 plus FILE
+        >>> list(summed), summed[2].tolist()
+        ([2], [1.5, 1.5, 1.5, 1.5])
     """
     total: dict[int, np.ndarray] = {}
     for entry in files:
