@@ -12,6 +12,15 @@ Example:
     >>> page = report_page("runs/audit")                                   # doctest: +SKIP
     >>> write(page, "audit.html")                                          # doctest: +SKIP
     PosixPath('audit.html')
+
+    A directory without runs still gives a page, which says so in its ``problems``:
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     page = report_page(folder)
+    ...     out = write(page, folder + "/audit.html")
+    >>> out.name, "no run found" in page.problems[0]
+    ('audit.html', True)
 """
 
 from __future__ import annotations
@@ -241,7 +250,13 @@ def inspect_page(lm: Any, vectors: Sequence[Any], names: Sequence[str], *,
     vector, and their cross-vector cosine when there are several.
 
     Example:
-        >>> page = inspect_page(lm, [vec], ["v"], prompts=["Hi"], layers=[1])  # doctest: +SKIP
+        >>> import steerlab
+        >>> from steerlab.testing.tiny import tiny_lm
+        >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
+        >>> vec = steerlab.extract(lm, [("I love it.", "I hate it.")], layers=[1], progress=False)
+        >>> page = inspect_page(lm, [vec], ["v"], prompts=["Hi"], layers=[1])
+        >>> [section.kind for section in page.sections]
+        ['tokens', 'vector']
     """
     from steerlab.report import insight
 
