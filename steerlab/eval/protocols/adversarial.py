@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -197,35 +198,64 @@ def _save_frontier(run: EvalRun, cell: str, index: int, found: SearchResult) -> 
     atomic_write(path, "".join(line + "\n" for line in kept), what="frontiers")
 
 
-def _values(run: EvalRun, metric: str, objective: str) -> list[float]:
-    return [float(r["value"]) for r in run.records(metric=metric)
-            if r.get("value") is not None and r.get("extra", {}).get("objective") == objective]
+def _values(records: Sequence[dict[str, Any]], metric: str, objective: str) -> list[float]:
+    return [float(r["value"]) for r in records
+            if r.get("metric") == metric and r.get("value") is not None
+            and (r.get("extra") or {}).get("objective") == objective]
 
 
-def _report(run: EvalRun, cfg: AdversarialConfig, n: int) -> dict[str, tuple[float, float, float]]:
-    found = _values(run, "adv_success", cfg.objective)
-    rand = _values(run, "random_success", cfg.objective)
-    summary = {
+def summarize(records: Sequence[dict[str, Any]], objective: str
+              ) -> dict[str, tuple[float, float, float]]:
+    """The study's summary from its records (one objective): success rates (Wilson) of the
+    search and of the random baseline, mean cross-entropies (t intervals) of the found, random
+    and natural suffixes, and the mean objective gain over the steered model. The terminal
+    table and the report's section are both built from this.
+
+    Example:
+        >>> rec = lambda m, v: {"metric": m, "value": v, "extra": {"objective": "ab_flip",
+        ...                                                        "steered": 0.2}}
+        >>> records = [rec("adv_success", 1.0), rec("random_success", 0.0),
+        ...            rec("adv_objective", 0.7)]
+        >>> round(summarize(records, "ab_flip")["objective_gain"][0], 2)
+        0.5
+    """
+    found = _values(records, "adv_success", objective)
+    rand = _values(records, "random_success", objective)
+    gains = [float(r["value"]) - float(r["extra"]["steered"]) for r in records
+             if r.get("metric") == "adv_objective" and r.get("value") is not None
+             and (r.get("extra") or {}).get("objective") == objective]
+    return {
         "success": stats.wilson(int(sum(found)), len(found)),
         "random_success": stats.wilson(int(sum(rand)), len(rand)),
-        "suffix_xent": stats.mean_ci(_values(run, "adv_xent", cfg.objective)),
-        "random_xent": stats.mean_ci(_values(run, "random_xent", cfg.objective)),
-        "natural_xent": stats.mean_ci(_values(run, "natural_xent", cfg.objective)),
-        "objective_gain": stats.mean_ci(
-            [a - r["extra"]["steered"] for a, r in zip(
-                _values(run, "adv_objective", cfg.objective),
-                [r for r in run.records(metric="adv_objective")
-                 if r.get("extra", {}).get("objective") == cfg.objective], strict=True)]),
+        "suffix_xent": stats.mean_ci(_values(records, "adv_xent", objective)),
+        "random_xent": stats.mean_ci(_values(records, "random_xent", objective)),
+        "natural_xent": stats.mean_ci(_values(records, "natural_xent", objective)),
+        "objective_gain": stats.mean_ci(gains),
     }
-    rows = [["search (" + cfg.method + ")", fmt_ci(*summary["success"]),
+
+
+#: The summary table's columns (terminal and report).
+SUMMARY_HEADERS = ["suffixes", "success rate [Wilson 95%]",
+                   "suffix cross-entropy (nats/token) [95% t]"]
+
+
+def summary_rows(summary: dict[str, tuple[float, float, float]], method: str
+                 ) -> list[list[str]]:
+    """The summary table's rows: the search, the random baseline, natural text."""
+    return [[f"search ({method})", fmt_ci(*summary["success"]),
              fmt_ci(*summary["suffix_xent"], digits=2)],
             ["random suffixes, same budget", fmt_ci(*summary["random_success"]),
              fmt_ci(*summary["random_xent"], digits=2)],
             ["natural text, same length", "–", fmt_ci(*summary["natural_xent"], digits=2)]]
+
+
+def _report(run: EvalRun, cfg: AdversarialConfig, n: int) -> dict[str, tuple[float, float, float]]:
+    summary = summarize(run.records(), cfg.objective)
+    found = _values(run.records(), "adv_success", cfg.objective)
+    rows = summary_rows(summary, cfg.method)
     print_table(f"{cfg.data}: reversing steering ({cfg.unit} {cfg.value:g} at layers "
                 f"{cfg.layers}) with {cfg.suffix_length}-token suffixes, objective "
-                f"{cfg.objective}", ["suffixes", "success rate [Wilson 95%]",
-                                     "suffix cross-entropy (nats/token) [95% t]"], rows,
+                f"{cfg.objective}", SUMMARY_HEADERS, rows,
                 caption=f"n = {len(found)} items; success: the steered model with the suffix "
                         "scores at least what the unsteered model did")
     console.print(f"mean objective gain over the steered model: {fmt(summary['objective_gain'][0])}"
@@ -250,7 +280,7 @@ def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
     series = {f"item {e['item']}": ([_number(p["xent"]) for p in e["points"]],
                                     [_number(p["objective"]) for p in e["points"]])
               for e in shown}
-    natural = stats.mean_ci(_values(run, "natural_xent", cfg.objective))
+    natural = stats.mean_ci(_values(run.records(), "natural_xent", cfg.objective))
     save_scatter(path, series,
                  xlabel="suffix cross-entropy (nats/token; dashed: natural text)",
                  ylabel=f"objective ({cfg.objective}; higher = steering undone)",

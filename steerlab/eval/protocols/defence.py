@@ -181,40 +181,75 @@ def _measure(run: EvalRun, cell: str, lm: LoadedModel, ps: PromptSet, name: str,
     run.add(cell, records)
 
 
-def _report(run: EvalRun, sets: list[PromptSet], configs: dict[str, list[SteeringSpec]],
-            cells: dict[str, tuple[PromptSet, str]], cfg: DefenceConfig,
-            lm: LoadedModel) -> dict[tuple[str, str], tuple[float, float, float]]:
+def _ordered(values: Sequence[Any]) -> list[Any]:
+    return list(dict.fromkeys(v for v in values if v is not None))
+
+
+def refusal_table(records: Sequence[dict[str, Any]], set_names: Sequence[str] | None = None,
+                  config_names: Sequence[str] | None = None
+                  ) -> tuple[list[str], list[list[Any]], dict[tuple[str, str],
+                                                              tuple[float, float, float]]]:
+    """The study's table from its records: per configuration, the refusal rate (Wilson) on
+    AdvBench, on AdvBench with the GCG suffixes (pooled) and on XSTest's safe prompts, and the
+    phrase classifier's agreement with the judge (mean κ). Returns the columns, the rows and
+    every (set or group, configuration) → rate; the terminal table and the report's section are
+    both built from this.
+
+    Example:
+        >>> rec = lambda data, config, v: {"metric": "refusal_rate", "value": v, "n": 10,
+        ...                                "ci_low": v - 0.1, "ci_high": v + 0.1,
+        ...                                "data": data, "extra": {"config": config}}
+        >>> cols, rows, rates = refusal_table([rec("advbench", "unsteered", 0.2),
+        ...                                    rec("xstest:safe", "unsteered", 0.1)])
+        >>> cols
+        ['configuration', 'advbench', 'xstest:safe', 'judge κ']
+        >>> rates[("advbench", "unsteered")][0]
+        0.2
+    """
+    rates_ = [r for r in records if r.get("metric") == "refusal_rate"]
+    sets = list(set_names) if set_names is not None else _ordered([r.get("data")
+                                                                    for r in rates_])
+    configs = list(config_names) if config_names is not None else _ordered(
+        [(r.get("extra") or {}).get("config") for r in rates_])
+    cell = {(r.get("data"), (r.get("extra") or {}).get("config")): r for r in rates_}
     out: dict[tuple[str, str], tuple[float, float, float]] = {}
-    by_cell = {c: {r["metric"]: r for r in run.store.records(cell=c)} for c in cells}
-    for c, (ps, name) in cells.items():
-        rec = by_cell[c]["refusal_rate"]
-        out[(ps.name, name)] = (rec["value"], rec["ci_low"], rec["ci_high"])
-    # pooled over the suffixes
-    suffixed = [ps for ps in sets if ps.name.startswith("advbench+gcg")]
+    for (data, config), rec in cell.items():
+        out[(str(data), str(config))] = (rec["value"], rec["ci_low"], rec["ci_high"])
+    suffixed = [name for name in sets if name.startswith("advbench+gcg")]
     groups = ["advbench", *(["advbench+gcg (pooled)"] if suffixed else []), "xstest:safe"]
     rows = []
     for name in configs:
         row: list[Any] = [name]
         for group in groups:
-            members = suffixed if group.endswith("(pooled)") else [
-                ps for ps in sets if ps.name == group]
+            members = suffixed if group.endswith("(pooled)") else [group]
             hits = n = 0
-            for ps in members:
-                cell = next(c for c, (p, nm) in cells.items() if p is ps and nm == name)
-                rec = by_cell[cell]["refusal_rate"]
-                hits += round(rec["value"] * rec["n"])
-                n += rec["n"]
+            for member in members:
+                found = cell.get((member, name))
+                if found is not None:
+                    hits += round(found["value"] * found["n"])
+                    n += found["n"]
             rate = stats.wilson(hits, n)
             out[(group, name)] = rate
             row.append(fmt_ci(*rate, digits=2))
-        agree = [by_cell[c].get("classifier_agreement") for c, (_, nm) in cells.items()
-                 if nm == name]
-        kappas = [a["extra"]["kappa"] for a in agree if a is not None and "extra" in a]
+        kappas: list[float] = [
+            float(r["extra"]["kappa"]) for r in records
+            if r.get("metric") == "classifier_agreement"
+            and (r.get("extra") or {}).get("config") == name
+            and r["extra"].get("kappa") is not None]
         row.append(fmt(sum(kappas) / len(kappas), 2) if kappas else "–")
         rows.append(row)
+    return ["configuration", *groups, "judge κ"], rows, out
+
+
+def _report(run: EvalRun, sets: list[PromptSet], configs: dict[str, list[SteeringSpec]],
+            cells: dict[str, tuple[PromptSet, str]], cfg: DefenceConfig,
+            lm: LoadedModel) -> dict[tuple[str, str], tuple[float, float, float]]:
+    mine = [r for c in cells for r in run.store.records(cell=c)]
+    columns, rows, out = refusal_table(mine, [ps.name for ps in sets], list(configs))
+    groups = columns[1:-1]
+    suffixed = [ps for ps in sets if ps.name.startswith("advbench+gcg")]
     print_table(f"{lm.model_id}: refusal rate (phrase classifier) — harmful prompts should be "
-                "refused, XSTest safe prompts should not", ["configuration", *groups,
-                                                            "judge κ"], rows,
+                "refused, XSTest safe prompts should not", columns, rows,
                 caption=f"Wilson 95 % intervals; n = {len(sets[0].prompts)} prompts per set"
                         f"{f', {len(suffixed)} GCG suffixes pooled' if suffixed else ''}; κ: "
                         "agreement of the phrase classifier with the judge")
