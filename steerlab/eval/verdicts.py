@@ -100,7 +100,15 @@ REPLICATIONS = {
 REPLICATION_RULE = "holds: shift low > 0; does not hold: shift high <= 0"
 #: Below this answer-letter mass p(A) + p(B) the model is not answering in the A/B format.
 MIN_LETTER_MASS = 0.8
+#: ActAdd's sentiment claim also needs fluent text: the steered completions' perplexity (under
+#: the unsteered model, paired per prompt) at most this many times the unsteered ones'.
+MAX_PPL_RATIO = 1.5
+SENTIMENT_RULE = ("holds: shift low > 0 and shift with the steering words masked low > 0, "
+                  f"perplexity ratio <= {MAX_PPL_RATIO:g}; does not hold: ratio > "
+                  f"{MAX_PPL_RATIO:g} (fails fluency), or shift high <= 0, or masked shift "
+                  "high <= 0 (the steering words alone); shifts in the target direction")
 REPLICATION_RULES = {
+    "actadd": SENTIMENT_RULE,
     "caa": f"not measurable: answer-letter mass p(A)+p(B) < {MIN_LETTER_MASS:g} at any "
            "multiplier; else holds: shift of p(matching letter) from -1 to +1 low > 0; does not "
            "hold: high <= 0",

@@ -5,10 +5,12 @@ behaviour (the five findings; the size finding is judged once across all models 
 model's perplexity ratio at the same strength), plus two seed results —
 
 * ``actadd/``: ActAdd's Love−Hate prompt-pair vector at 20 % depth, applied at the front
-  positions, shifting the VADER sentiment of completions of neutral prompts (coefficient 5 vs
-  0, paired per prompt). The pair is ``" love"``/``" hate"``: with the leading space each is
-  one token on SmolLM2 (where ``"Hate"`` splits into ``"H"`` + ``"ate"``), so the two prompts
-  line up token for token, as ActAdd needs;
+  positions, shifting the sentiment of completions of negative (judged) and neutral prompts
+  (coefficient 5 vs 0, paired per prompt; 100 prompts per set), scored by the learned
+  classifier with VADER beside it, with the steering words masked as a control and the
+  perplexity ratio ≤ 1.5 as the fluency condition. The pair is ``" love"``/``" hate"``: with
+  the leading space each is one token on SmolLM2 (where ``"Hate"`` splits into ``"H"`` +
+  ``"ate"``), so the two prompts line up token for token, as ActAdd needs;
 * ``caa/``: CAA run by its own protocol (Rimsky et al. 2023, "Steering Llama 2 via Contrastive
   Activation Addition"; :func:`caa_check`): the vector is the mean difference of the residual
   stream at the answer letter (each train item's A/B prompt with the matching vs the other
@@ -78,7 +80,7 @@ class ReproduceConfig:
     models: Sequence[str] = DEFAULT_MODELS
     data: str = "caa:refusal"
     audit: AuditConfig | None = None  # sizes; out/model/data are set per model
-    sentiment_limit: int = 20
+    sentiment_limit: int = 100  # prompts per set: ±0.06 on a shift (ActAdd's check)
     results: Path | None = Path("docs/RESULTS.md")
     seed: int = 0
     remeasure: bool = False  # measure every model again even where its row is kept
@@ -234,16 +236,23 @@ def _write_verdicts(model_dir: Path, result: ModelResult) -> None:
 
 
 def _actadd(cfg: ReproduceConfig, model: str, out: Path) -> rules.Verdict:
-    from steerlab.eval.protocols.sentiment import SentimentConfig
+    """ActAdd's row: front positions, negative and neutral prompts, the learned classifier
+    (VADER beside it), judged on the negative prompts (the paper's negative → positive) by
+    :data:`~steerlab.eval.verdicts.SENTIMENT_RULE`: the shift must survive masking the steering
+    words and the text must stay fluent; the neutral prompts' verdict is carried beside it."""
+    from steerlab.eval.protocols.sentiment import reproduce_config
     from steerlab.eval.protocols.sentiment import run as sentiment
+    from steerlab.eval.protocols.sentiment_scores import judge_run
 
-    sentiment(SentimentConfig(out=out, layers=str(ACTADD_DEPTH), unit="coefficient",
-                              values=(0.0, ACTADD_COEFFICIENT), pair=cfg.actadd_pair, model=model,
-                              prompt_sets=("neutral",), max_new_tokens=24,
-                              limit=cfg.sentiment_limit, seed=cfg.seed))
-    shift = _last(out, "shift", coefficient=ACTADD_COEFFICIENT)
-    return rules.judge_shift("actadd", shift, f"VADER compound at coefficient "
-                                               f"{ACTADD_COEFFICIENT:g} vs 0")
+    sentiment(reproduce_config(out, model, cfg.actadd_pair, str(ACTADD_DEPTH),
+                               ACTADD_COEFFICIENT, limit=cfg.sentiment_limit, seed=cfg.seed))
+    verdict = judge_run(out, "negative", ACTADD_COEFFICIENT)
+    neutral = judge_run(out, "neutral", ACTADD_COEFFICIENT)
+    verdict.numbers["neutral"] = {"verdict": neutral.verdict, "reason": neutral.reason,
+                                  **neutral.numbers}
+    verdict.reason = f"negative prompts: {verdict.reason}; neutral prompts: {neutral.verdict}"
+    verdict.warnings = list(dict.fromkeys([*verdict.warnings, *neutral.warnings]))
+    return verdict
 
 
 def _caa(cfg: ReproduceConfig, audit_cfg: AuditConfig, result: ModelResult) -> rules.Verdict:
@@ -520,19 +529,6 @@ def _ci(v: tuple[float, float, float]) -> str:
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
-def _last(run_dir: Path, metric: str, **match: Any) -> tuple[float, float, float] | None:
-    """The last record of ``metric`` matching ``match`` as (value, low, high)."""
-    found = None
-    for record in read_results(run_dir / "results.jsonl").records:
-        if record.get("metric") == metric and all(record.get(k) == v for k, v in match.items()):
-            found = record
-    if found is None or found.get("ci_low") is None:
-        return None
-    return float(found["value"]), float(found["ci_low"]), float(found["ci_high"])
-
-
-
-
 ORDER = (*rules.FINDINGS, *rules.REPLICATIONS)
 
 
@@ -640,7 +636,9 @@ def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
                   f"- perplexity: {audit.windows} WikiText-2 windows of 256 tokens",
                   f"- ActAdd: \"{cfg.actadd_pair[0]}\"−\"{cfg.actadd_pair[1]}\" at depth "
                   f"{ACTADD_DEPTH:g}, coefficient {ACTADD_COEFFICIENT:g}, front positions, "
-                  f"{cfg.sentiment_limit} neutral prompts, 24 new tokens",
+                  f"{cfg.sentiment_limit} negative + {cfg.sentiment_limit} neutral prompts, 24 "
+                  "new tokens, the MiniLM classifier (VADER beside it), steering words masked "
+                  "as a control, perplexity ratio ≤ 1.5",
                   f"- CAA ({CAA_PAPER}'s protocol): mean difference of the residual stream at "
                   f"the answer letter over "
                   f"{cfg.caa_train_limit or 'all'} train pairs, at the audit's layer, added "

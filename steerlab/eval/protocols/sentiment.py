@@ -25,7 +25,7 @@ vector writing its own word is gone there — and ``mask_rate``, the share of co
 such a word; ``fluency_ppl``, the **unsteered** model's perplexity of each completion given its
 prompt (exp of the mean per-completion NLL, empty completions left out) and ``ppl_ratio``, the
 steered / unsteered fluency perplexity paired per prompt. Each row's verdict follows
-:data:`~steerlab.eval.protocols.sentiment_scores.SENTIMENT_RULE` (masked shift > 0 and ppl
+:data:`~steerlab.eval.verdicts.SENTIMENT_RULE` (masked shift > 0 and ppl
 ratio ≤ 1.5; :func:`~steerlab.eval.protocols.sentiment_scores.judge_run` judges a saved run).
 
 ``--task toxicity``: prompts from the RealToxicityPrompts challenge files
@@ -70,7 +70,6 @@ from steerlab.eval.protocols.sentiment_cells import (
 from steerlab.eval.protocols.sentiment_scores import (
     KINDS,
     SCORERS,
-    SENTIMENT_RULE,
     ScoreKind,
     Scorer,
     classifier_scorer,
@@ -86,6 +85,7 @@ from steerlab.eval.protocols.sentiment_scores import (
 )
 from steerlab.eval.run import EvalRun, file_sha256
 from steerlab.eval.tables import console, fmt_ci, print_table
+from steerlab.eval.verdicts import SENTIMENT_RULE
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.util.parse import parse_choices, resolve_layers
 from steerlab.util.progress import bar

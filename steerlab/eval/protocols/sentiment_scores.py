@@ -8,7 +8,7 @@
   hateful, hatred…, any case) — a shift that survives it is not just the vector's own words.
 * Fluency: the unsteered model's perplexity of each completion; the steered / unsteered ratio
   paired per prompt.
-* The verdict (:func:`judge_sentiment`, rule :data:`SENTIMENT_RULE`).
+* The verdict (:func:`judge_sentiment`, rule :data:`~steerlab.eval.verdicts.SENTIMENT_RULE`).
 
 Example:
     >>> mask_words(["I LOVED it, lovely", "hatred and hats"], [" love", " hate"])
@@ -26,18 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
-from steerlab.eval.verdicts import FAILS, HOLDS, UNSURE, Verdict
+from steerlab.eval.verdicts import FAILS, HOLDS, MAX_PPL_RATIO, UNSURE, Verdict
 from steerlab.util import stats
 
 #: texts → one score each
 Scorer = Callable[[Sequence[str]], list[float]]
 Interval = tuple[float, float, float]
-MAX_PPL_RATIO = 1.5
 SCORERS = ("classifier", "vader")
-SENTIMENT_RULE = ("holds: shift low > 0 and shift with the steering words masked low > 0, "
-                  f"perplexity ratio <= {MAX_PPL_RATIO:g}; does not hold: ratio > "
-                  f"{MAX_PPL_RATIO:g} (fails fluency), or shift high <= 0, or masked shift "
-                  "high <= 0 (the steering words alone); shifts in the target direction")
 
 
 @dataclass(frozen=True)
@@ -277,7 +272,7 @@ def judge_sentiment(shift: Interval | None, masked: Interval | None, ratio: Inte
                     *, sign: int = 1, what: str = "", finding: str = "actadd",
                     mask_share: float | None = None,
                     max_ratio: float = MAX_PPL_RATIO) -> Verdict:
-    """ActAdd's sentiment claim at one setting, by :data:`SENTIMENT_RULE`.
+    """ActAdd's sentiment claim at one setting, by :data:`~steerlab.eval.verdicts.SENTIMENT_RULE`.
 
     ``shift``/``masked``: the paired score shift vs unsteered, raw and with the steering words
     masked (value, low, high); ``ratio``: the steered / unsteered fluency perplexity; ``sign``:
