@@ -197,7 +197,7 @@ def report_page(run_dir: str | os.PathLike[str], *, title: str | None = None,
         >>> report_page("runs/sweep").sections[0].kind                      # doctest: +SKIP
         'sweep'
     """
-    from steerlab.report.sections import section_for
+    from steerlab.report.builders import section_for
 
     root = Path(run_dir)
     runs = find_runs(root)

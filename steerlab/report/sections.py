@@ -1,12 +1,14 @@
 """One report section per study, drawn from the run's ``results.jsonl`` (never from its PNGs).
 
-:func:`section_for` picks the builder by command: ``sweep`` (layer × strength heatmap,
-behaviour vs strength, effect / steerability / anti-steerable by layer), ``samples``
+:func:`~steerlab.report.builders.section_for` picks the builder by command: ``sweep`` (layer ×
+strength heatmap, behaviour vs strength, effect / steerability / anti-steerable by layer),
+``samples``
 (effect and cosine vs pair count), ``ood`` (ID vs OOD in two panels, each in its own unit, and
 the answers side by side), ``perplexity`` (ratio on a log axis), ``capabilities`` (accuracy and
 letter mass), ``sentiment`` (shift, rate, fluency, example completions), ``models`` (effect by
 model), ``prompting`` (steering vs prompting: score and fluency cost per condition, the answers
-side by side); anything else gets a table of its records. Each section carries its provenance and
+side by side); adversarial, defence and CAA's check are in :mod:`steerlab.report.robustness`;
+anything else gets a table of its records. Each section carries its provenance and
 the warnings a reader should see before trusting a number (n < 10, letter mass < 0.8, fewer
 than ~80 pairs, layer 0, a push larger than the residual stream, ...).
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,6 @@ from steerlab.report.page import (
     Generations,
     Section,
     Table,
-    slug,
     text_of,
 )
 from steerlab.report.runs import GENERATIONS, Run, field_of, read_json
@@ -987,35 +988,4 @@ def generic_section(ctx: Context) -> Section:
                                     f"first 300 of {len(run.records)} records"))
     section.generations += generations_tables(run, ctx.unit)
     ctx.check_items(run.records)
-    return section
-
-
-BUILDERS: dict[str, Callable[[Context], Section]] = {
-    "sweep": sweep_section, "samples": samples_section, "ood": ood_section,
-    "perplexity": perplexity_section, "capabilities": capabilities_section,
-    "sentiment": sentiment_section, "models": models_section, "prompting": prompting_section,
-}
-
-
-def section_for(run: Run, prefix: str | None = None) -> Section:
-    """The section of one run (its builder by command, else the generic table).
-
-    Example:
-        >>> section_for(Run(Path("."), ".", "mystery", {}, [])).kind
-        'mystery'
-    """
-    ctx = Context(run, prefix or slug(f"{run.rel}-{run.command}"))
-    section = BUILDERS.get(run.command, generic_section)(ctx)
-    if run.rel == ".":
-        section.title = run.command
-    elif Path(run.rel).name == run.command:
-        section.title = run.rel  # an audit's study directory is named after its command
-    else:
-        section.title = f"{run.command} · {run.rel}"
-    section.provenance = provenance(run)
-    section.settings = settings_rows(run)
-    if not run.records:
-        ctx.warn("no results yet: the run has settings but no finished cell")
-    ctx.check_missing(run.records)
-    section.warnings = [*run.problems, *ctx.warnings]
     return section

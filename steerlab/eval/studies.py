@@ -1,0 +1,85 @@
+"""The studies steerlab runs, one entry each: the one list the CLI, the report and the docs
+are checked against (``tests/unit/test_studies.py``), so a study cannot be added half-way.
+
+A study is a module under :mod:`steerlab.eval.protocols` with a config dataclass (its
+``settings()`` are what ``run.json`` records and a rerun must match) and ``run(config)``; its
+runs record ``command`` = the study's name. Adding one: the module and its tests, an entry
+here, a CLI command (``steerlab eval NAME`` in ``steerlab/cli/eval.py``), a report section
+(``steerlab/report/``), a docs page ``docs/evaluation/NAME.md``. The smallest study to copy is
+``capabilities``.
+
+Example:
+    >>> STUDIES["ood"].cli
+    ('eval', 'ood')
+    >>> STUDIES["ood"].config_class().__name__
+    'OODConfig'
+    >>> [s.name for s in STUDIES.values() if s.in_audit]
+    ['sweep', 'samples', 'ood', 'perplexity', 'adversarial', 'prompting']
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Study:
+    """One study: its name (the ``command`` its runs record), what it measures, where it
+    lives, how a user runs it and where it is documented."""
+
+    name: str
+    measures: str
+    config: str  # the config dataclass's name in the study's module
+    cli: tuple[str, ...]  # the command path under ``steerlab``
+    in_audit: bool = False  # one of ``steerlab audit``'s studies
+    module_name: str = ""  # under steerlab.eval.protocols; default: the name
+
+    @property
+    def module(self) -> str:
+        """The study's module path."""
+        return f"steerlab.eval.protocols.{self.module_name or self.name}"
+
+    @property
+    def docs_page(self) -> str:
+        """Its page under ``docs/``."""
+        return f"evaluation/{self.module_name or self.name}.md"
+
+    def config_class(self) -> type:
+        """The config dataclass (imports the study's module)."""
+        return getattr(importlib.import_module(self.module), self.config)
+
+    def runner(self) -> Callable[[Any], Any]:
+        """``run(config)`` of the study's module."""
+        return importlib.import_module(self.module).run
+
+
+def _eval(name: str, measures: str, config: str, in_audit: bool = False) -> Study:
+    return Study(name, measures, config, ("eval", name), in_audit)
+
+
+STUDIES: dict[str, Study] = {study.name: study for study in (
+    _eval("sweep", "behaviour score over layers × strengths on held-out items", "SweepConfig",
+          in_audit=True),
+    _eval("samples", "the effect against the number of contrast pairs (the ~80-pair plateau)",
+          "SamplesConfig", in_audit=True),
+    _eval("ood", "the effect in distribution and out of it (A/B, open-ended, judged)",
+          "OODConfig", in_audit=True),
+    _eval("perplexity", "the fluency cost: perplexity of natural text under steering",
+          "PerplexityConfig", in_audit=True),
+    _eval("capabilities", "MMLU / TruthfulQA accuracy and letter mass under steering",
+          "CapabilitiesConfig"),
+    _eval("sentiment", "ActAdd's sentiment (or toxicity) shift of generations, words masked",
+          "SentimentConfig"),
+    _eval("models", "the same protocol across models (size and family)", "ModelsConfig"),
+    _eval("defence", "refusal of harmful requests (plain and jailbroken) vs over-refusal",
+          "DefenceConfig"),
+    _eval("adversarial", "suffixes that undo steering, against random suffixes and natural text",
+          "AdversarialConfig", in_audit=True),
+    _eval("prompting", "steering against asking by instruction (system, prefix, few-shot)",
+          "PromptingConfig", in_audit=True),
+    Study("caa", "CAA's own A/B check (letter-token vector, ±1, letter mass)",
+          "ReproduceConfig", ("reproduce",), module_name="reproduce"),
+)}
