@@ -10,7 +10,7 @@ Example:
     >>> res = search(lm, ab_flip(lm, item), spec, epo(iterations=50))       # doctest: +SKIP
     >>> res.success, res.objective, res.xent, res.suffix_text               # doctest: +SKIP
 
-    The same calls on a tiny random-weight model and a two-iteration search:
+    The same calls on a tiny random-weight model and a one-iteration search:
 
     >>> from steerlab.testing.tiny import tiny_lm
     >>> lm = tiny_lm()
@@ -19,9 +19,9 @@ Example:
     ...                        progress=False)
     >>> spec = steerlab.SteeringSpec(vec, layers=[2], strength=0.4)
     >>> res = search(lm, ab_flip(lm, item), spec,
-    ...              epo(iterations=2, suffix_length=4, children=4, topk=16), progress=False)
+    ...              epo(iterations=1, suffix_length=3, children=2, topk=8), progress=False)
     >>> res.method, res.iterations, isinstance(res.suffix_text, str)
-    ('epo', 2, True)
+    ('epo', 1, True)
 """
 
 from steerlab.attack.fluency import suffix_xent

@@ -432,9 +432,9 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
         ...                        progress=False)
         >>> spec = steerlab.SteeringSpec(vec, layers=[2], strength=0.4)
         >>> res = search(lm, ab_flip(lm, item), spec,
-        ...              epo(iterations=2, suffix_length=4, children=4, topk=16), progress=False)
+        ...              epo(iterations=1, suffix_length=3, children=2, topk=8), progress=False)
         >>> type(res.success), len(res.suffix_ids), len(res.frontier) > 0
-        (<class 'bool'>, 4, True)
+        (<class 'bool'>, 3, True)
     """
     lm = _check_lm(lm)
     config = config or gcg()
@@ -533,7 +533,7 @@ def random_search(lm: LoadedModel, objective: Objective, steering: Steering = No
         >>> from steerlab.testing.tiny import tiny_lm
         >>> lm = tiny_lm()
         >>> obj = ab_flip(lm, steerlab.ABItem("Yes or no?\\n(A) Yes\\n(B) No", "(A)", "(B)"))
-        >>> cfg = gcg(suffix_length=4, iterations=2, children=8, topk=16)
+        >>> cfg = gcg(suffix_length=3, iterations=1, children=4, topk=8)
         >>> res = search(lm, obj, None, cfg, progress=False)
         >>> base = random_search(lm, obj, None, cfg, evaluations=res.evaluations, progress=False)
         >>> base.method, base.evaluations == res.evaluations, base.objective >= base.start_objective
