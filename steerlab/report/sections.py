@@ -810,25 +810,42 @@ def capabilities_section(ctx: Context) -> Section:
     return section
 
 
-SCORERS = {"sentiment": "VADER (compound −1..1)", "toxicity": "alt-profanity-check"}
-SENTIMENT_METRICS = {"sentiment": ("compound", "success_rate"),
+SCORERS = {"classifier": "the MiniLM + logistic-regression classifier (p(positive))",
+           "vader": "VADER (compound −1..1)", "toxicity": "alt-profanity-check"}
+SENTIMENT_METRICS = {"classifier": ("p_positive", "success_rate"),
+                     "vader": ("compound", "success_rate"),
                      "toxicity": ("toxicity", "toxic_rate")}
+
+
+def _sentiment_scorer(run: Run) -> str:
+    """``classifier`` / ``vader`` / ``toxicity``: what scored the run's completions (runs made
+    before the classifier have no ``scorer`` setting and were scored by VADER)."""
+    if str(run.settings.get("task") or "") == "toxicity" or run.select("toxicity"):
+        return "toxicity"
+    scorer = run.settings.get("scorer")
+    if scorer in SENTIMENT_METRICS:
+        return str(scorer)
+    return "classifier" if run.select("p_positive") else "vader"
 
 
 def sentiment_section(ctx: Context) -> Section:
     """Sentiment / toxicity shift, rate and fluency vs value; example completions."""
+    from steerlab.eval.protocols.sentiment_scores import judge_cell
+
     run, unit = ctx.run, ctx.unit
-    task = str(run.settings.get("task") or ("toxicity" if run.select("toxicity")
-                                            else "sentiment"))
-    mean_name, rate_name = SENTIMENT_METRICS.get(task, SENTIMENT_METRICS["sentiment"])
+    scorer = _sentiment_scorer(run)
+    task = "toxicity" if scorer == "toxicity" else "sentiment"
+    sign = -1 if task == "toxicity" or run.settings.get("target") == "negative" else 1
+    mean_name, rate_name = SENTIMENT_METRICS[scorer]
     scored = [r for r in run.select(mean_name) if not field_of(r, "baseline")]
     sets = list(dict.fromkeys(str(r.get("data")) for r in scored))
     layers = _sorted_unique(r.get("layer") for r in scored)
     values = _sorted_unique(_x(r, unit) for r in scored)
     section = Section(ctx.prefix, "", run.command,
-                      summary=f"{task}: completions scored by "
-                              f"{SCORERS.get(task, task)}; shift = paired change vs the "
-                              "unsteered model per prompt")
+                      summary=f"{task}: completions scored by {SCORERS[scorer]}; shift = "
+                              "paired change vs the unsteered model per prompt, also with the "
+                              "steering words masked; ppl ratio = the steered completions' "
+                              "perplexity over the unsteered ones' (the verdict needs ≤ 1.5)")
     lines: dict[str, list[fg.Line]] = {"shift": [], rate_name: [], "fluency_ppl": []}
     for name in sets:
         for k in layers:
@@ -853,15 +870,22 @@ def sentiment_section(ctx: Context) -> Section:
         for name in sets:
             for k in layers:
                 for v in values:
-                    got = {m: _one([r for r in run.select(m, data=name, layer=k)
-                                    if _x(r, unit) == v])
-                           for m in (mean_name, rate_name, "shift", "fluency_ppl")}
+                    cell = [r for r in run.records if r.get("data") == name
+                            and r.get("layer") == k and _x(r, unit) == v
+                            and not field_of(r, "baseline")]
+                    got = {m: _one([r for r in cell if r.get("metric") == m])
+                           for m in (mean_name, rate_name, "shift", "shift_masked",
+                                     "ppl_ratio", "fluency_ppl")}
+                    verdict = "–" if not v or got["shift"] is None else judge_cell(
+                        cell, sign=sign).verdict
                     rows.append([name, str(k), signed(v), rec_ci(got[mean_name]),
                                  rec_ci(got[rate_name]), rec_ci(got["shift"]),
-                                 rec_ci(got["fluency_ppl"], 1),
+                                 rec_ci(got["shift_masked"]), rec_ci(got["ppl_ratio"], 2),
+                                 rec_ci(got["fluency_ppl"], 1), verdict,
                                  text_of((got[mean_name] or {}).get("n"))])
         section.tables.append(Table(task, ["prompts", "layer", unit, mean_name, rate_name,
-                                           "shift [95 % CI]", "fluency ppl", "n"], rows))
+                                           "shift [95 % CI]", "shift, words masked",
+                                           "ppl ratio", "fluency ppl", "verdict", "n"], rows))
         section.generations += _sentiment_examples(run, unit, mean_name, sets, layers, values)
     ctx.check_items(scored, "completions")
     ctx.check_layers(layers)
