@@ -13,8 +13,9 @@ from typing import Any
 import typer
 
 from steerlab.cli import options as opt
+from steerlab.eval.studies import AUDIT_STEPS
 
-STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")
+STUDIES = AUDIT_STEPS
 
 
 class SIZES:

@@ -83,3 +83,7 @@ STUDIES: dict[str, Study] = {study.name: study for study in (
     Study("caa", "CAA's own A/B check (letter-token vector, ±1, letter mass)",
           "ReproduceConfig", ("reproduce",), module_name="reproduce"),
 )}
+
+#: ``steerlab audit``'s steps in the order it runs them: its studies, then ``size`` (judged
+#: across the audit's own runs, no study of its own).
+AUDIT_STEPS = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")

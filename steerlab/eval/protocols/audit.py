@@ -44,10 +44,11 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.store import read_results
+from steerlab.eval.studies import AUDIT_STEPS
 from steerlab.eval.tables import console, print_table
 from steerlab.util.io import write_json
 
-STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")
+STUDIES = AUDIT_STEPS  # the registry's (steerlab.eval.studies)
 Interval = tuple[float, float, float]
 
 
