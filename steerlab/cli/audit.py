@@ -13,9 +13,10 @@ from typing import Any
 import typer
 
 from steerlab.cli import options as opt
-from steerlab.eval.studies import AUDIT_STEPS
 
-STUDIES = AUDIT_STEPS
+# a copy of steerlab.eval.studies.AUDIT_STEPS, so --help imports no eval module; tests/unit/
+# test_audit.py holds the two equal
+STUDIES = ("sweep", "samples", "ood", "adversarial", "perplexity", "prompting", "size")
 
 
 class SIZES:
