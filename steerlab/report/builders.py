@@ -17,22 +17,21 @@ from collections.abc import Callable
 from pathlib import Path
 
 from steerlab.report import robustness
+from steerlab.report.generation_sections import (
+    ood_section,
+    prompting_section,
+    sentiment_section,
+)
 from steerlab.report.page import Section, slug
 from steerlab.report.runs import Run
-from steerlab.report.sections import (
-    Context,
+from steerlab.report.score_sections import (
     capabilities_section,
-    generic_section,
     models_section,
-    ood_section,
     perplexity_section,
-    prompting_section,
-    provenance,
     samples_section,
-    sentiment_section,
-    settings_rows,
     sweep_section,
 )
+from steerlab.report.sections import Context, generic_section, provenance, settings_rows
 
 BUILDERS: dict[str, Callable[[Context], Section]] = {
     "sweep": sweep_section, "samples": samples_section, "ood": ood_section,

@@ -325,8 +325,8 @@ def test_verdicts_below_the_root_get_a_table_each(runs: dict[str, Path],
 def test_ood_prefers_the_effect_records_it_stored(runs: dict[str, Path],
                                                   tmp_path: Path) -> None:
     from steerlab.eval.store import make_record
+    from steerlab.report.generation_sections import ood_effects
     from steerlab.report.runs import find_runs
-    from steerlab.report.sections import ood_effects
 
     target = tmp_path / "ood"
     shutil.copytree(runs["ood"], target)
