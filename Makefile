@@ -75,10 +75,10 @@ bench: model llamacpp vllm
 test-compat:
 	PY=$(PY) tools/test-compat.sh
 
-# the fast tier: in-process unit tests on tiny models (no CLI processes, no whole studies);
-# see tests/conftest.py for the tiers
+# the fast tier: in-process unit tests on tiny models (no CLI processes, no whole studies), on two
+# workers (pytest-xdist); see tests/conftest.py for the tiers
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest tests/unit -q -m "not e2e and not integration and not vllm"
+	$(BIN)/python -m pytest tests/unit -q -n 2 -m "not e2e and not integration and not vllm"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
