@@ -11,8 +11,9 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 #: The test tiers (`make test-unit` runs the first): **unit** (fast, in-process, tiny models),
 #: **e2e** (tiny end to end: tests that run steerlab commands in their own processes through a
-#: ``cli`` fixture, whole studies run through (``*end_to_end*``), and the tests named below), **integration** (real models and
-#: data) and **vllm** (the real engine). `make test` runs them all.
+#: ``cli`` fixture, whole studies run through (``*end_to_end*``), and the tests named below),
+#: **integration** (real models and data) and **vllm** (the real engine). `make test` runs them
+#: all.
 E2E_TESTS = {
     "test_coverage.py",  # every causal-LM type of transformers, built and checked (minutes)
     "test_audit.py",  # the audit and reproduce end to end on tiny models
