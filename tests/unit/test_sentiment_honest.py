@@ -13,15 +13,15 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.eval.protocols import sentiment as sent
 from steerlab.eval.protocols import sentiment_scores as sc
-from steerlab.model.load import LoadedModel, as_loaded
+from steerlab.model.load import LoadedModel
 from steerlab.scoring import sentiment_classifier as clf_mod
-from steerlab.testing.tiny import tiny_model, tiny_tokenizer
+from steerlab.testing.tiny import tiny_lm
 from steerlab.vector import SteeringVector
 
 
 @pytest.fixture(scope="module")
 def lm() -> LoadedModel:
-    return as_loaded(tiny_model("llama"), tiny_tokenizer())
+    return tiny_lm("llama")
 
 
 @pytest.fixture(scope="module")
