@@ -26,16 +26,16 @@ from steerlab.report.sections import (
     JUDGE_SPAN,
     MAX_SHOWN_GENERATIONS,
     Context,
-    _band,
-    _layers_text,
-    _one,
-    _rows_of_generations,
-    _sorted_unique,
-    _x,
+    band_of,
     generations_tables,
+    last_record,
+    layers_text,
     n_text,
     rec_ci,
+    rows_of_generations,
     signed,
+    sorted_unique,
+    unit_value,
     value_label,
 )
 from steerlab.util import stats
@@ -59,8 +59,9 @@ def ood_effects(run: Run, unit: str) -> list[dict[str, Any]]:
     for rec in run.select("effect"):
         kind = field_of(rec, "kind") or ("id" if rec.get("split") == "test" else "ood")
         out.append({"group": str(field_of(rec, "group") or rec.get("data")), "kind": kind,
-                    "layer": rec.get("layer"), "value": _x(rec, unit), "mean": rec.get("value"),
-                    "low": rec.get("ci_low"), "high": rec.get("ci_high"), "n": rec.get("n"),
+                    "layer": rec.get("layer"), "value": unit_value(rec, unit),
+                    "mean": rec.get("value"), "low": rec.get("ci_low"),
+                    "high": rec.get("ci_high"), "n": rec.get("n"),
                     "baseline": field_of(rec, "baseline")})
     if out:
         return out
@@ -72,12 +73,12 @@ def ood_effects(run: Run, unit: str) -> list[dict[str, Any]]:
         pooled: dict[tuple[str, Any, float], tuple[list[float], list[float]]] = {}
         for data, layer in keys:
             group = [r for r in recs if str(r.get("data")) == data and r.get("layer") == layer]
-            zero = _one([r for r in group if _x(r, unit) == 0.0])
+            zero = last_record([r for r in group if unit_value(r, unit) == 0.0])
             if zero is None or not field_of(zero, "scores"):
                 continue
             base = [float(x) for x in field_of(zero, "scores")]
             for rec in group:
-                value = _x(rec, unit)
+                value = unit_value(rec, unit)
                 at = field_of(rec, "scores")
                 if value in (None, 0.0) or not at or len(at) != len(base):
                     continue
@@ -109,10 +110,10 @@ def ood_section(ctx: Context) -> Section:
     """ID vs OOD effect (two panels, own units), judge coverage, answers side by side."""
     run, unit = ctx.run, ctx.unit
     effects = ood_effects(run, unit)
-    layers = _sorted_unique(e["layer"] for e in effects) or _sorted_unique(
+    layers = sorted_unique(e["layer"] for e in effects) or sorted_unique(
         r.get("layer") for r in run.records)
-    values = _sorted_unique(e["value"] for e in effects)
-    trait = run.settings.get("trait") or _sorted_unique(
+    values = sorted_unique(e["value"] for e in effects)
+    trait = run.settings.get("trait") or sorted_unique(
         field_of(r, "trait") for r in run.records)
     section = Section(ctx.prefix, "", run.command,
                       summary=f"trait {text_of(trait)}: effect of each value vs the unsteered "
@@ -145,7 +146,7 @@ def ood_section(ctx: Context) -> Section:
             "in distribution vs out of distribution", panels,
             n=n_text([{"n": e["n"]} for e in effects], "items (prompts) per bar"),
             band="error bars: 95 % Student-t interval over items, paired with the unsteered "
-                 "model (each panel in its own unit)", layer=_layers_text(layers)))
+                 "model (each panel in its own unit)", layer=layers_text(layers)))
     rows = []
     for e in effects:
         rows.append([str(e["group"]), str(e["layer"]), value_label(unit, float(e["value"])),
@@ -199,8 +200,8 @@ def sentiment_section(ctx: Context) -> Section:
     mean_name, rate_name = SENTIMENT_METRICS[scorer]
     scored = [r for r in run.select(mean_name) if not field_of(r, "baseline")]
     sets = list(dict.fromkeys(str(r.get("data")) for r in scored))
-    layers = _sorted_unique(r.get("layer") for r in scored)
-    values = _sorted_unique(_x(r, unit) for r in scored)
+    layers = sorted_unique(r.get("layer") for r in scored)
+    values = sorted_unique(unit_value(r, unit) for r in scored)
     section = Section(ctx.prefix, "", run.command,
                       summary=f"{task}: completions scored by {SCORERS[scorer]}; shift = "
                               "paired change vs the unsteered model per prompt, also with the "
@@ -211,9 +212,9 @@ def sentiment_section(ctx: Context) -> Section:
         for k in layers:
             label = name.split(":", 1)[-1] + ("" if len(layers) == 1 else f" L{k}")
             for metric in lines:
-                recs = [_one([r for r in run.select(metric, data=name, layer=k)
-                              if _x(r, unit) == v]) for v in values]
-                lines[metric].append(fg.Line(label, values, *_band(recs)))
+                recs = [last_record([r for r in run.select(metric, data=name, layer=k)
+                                     if unit_value(r, unit) == v]) for v in values]
+                lines[metric].append(fg.Line(label, values, *band_of(recs)))
     if scored:
         section.figures.append(ctx.figure(
             f"{task} under steering",
@@ -225,15 +226,15 @@ def sentiment_section(ctx: Context) -> Section:
                        lines["fluency_ppl"], logy=True)],
             n=n_text(scored, "completions per point"),
             band="shift: 95 % t interval paired per prompt; rate: Wilson 95 %; fluency: exp "
-                 "of the 95 % t interval of the mean NLL", layer=_layers_text(layers)))
+                 "of the 95 % t interval of the mean NLL", layer=layers_text(layers)))
         rows = []
         for name in sets:
             for k in layers:
                 for v in values:
                     cell = [r for r in run.records if r.get("data") == name
-                            and r.get("layer") == k and _x(r, unit) == v
+                            and r.get("layer") == k and unit_value(r, unit) == v
                             and not field_of(r, "baseline")]
-                    got = {m: _one([r for r in cell if r.get("metric") == m])
+                    got = {m: last_record([r for r in cell if r.get("metric") == m])
                            for m in (mean_name, rate_name, "shift", "shift_masked",
                                      "ppl_ratio", "fluency_ppl")}
                     verdict = "–" if not v or got["shift"] is None else judge_cell(
@@ -260,8 +261,8 @@ def _sentiment_examples(run: Run, unit: str, metric: str, sets: list[str], layer
         for k in layers:
             columns: list[list[str]] = []
             for v in values:
-                rec = _one([r for r in run.select(metric, data=name, layer=k)
-                            if _x(r, unit) == v])
+                rec = last_record([r for r in run.select(metric, data=name, layer=k)
+                                   if unit_value(r, unit) == v])
                 examples = field_of(rec, "examples") if rec else None
                 columns.append([str(x) for x in examples] if isinstance(examples, list) else [])
             depth = max((len(c) for c in columns), default=0)
@@ -289,11 +290,11 @@ def prompting_section(ctx: Context) -> Section:
     run = ctx.run
 
     def of(metric: str, condition: str) -> dict[str, Any] | None:
-        return _one(run.select(metric, condition=condition))
+        return last_record(run.select(metric, condition=condition))
 
     conditions = [c for c in PROMPTING_CONDITIONS if of("score", c) is not None]
-    diff = _one(run.select("difference"))
-    layer = _layers_text(r.get("layer") for r in run.select("score"))
+    diff = last_record(run.select("difference"))
+    layer = layers_text(r.get("layer") for r in run.select("score"))
     section = Section(ctx.prefix, "", run.command,
                       summary="the same test items under each condition, scored as eval sweep "
                               "scores them; vector − prompt = "
@@ -303,7 +304,7 @@ def prompting_section(ctx: Context) -> Section:
         section.figures.append(ctx.figure(
             "steering vs prompting", [
                 fg.Bars("behaviour score", "score", conditions,
-                        {"score": _band([of("score", c) for c in conditions])},
+                        {"score": band_of([of("score", c) for c in conditions])},
                         ylim=(0.0, 1.0), hline=None),
                 fg.Bars("fluency cost of the answers", "perplexity ratio vs baseline",
                         conditions, {"ratio": (
@@ -331,7 +332,7 @@ def prompting_section(ctx: Context) -> Section:
                 for c, r in agree if isinstance(field_of(r, "kappa"), int | float)))
     answers = run.path / "answers.jsonl"
     if answers.is_file():
-        rows, _ = _rows_of_generations(answers)
+        rows, _ = rows_of_generations(answers)
         by_id: dict[str, dict[str, dict[str, Any]]] = {}
         for row in rows:
             by_id.setdefault(str(row.get("id")), {})[str(row.get("condition"))] = row
@@ -347,7 +348,7 @@ def prompting_section(ctx: Context) -> Section:
     ctx.check_items(run.select("score"))
     ctx.check_layers(r.get("layer") for r in run.select("score"))
     ctx.check_pairs(r.get("n_pairs") for r in run.select("score"))
-    ctx.check_values(_x(r, ctx.unit) or 0.0 for r in run.select("score"))
+    ctx.check_values(unit_value(r, ctx.unit) or 0.0 for r in run.select("score"))
     return section
 
 

@@ -22,16 +22,16 @@ from steerlab.report.runs import field_of
 from steerlab.report.sections import (
     MIN_LETTER_MASS,
     Context,
-    _band,
-    _base_rate,
-    _choice,
-    _layers_text,
-    _one,
-    _sorted_unique,
-    _x,
+    band_of,
+    last_record,
+    layer_choice,
+    layers_text,
     n_text,
     rec_ci,
     signed,
+    sorted_unique,
+    unit_value,
+    warn_base_rate,
 )
 from steerlab.util import stats
 
@@ -41,14 +41,15 @@ def sweep_section(ctx: Context) -> Section:
     run, unit = ctx.run, ctx.unit
     val = run.select("score", split="val")
     test = run.select("score", split="test")
-    layers = _sorted_unique(r.get("layer") for r in val)
-    values = _sorted_unique(_x(r, unit) for r in [*val, *test])
-    chosen, reason = _choice(run, layers)
-    tested = _sorted_unique(r.get("layer") for r in test)
+    layers = sorted_unique(r.get("layer") for r in val)
+    values = sorted_unique(unit_value(r, unit) for r in [*val, *test])
+    chosen, reason = layer_choice(run, layers)
+    tested = sorted_unique(r.get("layer") for r in test)
     section = Section(ctx.prefix, "", run.command, summary=reason)
-    data = text_of(run.settings.get("data") or _sorted_unique(r.get("data") for r in val))
+    data = text_of(run.settings.get("data") or sorted_unique(r.get("data") for r in val))
     if layers and values:
-        grid = [[(_one([r for r in val if r.get("layer") == k and _x(r, unit) == v]) or {}
+        grid = [[(last_record([r for r in val
+                               if r.get("layer") == k and unit_value(r, unit) == v]) or {}
                   ).get("value") for v in values] for k in layers]
         section.figures.append(ctx.figure(
             f"validation behaviour score, layer × {unit}",
@@ -56,15 +57,16 @@ def sweep_section(ctx: Context) -> Section:
                      [f"{v:g}" for v in values], xlabel=unit, ylabel="layer",
                      cbar="p(matching) / (p(A)+p(B))", center=0.5)],
             n=n_text(val, "val items per cell"), band="none: each cell is a mean over the "
-            "items (intervals per layer in the table below)", layer=_layers_text(layers)))
+            "items (intervals per layer in the table below)", layer=layers_text(layers)))
     panels: list[fg.Panel] = []
     if val:
         shown = layers if len(layers) <= 6 else [k for k in layers if k in (chosen, *tested)]
         lines = []
         for k in shown:
-            recs = [_one([r for r in val if r.get("layer") == k and _x(r, unit) == v])
+            recs = [last_record([r for r in val
+                                 if r.get("layer") == k and unit_value(r, unit) == v])
                     for v in values]
-            mean, low, high = _band(recs)
+            mean, low, high = band_of(recs)
             banded = len(shown) <= 4
             lines.append(fg.Line(f"val, layer {k}", values, mean, low if banded else None,
                                  high if banded else None, dashed=True))
@@ -72,25 +74,26 @@ def sweep_section(ctx: Context) -> Section:
                                 ylim=(0.0, 1.0)))
     if test:
         for k in tested:
-            recs = [_one([r for r in test if r.get("layer") == k and _x(r, unit) == v])
+            recs = [last_record([r for r in test
+                                 if r.get("layer") == k and unit_value(r, unit) == v])
                     for v in values]
             label = f"test, layer {k}" + ("" if k == chosen else " (not significant on val)")
             panels.append(fg.Curves("test (layer chosen on val)", unit, "behaviour score",
-                                    [fg.Line(label, values, *_band(recs))], hline=0.5,
+                                    [fg.Line(label, values, *band_of(recs))], hline=0.5,
                                     ylim=(0.0, 1.0)))
     if panels:
         section.figures.append(ctx.figure(
             f"behaviour score vs {unit}", panels,
             n=n_text([*val, *test], "items per point"),
             band="95 % Student-t interval over items (clipped to [0, 1])",
-            layer=_layers_text([*tested, *(layers if len(layers) <= 6 else [])])))
+            layer=layers_text([*tested, *(layers if len(layers) <= 6 else [])])))
     section.figures += _per_layer_figures(ctx, "val", layers, chosen)
     section.tables.append(_per_layer_table(ctx, layers, chosen, tested))
     ctx.check_items([*val, *test])
     ctx.check_layers(layers)
     ctx.check_values(values)
     ctx.check_pairs(r.get("n_pairs") for r in val)
-    _base_rate(ctx, val, "validation")
+    warn_base_rate(ctx, val, "validation")
     if chosen is None and layers:
         ctx.warn(f"no layer was chosen: {reason}")
     return section
@@ -106,11 +109,11 @@ def _per_layer_figures(ctx: Context, split: str, layers: list[int],
             ("effect", "effect: score(max) − score(min)", 0.0, None),
             ("steerability", "steerability (slope of propensity)", 0.0, None),
             ("anti_steerable", "anti-steerable share of items", None, (0.0, 1.0))):
-        recs = [_one(run.select(metric, split=split, layer=k, **match)) for k in layers]
+        recs = [last_record(run.select(metric, split=split, layer=k, **match)) for k in layers]
         if all(r is None for r in recs):
             continue
         panels.append(fg.Curves(metric.replace("_", "-"), "layer", ylabel,
-                                [fg.Line(f"{split}", [float(k) for k in layers], *_band(recs))],
+                                [fg.Line(f"{split}", [float(k) for k in layers], *band_of(recs))],
                                 hline=hline, ylim=ylim, integer_x=True,
                                 vline=None if chosen is None else float(chosen)))
     if not panels:
@@ -120,7 +123,7 @@ def _per_layer_figures(ctx: Context, split: str, layers: list[int],
         f"effect, steerability and anti-steerable fraction by layer ({split})", panels,
         n=n_text(effects, "items per layer"),
         band="95 % Student-t interval over items; anti-steerable: Wilson 95 % interval "
-             "(dotted line: the chosen layer)", layer=_layers_text(layers))]
+             "(dotted line: the chosen layer)", layer=layers_text(layers))]
 
 
 def _per_layer_table(ctx: Context, layers: list[int], chosen: int | None,
@@ -129,7 +132,7 @@ def _per_layer_table(ctx: Context, layers: list[int], chosen: int | None,
     rows, marks = [], []
     for split, which in (("val", layers), ("test", tested)):
         for k in which:
-            got = {m: _one(run.select(m, split=split, layer=k, **match))
+            got = {m: last_record(run.select(m, split=split, layer=k, **match))
                    for m in ("effect", "steerability", "anti_steerable")}
             if all(v is None for v in got.values()):
                 continue
@@ -153,17 +156,17 @@ def models_section(ctx: Context) -> Section:
     val_band: list[dict[str, Any] | None] = []
     test_band: list[dict[str, Any] | None] = []
     for name in names:
-        layers = _sorted_unique(r.get("layer") for r in run.select("effect", split="val",
-                                                                   model=name))
-        chosen, _ = _choice(run, layers, model=name)
-        tested = _sorted_unique(r.get("layer") for r in run.select("effect", split="test",
-                                                                   model=name))
+        layers = sorted_unique(r.get("layer") for r in run.select("effect", split="val",
+                                                                  model=name))
+        chosen, _ = layer_choice(run, layers, model=name)
+        tested = sorted_unique(r.get("layer") for r in run.select("effect", split="test",
+                                                                  model=name))
         layer = tested[0] if tested else chosen
-        val = _one(run.select("effect", split="val", model=name, layer=layer))
-        test = _one(run.select("effect", split="test", model=name, layer=layer))
+        val = last_record(run.select("effect", split="val", model=name, layer=layer))
+        test = last_record(run.select("effect", split="test", model=name, layer=layer))
         val_band.append(val)
         test_band.append(test)
-        rows.append([name, _layers_text(layers), "–" if layer is None else str(layer),
+        rows.append([name, layers_text(layers), "–" if layer is None else str(layer),
                      "yes" if chosen is not None else "no (largest, n.s.)", rec_ci(val),
                      rec_ci(test), text_of(None if test is None else test.get("n"))])
         marks.append("" if chosen is not None else "muted")
@@ -176,7 +179,7 @@ def models_section(ctx: Context) -> Section:
             "steering effect by model", [fg.Bars(
                 "effect at the chosen layer", "score(max) − score(min)",
                 [n.rsplit("/", 1)[-1] for n in names],
-                {"val": _band(val_band), "test": _band(test_band)}, ylim=(-1.0, 1.0))],
+                {"val": band_of(val_band), "test": band_of(test_band)}, ylim=(-1.0, 1.0))],
             n=n_text([r for r in test_band if r], "test items per model"),
             band="error bars: 95 % Student-t interval over items (paired)",
             layer="chosen per model (table)", model=", ".join(names)))
@@ -198,8 +201,8 @@ def samples_section(ctx: Context) -> Section:
     """Effect and cosine to the full-data vector vs the number of pairs, with the plateau."""
     run = ctx.run
     effects = run.select("effect")
-    sizes = _sorted_unique(r.get("n_pairs") for r in effects)
-    layer = _layers_text(r.get("layer") for r in effects)
+    sizes = sorted_unique(r.get("n_pairs") for r in effects)
+    layer = layers_text(r.get("layer") for r in effects)
     summary: dict[str, list[tuple[float, float, float, int]]] = {"effect": [], "cosine": []}
     for metric, bounds in (("effect", (-1.0, 1.0)), ("cosine", (-1.0, 1.0))):
         for n in sizes:
@@ -257,20 +260,20 @@ def perplexity_section(ctx: Context) -> Section:
     """Steered / unsteered perplexity ratio vs value, per layer, on a log axis."""
     run, unit = ctx.run, ctx.unit
     ratios = run.select("ppl_ratio")
-    layers = _sorted_unique(r.get("layer") for r in ratios)
-    values = _sorted_unique(_x(r, unit) for r in ratios)
-    base = _one([r for r in run.select("ppl") if field_of(r, "baseline")])
+    layers = sorted_unique(r.get("layer") for r in ratios)
+    values = sorted_unique(unit_value(r, unit) for r in ratios)
+    base = last_record([r for r in run.select("ppl") if field_of(r, "baseline")])
     window = field_of(ratios[0], "tokens_per_window") if ratios else None
-    data = text_of(_sorted_unique(r.get("data") for r in ratios))
+    data = text_of(sorted_unique(r.get("data") for r in ratios))
     section = Section(ctx.prefix, "", run.command,
                       summary=f"{data}: unsteered perplexity {rec_ci(base, 2)}; the ratio is "
                               "exp of the mean paired per-window NLL difference")
     if ratios:
-        lines = [fg.Line(f"layer {k}", values, *_band(
-            [_one([r for r in ratios if r.get("layer") == k and _x(r, unit) == v])
+        lines = [fg.Line(f"layer {k}", values, *band_of(
+            [last_record([r for r in ratios if r.get("layer") == k and unit_value(r, unit) == v])
              for v in values])) for k in layers]
-        ppl_lines = [fg.Line(f"layer {k}", values, *_band(
-            [_one([r for r in run.select("ppl", layer=k) if _x(r, unit) == v])
+        ppl_lines = [fg.Line(f"layer {k}", values, *band_of(
+            [last_record([r for r in run.select("ppl", layer=k) if unit_value(r, unit) == v])
              for v in values])) for k in layers]
         section.figures.append(ctx.figure(
             "perplexity cost of steering",
@@ -279,12 +282,13 @@ def perplexity_section(ctx: Context) -> Section:
              fg.Curves("perplexity", unit, "perplexity (log scale)", ppl_lines, logy=True,
                        hline=None if base is None else base.get("value"))],
             n=n_text(ratios, "windows") + (f" × {window} scored tokens" if window else ""),
-            band="95 % paired percentile bootstrap over windows", layer=_layers_text(layers)))
+            band="95 % paired percentile bootstrap over windows", layer=layers_text(layers)))
         section.tables.append(Table(
             "perplexity", ["layer", unit, "perplexity [95 % CI]", "ratio [95 % CI]", "windows"],
-            [[str(r.get("layer")), signed(_x(r, unit)),
-              rec_ci(_one([p for p in run.select("ppl", layer=r.get("layer"))
-                           if _x(p, unit) == _x(r, unit)]), 2), rec_ci(r), text_of(r.get("n"))]
+            [[str(r.get("layer")), signed(unit_value(r, unit)),
+              rec_ci(last_record([p for p in run.select("ppl", layer=r.get("layer"))
+                                  if unit_value(p, unit) == unit_value(r, unit)]), 2),
+              rec_ci(r), text_of(r.get("n"))]
              for r in ratios]))
         worst = max((float(r["value"]) for r in ratios if r.get("value") is not None),
                     default=1.0)
@@ -301,9 +305,9 @@ def capabilities_section(ctx: Context) -> Section:
     """MMLU / TruthfulQA A/B accuracy and letter mass vs value."""
     run, unit = ctx.run, ctx.unit
     acc = run.select("accuracy")
-    benches = _sorted_unique(str(r.get("data")) for r in acc)
-    layers = _sorted_unique(r.get("layer") for r in acc)
-    values = _sorted_unique(_x(r, unit) for r in acc)
+    benches = sorted_unique(str(r.get("data")) for r in acc)
+    layers = sorted_unique(r.get("layer") for r in acc)
+    values = sorted_unique(unit_value(r, unit) for r in acc)
     section = Section(ctx.prefix, "", run.command,
                       summary="accuracy = share of items whose correct letter is likelier; "
                               "letter mass = p(A) + p(B), how much the model answers in the "
@@ -312,12 +316,12 @@ def capabilities_section(ctx: Context) -> Section:
     for bench in benches:
         for k in layers:
             name = bench.removeprefix("capabilities:") + ("" if len(layers) == 1 else f" L{k}")
-            a = [_one([r for r in acc if r.get("data") == bench and r.get("layer") == k
-                       and _x(r, unit) == v]) for v in values]
-            m = [_one([r for r in run.select("letter_mass", data=bench, layer=k)
-                       if _x(r, unit) == v]) for v in values]
-            acc_lines.append(fg.Line(name, values, *_band(a)))
-            mass_lines.append(fg.Line(name, values, *_band(m)))
+            a = [last_record([r for r in acc if r.get("data") == bench and r.get("layer") == k
+                              and unit_value(r, unit) == v]) for v in values]
+            m = [last_record([r for r in run.select("letter_mass", data=bench, layer=k)
+                              if unit_value(r, unit) == v]) for v in values]
+            acc_lines.append(fg.Line(name, values, *band_of(a)))
+            mass_lines.append(fg.Line(name, values, *band_of(m)))
             for v, ra, rm in zip(values, a, m, strict=True):
                 rows.append([name, signed(v), rec_ci(ra), rec_ci(rm),
                              text_of(None if ra is None else ra.get("n"))])
@@ -330,7 +334,7 @@ def capabilities_section(ctx: Context) -> Section:
             n=n_text(acc, "items per benchmark"),
             band="accuracy: Wilson 95 % interval; letter mass: 95 % Student-t interval "
                  f"(dashed: chance 0.5 and the {MIN_LETTER_MASS} mass threshold)",
-            layer=_layers_text(layers)))
+            layer=layers_text(layers)))
         section.tables.append(Table("capabilities", ["benchmark", unit, "accuracy [95 % CI]",
                                                      "letter mass [95 % CI]", "n"], rows))
     low = [r for r in run.select("letter_mass") if r.get("value") is not None

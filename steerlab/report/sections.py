@@ -96,22 +96,26 @@ def signed(value: float | None) -> str:
     return "0" if value == 0 else f"{value:+g}"
 
 
-def _x(record: dict[str, Any], unit: str) -> float | None:
+def unit_value(record: dict[str, Any], unit: str) -> float | None:
+    """The record's value of ``unit`` (``strength``, ``coefficient``) as a float; None if unset."""
     value = record.get(unit)
     return None if value is None else float(value)
 
 
-def _sorted_unique(values: Iterable[Any]) -> list[Any]:
+def sorted_unique(values: Iterable[Any]) -> list[Any]:
+    """The distinct values, sorted, ``None`` left out."""
     return sorted({v for v in values if v is not None})
 
 
-def _band(records: Sequence[dict[str, Any] | None] | Sequence[dict[str, Any]]) -> Band:
+def band_of(records: Sequence[dict[str, Any] | None] | Sequence[dict[str, Any]]) -> Band:
+    """(values, lows, highs) of the records for a figure's line, None for a missing record."""
     return ([None if r is None else r.get("value") for r in records],
             [None if r is None else r.get("ci_low") for r in records],
             [None if r is None else r.get("ci_high") for r in records])
 
 
-def _one(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+def last_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The last of the records (the latest measured), or None when there is none."""
     return records[-1] if records else None
 
 
@@ -133,8 +137,9 @@ def n_text(records: Iterable[dict[str, Any] | None], what: str) -> str:
     return f"{ns[0]} {what}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]} {what}"
 
 
-def _layers_text(layers: Iterable[Any]) -> str:
-    got = _sorted_unique(layers)
+def layers_text(layers: Iterable[Any]) -> str:
+    """The distinct layers as ``3, 5, 7`` (``–`` when there is none)."""
+    got = sorted_unique(layers)
     return ", ".join(str(k) for k in got) if got else "–"
 
 
@@ -143,7 +148,7 @@ def model_of(run: Run) -> str:
     model = run.settings.get("model")
     if model:
         return str(model)
-    models = _sorted_unique(str(r.get("model")) for r in run.records if r.get("model"))
+    models = sorted_unique(str(r.get("model")) for r in run.records if r.get("model"))
     return ", ".join(models) if models else "?"
 
 
@@ -188,7 +193,7 @@ class Context:
 
     def check_pairs(self, n_pairs: Iterable[Any], source: str = "the vector") -> None:
         """Warn when the vector came from fewer than ~80 pairs."""
-        counts = _sorted_unique(int(n) for n in n_pairs if isinstance(n, int | float))
+        counts = sorted_unique(int(n) for n in n_pairs if isinstance(n, int | float))
         if counts and counts[-1] < MIN_PAIRS:
             self.warn(f"{source} comes from {counts[-1]} contrast pairs, fewer than the ~"
                       f"{MIN_PAIRS} where effects plateau (CAE finding 2)")
@@ -221,7 +226,7 @@ def provenance(run: Run) -> list[tuple[str, str]]:
     else:
         out.append(("model", model_of(run)))
         out.append(("model revision", text_of(s.get("model_revision"))))
-    data = s.get("data") or s.get("trait") or s.get("task") or _sorted_unique(
+    data = s.get("data") or s.get("trait") or s.get("task") or sorted_unique(
         str(r.get("data")) for r in run.records if r.get("data"))
     out.append(("data", text_of(data)))
     if s.get("data_sha256"):
@@ -232,14 +237,14 @@ def provenance(run: Run) -> list[tuple[str, str]]:
     elif s.get("pair"):
         out.append(("vector", f"ActAdd pair {text_of(s.get('pair'))}"))
     for key in ("method", "site"):
-        got = _sorted_unique(str(r.get(key)) for r in run.records if r.get(key))
+        got = sorted_unique(str(r.get(key)) for r in run.records if r.get(key))
         if got or s.get(key):
             out.append((key, text_of(s.get(key)) if s.get(key) else ", ".join(got)))
-    pairs = _sorted_unique(r.get("n_pairs") for r in run.records
+    pairs = sorted_unique(r.get("n_pairs") for r in run.records
                            if isinstance(r.get("n_pairs"), int) and r.get("command") != "samples")
     if pairs:
         out.append(("contrast pairs", ", ".join(map(str, pairs))))
-    versions = _sorted_unique(str(r.get("steerlab_version")) for r in run.records
+    versions = sorted_unique(str(r.get("steerlab_version")) for r in run.records
                               if r.get("steerlab_version"))
     out.append(("steerlab version", ", ".join(versions) if versions else "–"))
     seconds = sum(float(r["seconds"]) for r in _first_per_cell(run.records)
@@ -266,13 +271,14 @@ def settings_rows(run: Run) -> list[tuple[str, str]]:
 # behaviour cells: sweep and models
 
 
-def _choice(run: Run, layers: list[int], split: str = "val", **match: Any
-            ) -> tuple[int | None, str]:
+def layer_choice(run: Run, layers: list[int], split: str = "val", **match: Any
+                 ) -> tuple[int | None, str]:
+    """The layer the run's effects on ``split`` single out (``choose_best``), and why."""
     from steerlab.eval.run import choose_best
 
     effects = {}
     for k in layers:
-        rec = _one(run.select("effect", split=split, layer=k, **match))
+        rec = last_record(run.select("effect", split=split, layer=k, **match))
         if rec is None:
             continue
         effects[k] = tuple(math.nan if rec.get(f) is None else float(rec[f])
@@ -283,8 +289,10 @@ def _choice(run: Run, layers: list[int], split: str = "val", **match: Any
     return choice.layer, choice.reason
 
 
-def _base_rate(ctx: Context, scores: Sequence[dict[str, Any]], where: str) -> None:
-    at_zero = [r for r in scores if _x(r, ctx.unit) == 0.0 and r.get("value") is not None]
+def warn_base_rate(ctx: Context, scores: Sequence[dict[str, Any]], where: str) -> None:
+    """Warn when the unsteered score is near 0 or 1 (the base rate bounds the effect)."""
+    at_zero = [r for r in scores
+               if unit_value(r, ctx.unit) == 0.0 and r.get("value") is not None]
     if not at_zero:
         return
     rate = sum(float(r["value"]) for r in at_zero) / len(at_zero)
@@ -294,7 +302,8 @@ def _base_rate(ctx: Context, scores: Sequence[dict[str, Any]], where: str) -> No
                  "is bounded by the base rate")
 
 
-def _rows_of_generations(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+def rows_of_generations(path: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The generation rows of a ``.jsonl`` / ``.json`` file, and what is wrong with it."""
     if path.suffix == ".jsonl":
         rows = []
         for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -324,7 +333,7 @@ def generations_tables(run: Run, unit: str) -> list[Generations]:
         path = run.path / name
         if not path.is_file():
             continue
-        rows, why = _rows_of_generations(path)
+        rows, why = rows_of_generations(path)
         if why:
             out.append(Generations(f"generations ({name})", [], [], note=why))
             continue
