@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
-from steerlab.util.io import json_text, write_jsonl
+from steerlab.util.io import atomic_write, json_text, write_jsonl
 from steerlab.version import __version__
 
 #: Fields every record carries (``None`` where a field does not apply), in this order.
@@ -83,6 +83,37 @@ def make_record(metric: str, value: float, *, ci: tuple[float, float] | None = N
     if extra:
         record["extra"] = extra
     return record
+
+
+def replace_cell_rows(path: str | os.PathLike[str], cell: str, rows: Iterable[dict[str, Any]],
+                      *, what: str = "file") -> Path:
+    """Rewrite the JSONL side file ``path`` (answers, generations, frontiers beside
+    ``results.jsonl``) with ``cell``'s ``rows`` replacing any earlier ones; atomic.
+
+    The other cells' lines are kept as they were, in order; the new rows follow, each with
+    ``"cell": cell`` first. A line that is not a JSON object (a torn line from an older crash)
+    is dropped. Returns the path.
+
+    Example:
+        >>> import tempfile
+        >>> p = Path(tempfile.mkdtemp()) / "answers.jsonl"
+        >>> _ = replace_cell_rows(p, "a", [{"x": 1}, {"x": 2}])
+        >>> _ = replace_cell_rows(p, "b", [{"x": 3}])
+        >>> replace_cell_rows(p, "a", [{"x": 4}]).read_text().splitlines()
+        ['{"cell": "b", "x": 3}', '{"cell": "a", "x": 4}']
+    """
+    target = Path(path)
+    kept: list[str] = []
+    if target.exists():
+        for line in target.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and row.get("cell") != cell:
+                kept.append(line)
+    kept += [json_text({"cell": cell, **row}) for row in rows]
+    return atomic_write(target, "".join(line + "\n" for line in kept), what=what)
 
 
 FIX_HINT = "delete that line (its cell is measured again) or the run directory to start over"

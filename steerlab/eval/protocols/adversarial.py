@@ -36,13 +36,12 @@ from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.errors import SteerlabError
 from steerlab.eval.plots import save_scatter
 from steerlab.eval.run import EvalRun, file_sha256
-from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.ab import ab_items
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -187,15 +186,9 @@ def run(cfg: AdversarialConfig) -> dict[str, tuple[float, float, float]]:
 
 
 def _save_frontier(run: EvalRun, cell: str, index: int, found: SearchResult) -> None:
-    path = run.path("frontiers.jsonl")
-    kept = []
-    if path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("cell") != cell]
-    kept.append(json_text({"cell": cell, "item": index, "points": [
+    replace_cell_rows(run.path("frontiers.jsonl"), cell, [{"item": index, "points": [
         {"objective": p.objective, "xent": p.xent, "text": p.text, "iteration": p.iteration}
-        for p in found.frontier]}))
-    atomic_write(path, "".join(line + "\n" for line in kept), what="frontiers")
+        for p in found.frontier]}], what="frontiers")
 
 
 def _values(records: Sequence[dict[str, Any]], metric: str, objective: str) -> list[float]:

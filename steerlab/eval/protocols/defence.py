@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -31,13 +30,12 @@ from steerlab.eval.judges import JudgeItem, parse_judge
 from steerlab.eval.plots import save_bars
 from steerlab.eval.refusal import JUDGE_REFUSAL, agreement, is_refusal
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
-from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.generate import generate
 from steerlab.steering.spec import Condition, SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -103,16 +101,6 @@ def _configs(vec: SteeringVector, layers: list[int], unit: str, values: Sequence
     return configs
 
 
-def _save_answers(run: EvalRun, cell: str, rows: list[dict[str, Any]]) -> None:
-    path = run.path("generations.jsonl")
-    kept = []
-    if path.exists():
-        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip() and json.loads(line).get("cell") != cell]
-    kept += [json_text({"cell": cell, **row}) for row in rows]
-    atomic_write(path, "".join(line + "\n" for line in kept), what="generations")
-
-
 def run(cfg: DefenceConfig) -> dict[tuple[str, str], tuple[float, float, float]]:
     """Refusal rate per (prompt set, configuration), with intervals; resumable."""
     sets = prompt_sets(cfg.limit, cfg.seed, cfg.suffixes)  # bad data fails before loading
@@ -174,10 +162,11 @@ def _measure(run: EvalRun, cell: str, lm: LoadedModel, ps: PromptSet, name: str,
         records += [make_record("judge_refusal_rate", j[0], ci=j[1:], **fields),
                     make_record("classifier_agreement", raw, **fields, kappa=kappa)]
     second: list[bool | None] = list(judged) if judged is not None else [None] * len(phrase)
-    _save_answers(run, cell, [{"set": ps.name, "config": name, "prompt": p, "answer": a,
-                               "refusal": r, "judge_refusal": j_}
-                              for p, a, r, j_ in zip(ps.prompts, answers, phrase, second,
-                                                     strict=True)])
+    replace_cell_rows(run.path("generations.jsonl"), cell, [
+        {"set": ps.name, "config": name, "prompt": p, "answer": a, "refusal": r,
+         "judge_refusal": j_}
+        for p, a, r, j_ in zip(ps.prompts, answers, phrase, second, strict=True)],
+        what="generations")
     run.add(cell, records)
 
 

@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -52,13 +51,12 @@ from steerlab.errors import SteerlabError
 from steerlab.eval import plots
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
-from steerlab.eval.store import cell_id, make_record
+from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.scoring.generate import generate
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
-from steerlab.util.io import atomic_write, json_text
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.vector import SteeringVector
@@ -160,20 +158,6 @@ def paired_ci(a: Sequence[float], b: Sequence[float],
     return stats.mean_ci([x - y for x, y in zip(a, b, strict=True)], bounds=bounds)
 
 
-def _append_generations(path: Path, cell: str, rows: list[dict[str, Any]]) -> None:
-    """Replace ``cell``'s rows in the generations file; rewrite it atomically."""
-    kept: list[str] = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                if json.loads(line).get("cell") != cell:
-                    kept.append(line)
-            except ValueError:
-                continue  # a torn line from an older crash
-    kept += [json_text({"cell": cell, **row}) for row in rows]
-    atomic_write(path, "".join(line + "\n" for line in kept), what="generations")
-
-
 def measure_ood_cell(run: OODRun, ood: OODSet, layer: int, value: float,
                      store: EvalRun) -> None:
     """Generate the answers of one cell, judge them, store the records and the answers."""
@@ -191,10 +175,11 @@ def measure_ood_cell(run: OODRun, ood: OODSet, layer: int, value: float,
     base = {**run.fields(layer, value), "data": f"ood:{ood.trait}/{ood.group}",
             "split": "ood", "n": len(scores), "seconds": took[0], "format": ood.format,
             "length": ood.length, "judge": run.judge.name, "max_new_tokens": run.max_new_tokens}
-    _append_generations(store.path("generations.jsonl"), cell, [
+    replace_cell_rows(store.path("generations.jsonl"), cell, [
         {"trait": ood.trait, "format": ood.format, "length": ood.length, "layer": layer,
          run.unit: value, "id": p.id, "prompt": p.prompt, "answer": a, "score": r.score,
-         "coverage": r.coverage} for p, a, r in zip(prompts, answers, ratings, strict=True)])
+         "coverage": r.coverage} for p, a, r in zip(prompts, answers, ratings, strict=True)],
+        what="generations")
     store.add(cell, [
         make_record("judge_score", mean, ci=(low, high), scores=scores, **base),
         make_record("judge_coverage", sum(coverage) / len(coverage), **base)])
