@@ -1,8 +1,9 @@
 """SteeringVector: per-layer directions plus provenance, saved as safetensors + JSON manifest.
 
 File layout (DESIGN §5): one tensor per layer under key ``layers.{k}`` (shape ``[d]``, or
-``[n_pos, d]`` for position-resolved ActAdd vectors) and the manifest as JSON in the
-safetensors metadata under key ``steerlab``. Writes are atomic (temp file, then rename).
+``[n_pos, d]`` for position-resolved ActAdd vectors) and the manifest (:class:`Manifest`) as
+JSON in the safetensors metadata under key ``steerlab``. Writes are atomic (temp file, then
+rename).
 
 Example:
     >>> import torch
@@ -22,7 +23,7 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, cast
 
 import torch
 from safetensors import safe_open
@@ -30,16 +31,64 @@ from safetensors.torch import save_file
 
 from steerlab.errors import SteerlabError
 from steerlab.util.io import atomic_path
+from steerlab.util.vocabulary import SITES, Site, parse_site
 from steerlab.version import __version__
 
+#: The manifest schema's version (:class:`Manifest` ``format_version``); a file with a newer
+#: one is refused, an older one (or none: 0) is read as is.
 FORMAT_VERSION = 1
-SITES = ("block_output", "block_input")
+#: The safetensors metadata key that holds the manifest's JSON.
+MANIFEST_KEY = "steerlab"
+
+
+class Manifest(TypedDict, total=False):
+    """A vector's manifest: provenance and calibration, stored as JSON beside its tensors.
+
+    ``site``, ``hidden_size`` and ``layer_norms`` are always present (the vector sets them
+    from its tensors); ``format_version`` is the schema version (:data:`FORMAT_VERSION`; missing
+    in files from before it: read as 0). Every other key is optional: an extracted vector
+    carries its model, method, dataset and calibration; a combination its ``parents``. Files
+    may hold keys beyond these (kept and saved back as they are).
+
+    Example:
+        >>> import torch
+        >>> m = SteeringVector.from_directions({0: torch.ones(2)}, method="x").manifest
+        >>> m["format_version"], m["site"], m["hidden_size"], m["method"]
+        (1, 'block_output', 2, 'x')
+    """
+
+    format_version: int
+    site: Required[Site]
+    hidden_size: Required[int]
+    layer_norms: Required[dict[str, float]]  # layer -> mean norm of its direction
+    model_id: str | None
+    model_revision: str | None
+    model_type: str | None  # a GGUF import's model hint
+    n_layers: int | None
+    method: str
+    read_position: str
+    dataset: dict[str, Any]  # name, split, n_pairs, sha256
+    system_prompt: str | None
+    stats: dict[str, dict[str, Any]]  # layer -> the method's statistics
+    resid_norms: dict[str, float] | None  # layer -> mean residual norm (strength's unit)
+    recommended: dict[str, Any]  # the layer and strength a sweep chose
+    condition: dict[str, Any]  # a condition vector's fitted layer and threshold
+    document_start: dict[str, Any] | None  # ActAdd: the token row 0 was read on
+    pad: str | None  # ActAdd: how the shorter prompt was padded
+    pair_tokens: list[list[str]]  # ActAdd: the two prompts' tokens
+    parents: list[dict[str, Any]]  # a combination's sources, each with its weight
+    weight: float
+    gguf: dict[str, Any]  # a GGUF import's file details
+    steerlab_version: str
+    extract_seconds: float
+    created: str
 
 
 class SteeringVector:
     """Directions keyed by layer index, with a manifest describing where they came from."""
 
-    def __init__(self, directions: Mapping[int, torch.Tensor], manifest: Mapping[str, Any]):
+    def __init__(self, directions: Mapping[int, torch.Tensor],
+                 manifest: Manifest | Mapping[str, Any]):
         if not directions:
             raise SteerlabError("a steering vector needs at least one layer")
         clean: dict[int, torch.Tensor] = {}
@@ -55,23 +104,25 @@ class SteeringVector:
         if len(widths) != 1:
             raise SteerlabError(f"layers have different widths: {sorted(widths)}")
         self.directions: dict[int, torch.Tensor] = dict(sorted(clean.items()))
-        self.manifest: dict[str, Any] = dict(manifest)
-        resid = self.manifest.get("resid_norms")
+        raw: dict[str, Any] = dict(manifest)
+        resid = raw.get("resid_norms")
         if resid is not None:  # JSON keys are strings: store them so before saving too
-            self.manifest["resid_norms"] = _resid_norms(resid)
+            raw["resid_norms"] = _resid_norms(resid)
         for key in ("dataset", "stats", "recommended"):
-            value = self.manifest.get(key)
+            value = raw.get(key)
             if value is not None and not isinstance(value, Mapping):
                 raise SteerlabError(f"manifest {key}: expected an object, got "
                                     f"{type(value).__name__}")
-        self.manifest.setdefault("site", "block_output")
-        self.manifest["hidden_size"] = widths.pop()
-        self.manifest["layer_norms"] = {str(k): float(v.norm(dim=-1).mean())
-                                        for k, v in self.directions.items()}
+        raw["site"] = parse_site(raw.get("site", "block_output"))
+        raw["hidden_size"] = widths.pop()
+        raw["layer_norms"] = {str(k): float(v.norm(dim=-1).mean())
+                              for k, v in self.directions.items()}
+        # the keys this class relies on are checked above; the rest is provenance, kept as is
+        self.manifest: Manifest = cast(Manifest, raw)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_directions(cls, directions: Mapping[int, torch.Tensor], *, site: str = "block_output",
+    def from_directions(cls, directions: Mapping[int, torch.Tensor], *, site: Site = "block_output",
                         model_id: str | None = None, n_layers: int | None = None,
                         method: str = "manual", **extra: Any) -> SteeringVector:
         """Build a vector by hand (no provenance beyond what you pass).
@@ -80,11 +131,11 @@ class SteeringVector:
             >>> SteeringVector.from_directions({3: torch.zeros(8)}).layers
             [3]
         """
-        if site not in SITES:
-            raise SteerlabError(f"unknown site {site!r}; expected one of {', '.join(SITES)}")
-        manifest = {"format_version": FORMAT_VERSION, "site": site, "model_id": model_id,
-                    "n_layers": n_layers, "method": method, "steerlab_version": __version__,
-                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
+        parse_site(site)
+        manifest: dict[str, Any] = {
+            "format_version": FORMAT_VERSION, "site": site, "model_id": model_id,
+            "n_layers": n_layers, "method": method, "steerlab_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **extra}
         return cls(directions, manifest)
 
     # ---- properties -----------------------------------------------------------------------
@@ -97,8 +148,9 @@ class SteeringVector:
         return int(self.manifest["hidden_size"])
 
     @property
-    def site(self) -> str:
-        return str(self.manifest.get("site", "block_output"))
+    def site(self) -> Site:
+        """Where in the residual stream the directions were read and are applied."""
+        return self.manifest["site"]
 
     @property
     def method(self) -> str:
@@ -214,7 +266,7 @@ class SteeringVector:
         target = Path(path)
         tensors = _own_storage({f"layers.{k}": v for k, v in self.directions.items()})
         try:
-            metadata = {"steerlab": json.dumps(self.manifest, sort_keys=True)}
+            metadata = {MANIFEST_KEY: json.dumps(self.manifest, sort_keys=True)}
         except (TypeError, ValueError) as exc:
             raise SteerlabError(f"{target}: manifest is not JSON-serialisable ({exc})") from None
         with atomic_path(target, what="vector") as tmp:
@@ -241,10 +293,10 @@ class SteeringVector:
                 tensors = {key: fh.get_tensor(key) for key in fh.keys()}  # noqa: SIM118
         except Exception as exc:  # safetensors raises its own error types
             raise SteerlabError(f"{source}: not a safetensors file ({exc})") from None
-        if "steerlab" not in meta:
+        if MANIFEST_KEY not in meta:
             raise SteerlabError(f"{source}: no steerlab manifest in the safetensors metadata")
         try:
-            manifest = json.loads(meta["steerlab"])
+            manifest = json.loads(meta[MANIFEST_KEY])
         except json.JSONDecodeError as exc:
             raise SteerlabError(f"{source}: steerlab manifest is not valid JSON ({exc.msg})"
                                 ) from None
@@ -270,7 +322,7 @@ class SteeringVector:
             raise SteerlabError(f"{source}: format_version {version} is newer "
                                 f"than this steerlab supports ({FORMAT_VERSION})")
         site = manifest.get("site", "block_output")
-        if site not in SITES:
+        if site not in SITES:  # the one-line error names the file
             raise SteerlabError(f"{source}: unknown site {site!r} in manifest; "
                                 f"expected one of {', '.join(SITES)}")
         n_layers = manifest.get("n_layers")

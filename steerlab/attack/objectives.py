@@ -41,6 +41,7 @@ from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
 from steerlab.model.load import LoadedModel
 from steerlab.scoring.readout import token_logprobs
+from steerlab.util.vocabulary import Site
 from steerlab.vector import SteeringVector
 
 
@@ -70,7 +71,7 @@ class Objective:
         return None
 
     @property
-    def read_site(self) -> str:
+    def read_site(self) -> Site:
         return "block_output"
 
     def value(self, logits: torch.Tensor | None, hidden: torch.Tensor | None) -> torch.Tensor:
@@ -125,7 +126,7 @@ class Projection(Objective):
 
     layer: int = 0
     direction: torch.Tensor | None = None  # unit, [d]
-    site: str = "block_output"
+    site: Site = "block_output"
 
     name = "projection"
 
@@ -134,7 +135,7 @@ class Projection(Objective):
         return self.layer
 
     @property
-    def read_site(self) -> str:
+    def read_site(self) -> Site:
         return self.site
 
     def value(self, logits: torch.Tensor | None, hidden: torch.Tensor | None) -> torch.Tensor:

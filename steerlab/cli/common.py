@@ -18,12 +18,13 @@ from typing import Any
 from rich.console import Console
 
 from steerlab.errors import SteerlabError
+from steerlab.util.vocabulary import Unit
 
 console = Console(width=None if sys.stdout.isatty() else 200, soft_wrap=not sys.stdout.isatty())
 
 
 def values(coefficients: str | None, strengths: str | None,
-           default: str | None = None) -> tuple[str, list[float]]:
+           default: str | None = None) -> tuple[Unit, list[float]]:
     """``(unit, values)`` from ``--coefficients`` / ``--strengths`` (or ``--strengths=default``).
 
     Example:

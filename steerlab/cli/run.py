@@ -68,6 +68,7 @@ def generate(
     """Generate with and without steering; several layers or values give a side-by-side grid."""
     import steerlab
     from steerlab.scoring.generate import Sampling
+    from steerlab.util.vocabulary import Unit, parse_operator
 
     texts: list[Any] = list(prompts or [])
     if prompts_file is not None:
@@ -75,9 +76,10 @@ def generate(
     if not texts:
         raise SteerlabError("give prompts as arguments or with --prompts FILE")
     sampling = Sampling(temperature, top_p, top_k, seed)  # bad sampling values fail before load
+    op = parse_operator(operator)  # and a bad operator
     lm = steerlab.load_model(model)
     cells: list[tuple[int | None, float]] = [(None, 0.0)]
-    unit = "strength"
+    unit: Unit = "strength"
     if vector is not None:
         vec = steerlab.SteeringVector.load(vector, model=lm)
         if coefficients is None and strengths is None and operator == "add":
@@ -97,7 +99,7 @@ def generate(
         for layer, value in cells:
             rows.append(prompt)
             specs.append([] if layer is None else [steerlab.SteeringSpec.at(
-                vec, [layer], value, unit=unit, positions=positions, operator=operator)])
+                vec, [layer], value, unit=unit, positions=positions, operator=op)])
     outputs = steerlab.generate(lm, rows, row_steering=specs, max_new_tokens=max_new_tokens,
                                 chat=chat, system=system, batch_size=batch_size,
                                 do_sample=not sampling.greedy, temperature=temperature,

@@ -6,7 +6,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ def extract(
     import steerlab
     from steerlab.data.loaders import default_split
     from steerlab.util.io import check_writable
+    from steerlab.util.vocabulary import parse_site
 
     check_writable(out, what="vector")
     chosen = split or default_split(data)
@@ -56,7 +57,8 @@ def extract(
     console.print(f"using {len(dataset)} of {total} items of {escape(data)}: {why}"
                   f"{f'; a seeded subset (--limit {limit})' if limit and limit < total else ''}")
     lm = steerlab.load_model(model)
-    vec = steerlab.extract(lm, dataset, method=method, layers=layers, site=site,
+    vec = steerlab.extract(lm, dataset, method=method, layers=layers,
+                           site=None if site is None else parse_site(site),
                            batch_size=batch_size, system=system)
     vec.save(out)
     console.print(f"wrote {escape(str(out))}: {escape(repr(vec))} ({len(dataset)} pairs, "
@@ -91,7 +93,7 @@ def pair(
     _print_rows(vec.manifest)
 
 
-def _print_rows(manifest: dict[str, Any]) -> None:
+def _print_rows(manifest: Mapping[str, Any]) -> None:
     """ActAdd's token rows (row 0 first), as recorded at extraction."""
     rows = manifest.get("pair_tokens") or []
     for name, tokens in zip(("positive", "negative"), rows, strict=False):

@@ -31,6 +31,7 @@ from steerlab.eval.tables import console
 from steerlab.model.load import LoadedModel
 from steerlab.scoring.ab import ABResult, ab_items
 from steerlab.util import stats
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 LAYERS_PER_CELL = 4  # layers scored per engine pass (one resumable cell)
@@ -189,7 +190,7 @@ def cell_records(results: dict[tuple[Any, float], ABResult], layer: int,
 
 
 def score_grid(run: EvalRun, lm: LoadedModel, seqs: Sequence[Any], vector: SteeringVector,
-               layers: Sequence[int], values: Sequence[float], *, unit: str, split: str,
+               layers: Sequence[int], values: Sequence[float], *, unit: Unit, split: str,
                positions: str, batch_size: int, fields: dict[str, Any]) -> None:
     """Score ``layers`` × ``values`` on ``seqs`` into the run, one cell per layer chunk."""
     from steerlab.scoring.sweep import SweepEngine

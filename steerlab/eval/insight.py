@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from steerlab.util.vocabulary import Site
 from steerlab.vector import SteeringVector, cosine
 
 
@@ -154,7 +155,7 @@ def _letter(tokenizer: Any, token_id: int) -> str | None:
     return text.upper() if len(text) == 1 and text.isalpha() else None
 
 
-def pair_activations(lm: Any, items: Sequence[Any], layer: int, *, site: str = "block_output",
+def pair_activations(lm: Any, items: Sequence[Any], layer: int, *, site: Site = "block_output",
                      batch_size: int = 16, system: str | None = None) -> PairActivations:
     """The activations extraction reads (the answer token of A/B items, the last token of
     plain pairs) for every positive and negative, with each row's answer letter."""

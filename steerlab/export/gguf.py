@@ -46,6 +46,7 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util.io import atomic_path
+from steerlab.util.vocabulary import Operator
 from steerlab.vector import SteeringVector
 from steerlab.version import __version__
 
@@ -124,7 +125,7 @@ def _resolve(vector: SteeringVector, layers: LayerArg) -> list[int]:
 
 def control_directions(vector: Any, *, layers: LayerArg = None,
                        coefficient: float | None = None, strength: float | None = None,
-                       positions: str = "all", operator: str = "add",
+                       positions: str = "all", operator: Operator = "add",
                        preserve_norm: bool = False, shift_block_input: bool = False,
                        ) -> tuple[dict[int, torch.Tensor], dict[int, float]]:
     """The vectors llama.cpp must add after each block to steer like steerlab: ``{k: c_k·v_k}``.
@@ -255,7 +256,7 @@ def _content_sha256(vector: SteeringVector) -> str:
 def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = None,
             coefficient: float | None = None, strength: float | None = None,
             model_hint: str | None = None, unit: bool = False, positions: str = "all",
-            operator: str = "add", preserve_norm: bool = False,
+            operator: Operator = "add", preserve_norm: bool = False,
             shift_block_input: bool = False, source_sha256: str | None = None,
             model: Any = None) -> GGUFExport:
     """Write a llama.cpp control vector GGUF atomically; returns what was written.

@@ -38,6 +38,7 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.export.gguf import LayerArg, control_directions, finish_gguf, read_control_vector
 from steerlab.util.io import atomic_path
+from steerlab.util.vocabulary import Operator
 
 __all__ = [
     "LlamaCppModel",
@@ -290,7 +291,7 @@ class LlamaCppModel:
 
     def set_vector(self, vector: Any, *, layers: LayerArg = None,
                    coefficient: float | None = None, strength: float | None = None,
-                   positions: str = "all", operator: str = "add") -> dict[int, float]:
+                   positions: str = "all", operator: Operator = "add") -> dict[int, float]:
         """Apply a steerlab vector (or SteeringSpec) as llama.cpp's control vector.
 
         The same translation as :func:`steerlab.export.to_gguf`: returns the coefficient used

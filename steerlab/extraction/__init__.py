@@ -38,6 +38,7 @@ from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import document_start, encode_plain, with_document_start
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar as progress_bar
+from steerlab.util.vocabulary import Site
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
@@ -173,7 +174,7 @@ def _as_items(data: Dataset | Sequence[ABItem | ContrastPair] | tuple[str, str]
 def extract(model: LoadedModel | Any, data: Dataset | Sequence[ABItem | ContrastPair]
             | tuple[str, str], method: str = "mean_diff",
             layers: Sequence[int | float | str] | str | int | None = None,
-            site: str | None = None, batch_size: int = 16, system: str | None = None,
+            site: Site | None = None, batch_size: int = 16, system: str | None = None,
             tokenizer: Any = None, progress: bool = True,
             pad: str | None = None) -> SteeringVector:
     """Extract a steering vector from contrast data.

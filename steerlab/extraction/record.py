@@ -36,6 +36,7 @@ from torch import nn
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import cache_kwarg, find_blocks, fork_cache, split_block_output
 from steerlab.util.seq import TOKENS_PER_ROW, common_prefix, right_pad, token_batches
+from steerlab.util.vocabulary import SITES, Site, one_of
 
 # Architectures whose HF forward takes a custom 4-D float attention mask and explicit
 # position ids unchanged (checked: packed == separate forwards on tiny models of each).
@@ -67,9 +68,9 @@ class RecordedBatch:
     order: list[int] | None = None
 
 
-def _check(model: nn.Module, layers: Sequence[int], site: str) -> tuple[list[nn.Module],
+def _check(model: nn.Module, layers: Sequence[int], site: Site) -> tuple[list[nn.Module],
                                                                         list[int]]:
-    if site not in ("block_output", "block_input"):
+    if one_of(site, SITES) is None:
         raise SteerlabError(f"unknown site {site!r}")
     _, blocks = find_blocks(model)
     wanted = sorted(set(layers))
@@ -107,7 +108,7 @@ class _Reader:
 
 
 @contextlib.contextmanager
-def _capturing(blocks: Sequence[nn.Module], wanted: list[int], site: str) -> Iterator[_Reader]:
+def _capturing(blocks: Sequence[nn.Module], wanted: list[int], site: Site) -> Iterator[_Reader]:
     """Hooks that hand each wanted layer's hidden states to a reader; stop after the deepest."""
     reader = _Reader()
     deepest = wanted[-1]
@@ -155,7 +156,7 @@ def _forward(model: nn.Module, reader: _Reader, wanted: list[int], cache: Any = 
 
 
 def record(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
-           site: str = "block_output", read: str = "last", batch_size: int = 16,
+           site: Site = "block_output", read: str = "last", batch_size: int = 16,
            pad_id: int = 0, progress: Any = None,
            max_tokens: int | None = None) -> Generator[RecordedBatch, None, None]:
     """Yield activations for ``sequences`` (token id lists) at ``layers`` and ``site``.
@@ -266,7 +267,7 @@ def _prefix_cache(model: nn.Module, reader: _Reader, wanted: list[int], prefix: 
 
 
 def _record_packed(model: nn.Module, pairs: list[Pair],
-                   order: list[int], blocks: list[nn.Module], wanted: list[int], site: str,
+                   order: list[int], blocks: list[nn.Module], wanted: list[int], site: Site,
                    spans: list[range], pad_id: int, progress: Any, shared: int = 0
                    ) -> Generator[RecordedBatch, None, None]:
     dtype = next(model.parameters()).dtype
@@ -301,7 +302,7 @@ def _record_packed(model: nn.Module, pairs: list[Pair],
 
 
 def record_pairs(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
-                 site: str = "block_output", batch_size: int = 16, pad_id: int = 0,
+                 site: Site = "block_output", batch_size: int = 16, pad_id: int = 0,
                  progress: Any = None, pack: bool = True, max_tokens: int | None = None,
                  reuse_prefix: bool = True) -> Generator[RecordedBatch, None, None]:
     """Last-token activations of contrast pairs (``sequences`` = pos, neg, pos, neg, ...).

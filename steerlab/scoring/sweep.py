@@ -57,6 +57,7 @@ from steerlab.steering.plan import Plan, PositionTracker, apply_terms, compile_t
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util.progress import bar as progress_bar
 from steerlab.util.seq import left_pad
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 LayerKey = int | tuple[int, ...]
@@ -134,7 +135,7 @@ class SweepEngine:
 
     def score(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
               vector: SteeringVector, layer_groups: Sequence[Sequence[int]],
-              values: Sequence[float], *, unit: str = "coefficient",
+              values: Sequence[float], *, unit: Unit = "coefficient",
               positions: str = "all") -> dict[tuple[LayerKey, float], ABResult]:
         """Score every (layer group, value) cell; keys are ``(layer or tuple, value)``.
 
@@ -147,7 +148,7 @@ class SweepEngine:
 
     def score_vectors(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
                       vectors: Sequence[SteeringVector], layer_groups: Sequence[Sequence[int]],
-                      values: Sequence[float], *, unit: str = "coefficient",
+                      values: Sequence[float], *, unit: Unit = "coefficient",
                       positions: str = "all",
                       on_rows: Callable[[int, int], object] | None = None,
                       ) -> list[dict[tuple[LayerKey, float], ABResult]]:
@@ -171,7 +172,7 @@ class SweepEngine:
 
     def score_rows(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
                    vector: SteeringVector, layer_groups: Sequence[Sequence[int]],
-                   values: Sequence[float], *, unit: str = "coefficient",
+                   values: Sequence[float], *, unit: Unit = "coefficient",
                    positions: str = "all") -> dict[tuple[LayerKey, float],
                                                    list[tuple[float, ...]]]:
         """Per-row raw readings of every cell, in the order of ``seqs``."""
@@ -179,7 +180,7 @@ class SweepEngine:
 
     def _rows(self, seqs: Sequence[ABSequences] | Sequence[AnswerSequence],
               vectors: list[SteeringVector], layer_groups: Sequence[Sequence[int]],
-              values: Sequence[float], unit: str, positions: str,
+              values: Sequence[float], unit: Unit, positions: str,
               on_rows: Callable[[int, int], object] | None = None,
               ) -> list[dict[tuple[LayerKey, float], list[tuple[float, ...]]]]:
         if not vectors:
@@ -229,7 +230,7 @@ class SweepEngine:
 
     def _score_batch(self, indices: list[int], readout: ABReadout | AnswerReadout,
                      vectors: list[SteeringVector],
-                     groups: list[tuple[int, ...]], values: list[float], unit: str,
+                     groups: list[tuple[int, ...]], values: list[float], unit: Unit,
                      positions: str) -> list[dict[tuple[LayerKey, float], list[Row]]]:
         chunk = [readout.seqs[i] for i in indices]
         batch = left_pad([s.prefix for s in chunk], self.lm.pad_id)
@@ -300,7 +301,7 @@ class SweepEngine:
 
     def _score_suffix(self, batch: dict[str, torch.Tensor], first: int, size: int,
                       vectors: list[SteeringVector], groups: list[tuple[int, ...]],
-                      values: list[float], unit: str, positions: str, lengths: torch.Tensor,
+                      values: list[float], unit: Unit, positions: str, lengths: torch.Tensor,
                       instr: torch.Tensor, keep: int, read: _Read,
                       ) -> list[dict[tuple[LayerKey, float], list[Row]]]:
         """Token-prefix reuse: tokens before ``first`` (padded index) run once, cached."""
@@ -326,7 +327,7 @@ class SweepEngine:
         return outs
 
     def _cells(self, vectors: list[SteeringVector], groups: list[tuple[int, ...]],
-               values: list[float], size: int, unit: str, positions: str, zero: list[Row]
+               values: list[float], size: int, unit: Unit, positions: str, zero: list[Row]
                ) -> tuple[list[dict[tuple[LayerKey, float], list[Row]]],
                           list[tuple[dict[tuple[LayerKey, float], list[Row]], SteeringVector,
                                      tuple[int, ...], list[list[SteeringSpec]]]]]:
@@ -417,7 +418,7 @@ def _groups(layers: Sequence[int | Sequence[int]]) -> list[tuple[int, ...]]:
 
 def sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
              vector: SteeringVector, layers: Sequence[int | Sequence[int]],
-             values: Sequence[float], *, unit: str = "coefficient", positions: str = "all",
+             values: Sequence[float], *, unit: Unit = "coefficient", positions: str = "all",
              batch_size: int = 16, system: str | None = None,
              progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
     """CAA behaviour score for every layer (or layer group) × value, by the sweep engine.
@@ -435,7 +436,7 @@ def sweep_ab(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
 
 def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                   vector: SteeringVector, layers: Sequence[int | Sequence[int]],
-                  values: Sequence[float], *, unit: str = "coefficient",
+                  values: Sequence[float], *, unit: Unit = "coefficient",
                   positions: str = "all", batch_size: int = 8, system: str | None = None,
                   progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
     """Open-answer score (whole replies, :func:`steerlab.scoring.ab.score_answers`) for every
@@ -455,7 +456,7 @@ def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
 
 def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                        vector: SteeringVector, layers: Sequence[int | float | str] | str | int,
-                       values: Sequence[float], *, unit: str = "coefficient",
+                       values: Sequence[float], *, unit: Unit = "coefficient",
                        positions: str = "all", batch_size: int = 16, system: str | None = None,
                        progress: bool = False) -> dict[float, ABResult]:
     """Behaviour score at several coefficients (or strengths) of one layer (group).

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, Strict
 from steerlab.errors import SteerlabError
 from steerlab.serve.registry import VectorRegistry
 from steerlab.steering.spec import SteeringSpec
+from steerlab.util.vocabulary import parse_operator
 
 #: The most vector entries one steering object may hold.
 MAX_VECTORS = 16
@@ -157,7 +158,8 @@ def resolve_steering(request: SteeringRequest | None, registry: VectorRegistry,
             layers = entry.layers
             spec = SteeringSpec(vector, layers=layers, coefficient=entry.coefficient,
                                 strength=entry.strength, positions=entry.positions,
-                                operator=entry.operator, preserve_norm=entry.preserve_norm)
+                                operator=parse_operator(entry.operator),
+                                preserve_norm=entry.preserve_norm)
             resolved = spec.resolved_layers(n_layers)
             for layer in resolved:
                 spec.scale(layer)  # strength without calibration fails here, not in the worker

@@ -63,9 +63,8 @@ from steerlab.steering.plan import (
 )
 from steerlab.steering.spec import Condition, Steering, SteeringSpec, as_specs, check_spec
 from steerlab.util.parse import LayerSpec
+from steerlab.util.vocabulary import Operator, Scope, Site, parse_scope
 from steerlab.vector import SteeringVector
-
-SCOPES = ("context", "global")
 
 
 @dataclass(eq=False)
@@ -150,8 +149,8 @@ class _Dispatcher:
     def __init__(self, module: nn.Module):
         self._module = weakref.ref(module)
         self.lock = threading.Lock()
-        self.users: Counter[tuple[str, int] | None] = Counter()
-        self.handles: dict[tuple[str, int] | None,
+        self.users: Counter[tuple[Site, int] | None] = Counter()
+        self.handles: dict[tuple[Site, int] | None,
                            torch.utils.hooks.RemovableHandle | _Handles] = {}
         self.global_active: tuple[_Active, ...] = ()
 
@@ -169,9 +168,9 @@ class _Dispatcher:
         return [*self.global_active, *mine]
 
     # ---- hook lifetime --------------------------------------------------------------------
-    def acquire(self, keys: Sequence[tuple[str, int]]) -> None:
+    def acquire(self, keys: Sequence[tuple[Site, int]]) -> None:
         with self.lock:
-            taken: list[tuple[str, int] | None] = []
+            taken: list[tuple[Site, int] | None] = []
             try:
                 for key in [None, *keys]:
                     if self.users[key] == 0:
@@ -182,11 +181,11 @@ class _Dispatcher:
                 self._release_locked(taken)
                 raise
 
-    def release(self, keys: Sequence[tuple[str, int]]) -> None:
+    def release(self, keys: Sequence[tuple[Site, int]]) -> None:
         with self.lock:
             self._release_locked([None, *keys])
 
-    def _release_locked(self, keys: Sequence[tuple[str, int] | None]) -> None:
+    def _release_locked(self, keys: Sequence[tuple[Site, int] | None]) -> None:
         for key in keys:
             if self.users[key] <= 0:
                 continue
@@ -195,7 +194,7 @@ class _Dispatcher:
                 del self.users[key]
                 self.handles.pop(key).remove()
 
-    def _register(self, key: tuple[str, int] | None
+    def _register(self, key: tuple[Site, int] | None
                   ) -> torch.utils.hooks.RemovableHandle | _Handles:
         module = self._module()
         if module is None:
@@ -252,7 +251,7 @@ class _Dispatcher:
                                     f"batch has {batch}")
             entry.tracker.observe(input_ids, mask, past, batch, length, source.device)
 
-    def _steered(self, key: tuple[str, int], hidden: torch.Tensor) -> torch.Tensor | None:
+    def _steered(self, key: tuple[Site, int], hidden: torch.Tensor) -> torch.Tensor | None:
         out = None
         for entry in self.entries():
             terms = entry.plan.get(key)
@@ -260,7 +259,7 @@ class _Dispatcher:
                 out = apply_terms(hidden if out is None else out, terms, entry.tracker)
         return out
 
-    def _output_hook(self, key: tuple[str, int]) -> Any:
+    def _output_hook(self, key: tuple[Site, int]) -> Any:
         def hook(_module: nn.Module, _args: Any, output: Any) -> Any:
             hidden, rest = split_block_output(output)
             _check_hidden(hidden, key)
@@ -268,7 +267,7 @@ class _Dispatcher:
             return None if steered is None else join_block_output(steered, rest)
         return hook
 
-    def _input_hook(self, key: tuple[str, int]) -> Any:
+    def _input_hook(self, key: tuple[Site, int]) -> Any:
         def hook(_module: nn.Module, args: tuple[Any, ...], kw: dict[str, Any]) -> Any:
             hidden = args[0] if args else kw.get("hidden_states")
             if not isinstance(hidden, torch.Tensor):
@@ -283,7 +282,7 @@ class _Dispatcher:
         return hook
 
 
-def _check_hidden(hidden: torch.Tensor, key: tuple[str, int]) -> None:
+def _check_hidden(hidden: torch.Tensor, key: tuple[Site, int]) -> None:
     if hidden.ndim != 3:
         raise SteerlabError(f"cannot steer {key[0]} {key[1]}: its hidden states have shape "
                             f"{list(hidden.shape)}, not [batch, tokens, width]")
@@ -295,7 +294,7 @@ class SteeringHandle:
     ``tracker`` is the position tracker of this steering (what the last call looked like).
     """
 
-    def __init__(self, entry: _Active | None, keys: list[tuple[str, int]], scope: str,
+    def __init__(self, entry: _Active | None, keys: list[tuple[Site, int]], scope: Scope,
                  tracker: PositionTracker):
         self._entry = entry
         self._keys = keys
@@ -344,12 +343,12 @@ class SteeringHandle:
 def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
            layers: Sequence[LayerSpec] | LayerSpec | None = None,
            coefficient: float | None = None, strength: float | None = None,
-           positions: str = "all", operator: str = "add", preserve_norm: bool = False,
+           positions: str = "all", operator: Operator = "add", preserve_norm: bool = False,
            condition: Condition | None = None,
            row_specs: Sequence[Sequence[SteeringSpec]] | None = None,
            prompt_lengths: Sequence[int] | None = None,
            instruction_lengths: Sequence[int] | None = None,
-           scope: str = "context") -> SteeringHandle:
+           scope: Scope = "context") -> SteeringHandle:
     """Start steering ``model`` and return a handle; ``handle.remove()`` stops it.
 
     Prefer the :func:`steer` context manager. ``scope="context"`` (default) steers the forwards
@@ -369,8 +368,7 @@ def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
         >>> bool((steered != plain).any()), torch.equal(model(ids).logits, plain)
         (True, True)
     """
-    if scope not in SCOPES:
-        raise SteerlabError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    parse_scope(scope)
     module = model.model if isinstance(model, LoadedModel) else model
     specs = as_specs(spec, layers=layers, coefficient=coefficient, strength=strength,
                      positions=positions, operator=operator, preserve_norm=preserve_norm,
@@ -405,7 +403,7 @@ def attach(model: LoadedModel | nn.Module, spec: Steering = None, *,
 def steer(model: LoadedModel | nn.Module, spec: Steering = None, *,
           layers: Sequence[LayerSpec] | LayerSpec | None = None,
           coefficient: float | None = None, strength: float | None = None,
-          positions: str = "all", operator: str = "add", preserve_norm: bool = False,
+          positions: str = "all", operator: Operator = "add", preserve_norm: bool = False,
           condition: Condition | None = None,
           row_specs: Sequence[Sequence[SteeringSpec]] | None = None,
           prompt_lengths: Sequence[int] | None = None,

@@ -24,21 +24,24 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.steering.spec import Condition, SteeringSpec, check_spec, parse_positions
+from steerlab.util.vocabulary import Operator, Site
 
-Plan = dict[tuple[str, int], list["Term"]]
+#: What a term does: one of the steering operators, or ``"gate"`` (evaluate a condition).
+TermOperator = Operator | Literal["gate"]
+Plan = dict[tuple[Site, int], list["Term"]]
 
 
 @dataclass
 class Term:
     """One operation at one layer, possibly restricted to some rows with per-row scales."""
 
-    operator: str
+    operator: TermOperator
     direction: torch.Tensor  # raw for add, unit for ablate/clamp; [d] or [n_pos, d]
     positions: str
     preserve_norm: bool
@@ -189,15 +192,16 @@ class PositionTracker:
             raise SteerlabError("steering hook ran before positions were known; call the model "
                                 "(or its blocks' parent module), not a block alone")
         real, valid = self.real_index, self.valid
-        kind, a, b = parse_positions(positions)
+        where = parse_positions(positions)
+        kind = where.kind
         if kind == "all":
             out = valid
         elif kind == "front":
             out = valid & (real < n_pos)
         elif kind == "window":
-            out = valid & (real >= a)
-            if b is not None:
-                out = out & (real < b)
+            out = valid & (real >= where.start)
+            if where.stop is not None:
+                out = out & (real < where.stop)
         elif kind == "after_instruction":
             if self.instruction_lengths is None:
                 raise SteerlabError("positions='after_instruction' needs instruction_lengths= "
@@ -212,7 +216,7 @@ class PositionTracker:
             elif kind == "generation":
                 out = valid & (real >= plen)
             else:  # last_prompt
-                out = valid & (real < plen) & (real >= plen - a)
+                out = valid & (real < plen) & (real >= plen - where.count)
         self._masks[key] = out
         return out
 
@@ -325,7 +329,8 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
         norm = raw.norm()
         if norm == 0:
             raise SteerlabError(f"layer {layer}: cannot {spec.operator} along a zero vector")
-        return raw / norm
+        unit: torch.Tensor = raw / norm
+        return unit
 
     for spec in specs:
         check_spec(spec)
@@ -341,7 +346,7 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
         # already uses at that site/layer: each row's own order is kept exactly.
         fused: dict[tuple[Any, ...], tuple[Term, int]] = {}
         for row, row_list in enumerate(row_specs):
-            last: dict[tuple[str, int], int] = {}  # site/layer -> index of the row's last term
+            last: dict[tuple[Site, int], int] = {}  # site/layer -> index of the row's last term
             for spec in row_list:
                 check_spec(spec)
                 for layer in spec.resolved_layers(n_layers):

@@ -20,7 +20,7 @@ Example:
     >>> SteeringSpec.at(vec, 3, 0.5, unit="strength").strength
     0.5
     >>> parse_positions("window:2:5")
-    ('window', 2, 5)
+    Positions(kind='window', count=0, start=2, stop=5)
 """
 
 from __future__ import annotations
@@ -32,48 +32,106 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.util.parse import LayerSpec, resolve_layers
+from steerlab.util.vocabulary import (
+    NAMED_POSITIONS,
+    Aggregate,
+    Comparator,
+    ConditionMode,
+    Operator,
+    PositionKind,
+    Site,
+    Unit,
+    one_of,
+    parse_aggregate,
+    parse_comparator,
+    parse_condition_mode,
+    parse_operator,
+    parse_unit,
+)
 from steerlab.vector import SteeringVector
 
-OPERATORS = ("add", "ablate", "clamp")
-SIMPLE_POSITIONS = ("all", "prompt", "generation", "after_instruction", "front")
-POSITIONS_HELP = (f"{', '.join(SIMPLE_POSITIONS)}, last_prompt:K or window:A:B (real token "
+POSITIONS_HELP = (f"{', '.join(NAMED_POSITIONS)}, last_prompt:K or window:A:B (real token "
                   "positions A..B-1)")
-UNITS = ("coefficient", "strength")
 
 
-def parse_positions(positions: str) -> tuple[str, int, int | None]:
-    """Validate a positions string; returns (kind, a, b).
+@dataclass(frozen=True)
+class Positions:
+    """Where a vector applies in each row: a parsed positions string.
+
+    ``kind`` is one of the named positions (``all``, ``prompt``, ``generation``,
+    ``after_instruction``, ``front``), ``last_prompt`` (the last ``count`` prompt tokens) or
+    ``window`` (real positions ``start`` .. ``stop - 1``; ``stop=None`` is open). ``str()`` gives
+    back the text form, which is what specs, manifests and requests carry.
+
+    Example:
+        >>> Positions.parse("window:2:5")
+        Positions(kind='window', count=0, start=2, stop=5)
+        >>> str(Positions("last_prompt", count=3)), str(Positions("window", start=4))
+        ('last_prompt:3', 'window:4:')
+        >>> Positions.parse("prompt") == Positions("prompt")
+        True
+    """
+
+    kind: PositionKind
+    count: int = 0
+    start: int = 0
+    stop: int | None = None
+
+    def __post_init__(self) -> None:
+        if one_of(self.kind, NAMED_POSITIONS) is not None:
+            ok = (self.count, self.start, self.stop) == (0, 0, None)
+        elif self.kind == "last_prompt":
+            ok = self.count >= 1 and (self.start, self.stop) == (0, None)
+        elif self.kind == "window":
+            ok = self.count == 0 and self.start >= 0 and (self.stop is None
+                                                          or self.stop > self.start)
+        else:
+            ok = False
+        if not ok:
+            raise SteerlabError(f"bad positions {self!r}; expected one of {POSITIONS_HELP}")
+
+    @classmethod
+    def parse(cls, text: str) -> Positions:
+        """The positions a string names (one-line error if it names none)."""
+        return parse_positions(text)
+
+    def __str__(self) -> str:
+        if self.kind == "last_prompt":
+            return f"last_prompt:{self.count}"
+        if self.kind == "window":
+            return f"window:{self.start}:{'' if self.stop is None else self.stop}"
+        return self.kind
+
+
+def parse_positions(positions: str) -> Positions:
+    """Validate a positions string; returns the :class:`Positions` it names.
 
     Example:
         >>> parse_positions("last_prompt:3")
-        ('last_prompt', 3, None)
+        Positions(kind='last_prompt', count=3, start=0, stop=None)
     """
     if not isinstance(positions, str):
         raise SteerlabError(f"positions must be a string, got {type(positions).__name__}")
-    if positions in SIMPLE_POSITIONS:
-        return positions, 0, None
+    named = one_of(positions, NAMED_POSITIONS)
+    if named is not None:
+        return Positions(named)
     kind, _, rest = positions.partition(":")
     try:
         if kind == "last_prompt":
             k = int(rest)
             if k < 1:
                 raise ValueError
-            return kind, k, None
+            return Positions("last_prompt", count=k)
         if kind == "window":
             a_text, _, b_text = rest.partition(":")
             a = int(a_text)
             b = int(b_text) if b_text else None
             if a < 0 or (b is not None and b <= a):
                 raise ValueError
-            return kind, a, b
+            return Positions("window", start=a, stop=b)
     except ValueError:
         pass
     raise SteerlabError(f"bad positions {positions!r}; expected one of {POSITIONS_HELP}")
-
-
-COMPARATORS = ("greater", "less")
-CONDITION_MODES = ("cast", "cosine")
-AGGREGATES = ("mean", "last")
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,10 +158,10 @@ class Condition:
     vector: SteeringVector
     layer: int
     threshold: float
-    comparator: str = "greater"
-    mode: str = "cast"
-    aggregate: str = "mean"
-    site: str = "block_input"
+    comparator: Comparator = "greater"
+    mode: ConditionMode = "cast"
+    aggregate: Aggregate = "mean"
+    site: Site = "block_input"
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, SteeringVector):
@@ -114,13 +172,10 @@ class Condition:
                                 f"has layers {self.vector.layers}")
         if self.vector.directions[self.layer].ndim != 1:
             raise SteerlabError("a condition needs one [d] direction at its layer")
-        for name, value, allowed in (("comparator", self.comparator, COMPARATORS),
-                                     ("mode", self.mode, CONDITION_MODES),
-                                     ("aggregate", self.aggregate, AGGREGATES),
-                                     ("site", self.site, ("block_input", "block_output"))):
-            if value not in allowed:
-                raise SteerlabError(f"condition {name} must be one of {', '.join(allowed)}, "
-                                    f"got {value!r}")
+        parse_comparator(self.comparator, "condition comparator")
+        parse_condition_mode(self.mode, "condition mode")
+        parse_aggregate(self.aggregate, "condition aggregate")
+        _condition_site(self.site)
         if isinstance(self.threshold, bool) or not math.isfinite(float(self.threshold)):
             raise SteerlabError(f"condition threshold must be a finite number, got "
                                 f"{self.threshold!r}")
@@ -132,7 +187,7 @@ class Condition:
 
     @classmethod
     def from_vector(cls, vector: SteeringVector, *, layer: int | None = None,
-                    threshold: float | None = None, comparator: str | None = None
+                    threshold: float | None = None, comparator: Comparator | None = None
                     ) -> Condition:
         """The condition a ``steerlab cast fit`` vector carries in its manifest (layer,
         threshold, comparator, mode, aggregate), each overridable.
@@ -159,10 +214,12 @@ class Condition:
             raise SteerlabError("the condition vector carries no fitted layer/threshold (make "
                                 "it with 'steerlab cast fit', or give the layer and threshold)")
         return cls(vector, layer=int(chosen_layer), threshold=float(chosen_threshold),
-                   comparator=comparator or str(fitted.get("comparator", "greater")),
-                   mode=str(fitted.get("mode", "cast")),
-                   aggregate=str(fitted.get("aggregate", "mean")),
-                   site=str(fitted.get("site", "block_input")))
+                   comparator=comparator or parse_comparator(
+                       fitted.get("comparator", "greater"), "condition comparator"),
+                   mode=parse_condition_mode(fitted.get("mode", "cast"), "condition mode"),
+                   aggregate=parse_aggregate(fitted.get("aggregate", "mean"),
+                                             "condition aggregate"),
+                   site=_condition_site(fitted.get("site", "block_input")))
 
 
 @dataclass
@@ -186,7 +243,7 @@ class SteeringSpec:
     coefficient: float | None = None
     strength: float | None = None
     positions: str = "all"
-    operator: str = "add"
+    operator: Operator = "add"
     preserve_norm: bool = False
     condition: Condition | None = None
 
@@ -199,9 +256,7 @@ class SteeringSpec:
                                 f"{type(self.vector).__name__}")
         if self.coefficient is not None and self.strength is not None:
             raise SteerlabError("give coefficient or strength, not both")
-        if self.operator not in OPERATORS:
-            raise SteerlabError(f"unknown operator {self.operator!r}; expected one of "
-                                f"{', '.join(OPERATORS)}")
+        parse_operator(self.operator)
         if self.operator == "ablate" and self.strength is not None:
             raise SteerlabError("ablate takes coefficient= (the fraction of the component to "
                                 "remove, default 1), not strength=")
@@ -212,8 +267,8 @@ class SteeringSpec:
 
     @classmethod
     def at(cls, vector: SteeringVector, layers: Sequence[LayerSpec] | LayerSpec, value: float,
-           *, unit: str = "coefficient", positions: str = "all",
-           operator: str = "add") -> SteeringSpec:
+           *, unit: Unit = "coefficient", positions: str = "all",
+           operator: Operator = "add") -> SteeringSpec:
         """The spec of one sweep cell: ``value`` in ``unit`` (coefficient or strength).
 
         Example:
@@ -222,8 +277,7 @@ class SteeringSpec:
             >>> SteeringSpec.at(v, [1], -2.0).coefficient
             -2.0
         """
-        if unit not in UNITS:
-            raise SteerlabError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+        parse_unit(unit)
         value = float(value)
         return cls(vector, layers=layers, positions=positions, operator=operator,
                    coefficient=value if unit == "coefficient" else None,
@@ -322,6 +376,17 @@ def document_start_for(specs: Sequence[SteeringSpec]) -> dict[str, Any] | None:
                                 "steer with vectors extracted under one tokenizer")
         found = dict(start)
     return found
+
+
+_CONDITION_SITES: tuple[Site, ...] = ("block_input", "block_output")
+
+
+def _condition_site(value: object) -> Site:
+    site = one_of(value, _CONDITION_SITES)
+    if site is None:
+        raise SteerlabError(f"condition site must be one of {', '.join(_CONDITION_SITES)}, "
+                            f"got {value!r}")
+    return site
 
 
 def check_spec(spec: Any) -> SteeringSpec:

@@ -21,6 +21,7 @@ from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.scoring.ab import ABResult, score_ab, score_answers
 from steerlab.scoring.sweep import LayerKey
 from steerlab.steering.spec import SteeringSpec
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 SCORERS = {"ab": score_ab, "open": score_answers}
@@ -28,7 +29,7 @@ SCORERS = {"ab": score_ab, "open": score_answers}
 
 def naive_sweep(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
                 vector: SteeringVector, layers: Sequence[int | Sequence[int]],
-                values: Sequence[float], *, form: str = "ab", unit: str = "coefficient",
+                values: Sequence[float], *, form: str = "ab", unit: Unit = "coefficient",
                 positions: str = "all", batch_size: int = 1, system: str | None = None,
                 progress: bool = False) -> dict[tuple[LayerKey, float], ABResult]:
     """Every (layer group, value) cell scored on its own: ``score_ab`` (``form="ab"``) or

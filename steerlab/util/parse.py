@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Sequence
 
 from steerlab.errors import SteerlabError
+from steerlab.util.vocabulary import Unit
 
 LayerSpec = int | float | str
 #: The most values one list may expand to (a range asking for more is a typo, not a sweep).
@@ -176,7 +177,7 @@ def parse_values(text: str, option: str = "values") -> list[float]:
     return values
 
 
-def unit_values(coefficients: str | None, strengths: str | None) -> tuple[str, list[float]]:
+def unit_values(coefficients: str | None, strengths: str | None) -> tuple[Unit, list[float]]:
     """The sweep's unit and values from ``--coefficients`` / ``--strengths`` (exactly one).
 
     Example:
@@ -190,7 +191,7 @@ def unit_values(coefficients: str | None, strengths: str | None) -> tuple[str, l
     if coefficients is None and strengths is None:
         raise SteerlabError("give --strengths (multiples of the residual norm, e.g. "
                             "--strengths=-0.4,0,0.4) or --coefficients (raw multipliers)")
-    unit = "coefficient" if coefficients is not None else "strength"
+    unit: Unit = "coefficient" if coefficients is not None else "strength"
     text = coefficients if coefficients is not None else strengths
     values = parse_values(text or "", f"--{unit}s")
     if len(set(values)) != len(values):

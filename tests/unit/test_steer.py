@@ -8,6 +8,7 @@ so each test can compare the exact delta the engine applied.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -20,7 +21,7 @@ from steerlab.errors import SteerlabError
 from steerlab.model.arch import find_blocks
 from steerlab.steering.hooks import SteeringHandle, attach, steer
 from steerlab.steering.plan import PositionTracker, compile_terms
-from steerlab.steering.spec import SteeringSpec, parse_positions
+from steerlab.steering.spec import Positions, SteeringSpec, parse_positions
 from steerlab.testing.tiny import ARCHS, tiny_model, tiny_tokenizer
 from steerlab.vector import SteeringVector
 
@@ -558,11 +559,20 @@ def test_errors_are_one_line(llama: nn.Module) -> None:
 
 
 def test_parse_positions() -> None:
-    assert parse_positions("all") == ("all", 0, None)
-    assert parse_positions("last_prompt:3") == ("last_prompt", 3, None)
-    assert parse_positions("window:2:5") == ("window", 2, 5)
-    assert parse_positions("window:2:") == ("window", 2, None)
-    assert parse_positions("after_instruction") == ("after_instruction", 0, None)
+    assert parse_positions("all") == Positions("all")
+    assert parse_positions("last_prompt:3") == Positions("last_prompt", count=3)
+    assert parse_positions("window:2:5") == Positions("window", start=2, stop=5)
+    assert parse_positions("window:2:") == Positions("window", start=2)
+    assert parse_positions("after_instruction") == Positions("after_instruction")
+    for text in ("all", "front", "last_prompt:3", "window:2:5", "window:2:"):
+        assert str(parse_positions(text)) == text  # the text form round-trips
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        parse_positions("all").kind = "prompt"  # type: ignore[misc]
+    for bad in ("last_prompt:0", "window:5:2", "window:-1:", "everywhere", "last_prompt:x"):
+        with pytest.raises(SteerlabError, match="bad positions"):
+            parse_positions(bad)
+    with pytest.raises(SteerlabError, match="bad positions"):
+        Positions("window", start=3, stop=3)
 
 
 # --- 9. prompt vs generation under the KV cache -------------------------------------------------

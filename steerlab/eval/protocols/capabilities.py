@@ -43,6 +43,7 @@ from steerlab.steering.spec import parse_positions
 from steerlab.util import stats
 from steerlab.util.parse import parse_choices, resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 BENCHMARKS = ("mmlu", "truthfulqa")
@@ -94,13 +95,13 @@ def load_benchmark(name: str, limit: int, seed: int) -> Dataset:
     return data.subset(limit, seed) if limit else data
 
 
-def _cell(bench: str, layer: int, unit: str, value: float, n: int, positions: str) -> str:
+def _cell(bench: str, layer: int, unit: Unit, value: float, n: int, positions: str) -> str:
     return cell_id("capabilities", benchmark=bench, layer=layer, n=n,
                           positions=positions, **{unit: value})
 
 
 def _measure(lm: LoadedModel, store: EvalRun, vec: SteeringVector, bench: str,
-             data: Dataset, todo: dict[int, list[float]], unit: str, positions: str,
+             data: Dataset, todo: dict[int, list[float]], unit: Unit, positions: str,
              seed: int, batch_size: int) -> None:
     """Score the cells still to do: one sweep engine for the benchmark (tokenized once), the
     layers in resumable chunks of one engine pass each (as ``eval sweep`` does)."""
@@ -124,7 +125,7 @@ def _measure(lm: LoadedModel, store: EvalRun, vec: SteeringVector, bench: str,
                           cell_records(results[(layer, float(value))], **fields))
 
 
-def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit: str,
+def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit: Unit,
             values: list[float], positions: str, title: str, out: Path) -> Path:
     rows: list[list[Any]] = []
     series: dict[str, tuple[list[float], list[float], list[float]]] = {}
@@ -166,7 +167,7 @@ class CapabilitiesConfig:
     out: str | Path
     vector: Path
     layers: str
-    unit: str
+    unit: Unit
     values: Sequence[float]
     model: str = "smollm2-135m"
     benchmarks: Sequence[str] = BENCHMARKS

@@ -34,11 +34,17 @@ from steerlab.extraction.record import record
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.model.prompts import prompt_ids
 from steerlab.steering.hooks import steer
-from steerlab.steering.spec import CONDITION_MODES, Condition, SteeringSpec
+from steerlab.steering.spec import Condition, SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.util.seq import left_pad, token_batches
+from steerlab.util.vocabulary import (
+    Aggregate,
+    ConditionMode,
+    parse_aggregate,
+    parse_condition_mode,
+)
 from steerlab.vector import FORMAT_VERSION, SteeringVector
 from steerlab.version import __version__
 
@@ -144,7 +150,7 @@ def condition_directions(lm: LoadedModel, harmful: list[list[int]],
 
 
 def similarities(lm: LoadedModel, rows: list[list[int]], vector: SteeringVector,
-                 layers: list[int], mode: str, aggregate: str,
+                 layers: list[int], mode: ConditionMode, aggregate: Aggregate,
                  batch_size: int) -> dict[int, list[float]]:
     """Each prompt's condition similarity at every layer, computed by the run-time gate."""
     zero = SteeringVector.from_directions({lm.n_layers - 1: torch.zeros(lm.hidden_size)})
@@ -174,9 +180,8 @@ def similarities(lm: LoadedModel, rows: list[list[int]], vector: SteeringVector,
 
 def run(cfg: CastFitConfig) -> tuple[SteeringVector, list[LayerFit]]:
     """Fit the condition on one half, report it on the other, save the vector."""
-    if cfg.mode not in CONDITION_MODES:
-        raise SteerlabError(f"--mode must be one of {', '.join(CONDITION_MODES)}, got "
-                            f"{cfg.mode!r}")
+    mode = parse_condition_mode(cfg.mode, "--mode")
+    aggregate = parse_aggregate(cfg.aggregate, "condition aggregate")
     if not 0.1 <= cfg.fit_fraction <= 0.9:
         raise SteerlabError(f"fit fraction must be in [0.1, 0.9], got {cfg.fit_fraction}")
     from steerlab.util.io import check_writable
@@ -207,7 +212,7 @@ def run(cfg: CastFitConfig) -> tuple[SteeringVector, list[LayerFit]]:
     truth = {part: [True] * len(ids["harmful"][part]) + [False] * len(ids["harmless"][part])
              for part in (0, 1)}
     scores = {part: similarities(lm, ids["harmful"][part] + ids["harmless"][part], vector,
-                                 layers, cfg.mode, cfg.aggregate, cfg.batch_size)
+                                 layers, mode, aggregate, cfg.batch_size)
               for part in (0, 1)}
     for layer in layers:
         threshold, comparator, fit_f1 = best_threshold(scores[0][layer], truth[0])

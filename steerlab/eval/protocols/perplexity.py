@@ -54,6 +54,7 @@ from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 DATA_NAME = WIKITEXT_NAME
@@ -203,7 +204,7 @@ class _Run:
     rows: list[list[int]]
     prefix_len: int
     positions: str
-    unit: str
+    unit: Unit
     seed: int
     batch_size: int
 
@@ -287,7 +288,7 @@ class PerplexityConfig:
     out: str | Path
     vector: Path
     layers: str
-    unit: str
+    unit: Unit
     values: Sequence[float]
     model: str = "smollm2-135m"
     positions: str = "all"

@@ -30,6 +30,7 @@ from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
 from steerlab.util import stats
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import cosine
 
 Summary = dict[int, tuple[float, float, float, int]]
@@ -43,7 +44,7 @@ class SamplesConfig:
     out: str | Path
     data: str
     layer: int
-    unit: str = "strength"
+    unit: Unit = "strength"
     values: Sequence[float] = (-0.4, 0.4)
     sizes: Sequence[int] = (1, 2, 5, 10, 20, 40, 80, 160, 320)
     seeds: int = 5

@@ -25,6 +25,7 @@ from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.steering.spec import parse_positions
 from steerlab.util.parse import resolve_layers
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 
@@ -34,7 +35,7 @@ class SweepConfig:
 
     out: str | Path
     data: str
-    unit: str
+    unit: Unit
     values: list[float]
     model: str = "smollm2-135m"
     layers: str = "all"
@@ -139,7 +140,7 @@ def _largest(effects: dict[int, tuple[float, float, float]]) -> int | None:
     return max(finite, key=lambda k: effects[k][0]) if finite else None
 
 
-def _score(run: EvalRun, split: str, layer: int, value: float, unit: str,
+def _score(run: EvalRun, split: str, layer: int, value: float, unit: Unit,
            match: dict[str, Any]) -> dict[str, Any] | None:
     return bh.stored(run, "score", split=split, layer=layer, **{unit: value}, **match)
 

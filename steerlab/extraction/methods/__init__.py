@@ -30,6 +30,7 @@ from typing import Any, Protocol
 import torch
 
 from steerlab.errors import SteerlabError
+from steerlab.util.vocabulary import Site
 
 Stats = dict[str, Any]
 
@@ -54,7 +55,7 @@ class Method:
     name: str
     make: Callable[[], Accumulator]
     read: str = "last"  # "last": one position per sequence; "all": every position (ActAdd)
-    default_site: str = "block_output"
+    default_site: Site = "block_output"
     description: str = ""
 
 

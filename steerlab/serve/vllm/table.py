@@ -52,6 +52,7 @@ from steerlab.serve.steering import (
     resolve_steering,
 )
 from steerlab.steering.plan import PositionTracker
+from steerlab.util.vocabulary import Operator
 
 #: Operators whose update reads the hidden state (at most one per layer per request on vLLM).
 PROJECTIONS = ("ablate", "clamp")
@@ -63,7 +64,7 @@ class Entry:
 
     layer: int
     slot: int  # the vector's row in the table (its index among the served names)
-    operator: str
+    operator: Operator
     scale: float  # coefficient (add), fraction (ablate) or target value (clamp)
     positions: str  # checked by steerlab.steering.spec.parse_positions
 
