@@ -44,6 +44,7 @@ from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 METHODS = ("epo", "gcg")
@@ -60,7 +61,7 @@ class AdversarialConfig:
     layers: str
     value: float
     data: str = "caa:refusal"
-    unit: str = "strength"
+    unit: Unit = "strength"
     model: str = "smollm2-135m"
     objective: str = "ab_flip"
     method: str = "epo"

@@ -38,6 +38,7 @@ from steerlab.steering.spec import Condition, SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 
@@ -49,7 +50,7 @@ class DefenceConfig:
     vector: Path
     layers: str
     values: Sequence[float] = (0.2, 0.4)
-    unit: str = "strength"
+    unit: Unit = "strength"
     model: str = "smollm2-135m"
     condition: Path | None = None
     condition_layer: int | None = None
@@ -87,7 +88,7 @@ def prompt_sets(limit: int, seed: int, n_suffixes: int) -> list[PromptSet]:
     return sets
 
 
-def _configs(vec: SteeringVector, layers: list[int], unit: str, values: Sequence[float],
+def _configs(vec: SteeringVector, layers: list[int], unit: Unit, values: Sequence[float],
              condition: Condition | None) -> dict[str, list[SteeringSpec]]:
     configs: dict[str, list[SteeringSpec]] = {"unsteered": []}
     short = "s" if unit == "strength" else "c"

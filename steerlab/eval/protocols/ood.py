@@ -59,6 +59,7 @@ from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 JUDGE_SPAN = 9.0  # the judge's scale 1..10
@@ -94,7 +95,7 @@ class OODRun:
     judge: Judge
     layers: list[int]
     values: list[float]
-    unit: str = "coefficient"
+    unit: Unit = "coefficient"
     limit: int = 0
     seed: int = 0
     max_new_tokens: int = 64
@@ -342,7 +343,7 @@ class OODConfig:
     out: str | Path
     vector: Path
     trait: str
-    unit: str = "strength"
+    unit: Unit = "strength"
     values: Sequence[float] = (-0.5, 0.0, 0.5)
     layers: str | None = None
     model: str = "smollm2-135m"
