@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 def test_caa_check_on_smollm2(smollm2, shared_data: Path, tmp_path: Path) -> None:
     from steerlab.data.loaders import load_dataset
-    from steerlab.eval.protocols.prompting import item_id
+    from steerlab.eval.protocols.prompting_inputs import item_id
     from steerlab.scoring.ab import score_ab
     from steerlab.vector import SteeringVector
 

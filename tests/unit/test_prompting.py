@@ -16,6 +16,8 @@ from steerlab.data.formats import ABItem
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols import prompting
+from steerlab.eval.protocols.prompting_cells import ANSWERS, CONDITIONS
+from steerlab.eval.protocols.prompting_inputs import PARTS, instruction_for, item_id, split_items
 from steerlab.vector import SteeringVector
 from tests.unit.cli_runner import Cli, assert_error
 
@@ -52,30 +54,29 @@ def test_every_condition_scores_the_same_items_as_the_sweep(tiny_dir: Path, tmp_
     records = _records(out)
     # the test items eval sweep scores at the same --limit and seed
     test = bh.load_splits("caa:refusal", 0, 0, "open")["test"].subset(5, 0)
-    want = [prompting.item_id(i) for i in test]
+    want = [item_id(i) for i in test]
     scores = {r["extra"]["condition"]: r for r in records if r["metric"] == "score"}
-    assert set(scores) == set(prompting.CONDITIONS)
+    assert set(scores) == set(CONDITIONS)
     for condition, record in scores.items():
         assert record["extra"]["item_ids"] == want, condition  # same items, same order
         assert record["n"] == 5 and len(record["extra"]["scores"]) == 5
         assert record["strength"] == (1.0 if "vector" in condition else 0.0)
-    assert result.item_ids == {c: want for c in prompting.CONDITIONS}
+    assert result.item_ids == {c: want for c in CONDITIONS}
     fluency = {r["extra"]["condition"]: r for r in records if r["metric"] == "fluency_ppl"}
-    assert set(fluency) == set(prompting.CONDITIONS)
+    assert set(fluency) == set(CONDITIONS)
     assert all(r["extra"]["item_ids"] == want for r in fluency.values())
     assert {r["extra"]["condition"] for r in records if r["metric"] == "refusal_rate"} == set(
-        prompting.CONDITIONS)  # caa:refusal: the phrase classifier applies
-    answers = [json.loads(x) for x in (out / prompting.ANSWERS).read_text().splitlines()]
+        CONDITIONS)  # caa:refusal: the phrase classifier applies
+    answers = [json.loads(x) for x in (out / ANSWERS).read_text().splitlines()]
     assert sorted((a["condition"], a["id"]) for a in answers) == sorted(
-        (c, i) for c in prompting.CONDITIONS for i in want)
+        (c, i) for c in CONDITIONS for i in want)
     # the baseline is the behaviour studies' open-answer score of those items, item by item
     lm = load_model(str(tiny_dir))
     plain = score_answers(lm, list(test))
     assert scores["baseline"]["extra"]["scores"] == pytest.approx(list(plain.scores), abs=1e-4)
     # few-shot examples: train items, none of them a test item
     shots = json.loads((out / "instruction.json").read_text())
-    train = {prompting.item_id(i) for i in prompting.split_items("caa:refusal", "train", 0,
-                                                                 "open")}
+    train = {item_id(i) for i in split_items("caa:refusal", "train", 0, "open")}
     assert len(shots["shot_ids"]) == 2 and set(shots["shot_ids"]) <= train
     assert not set(shots["shot_ids"]) & set(want)
     assert "refus" in shots["system"] and "refus" in shots["prefix"]
@@ -130,22 +131,21 @@ def test_manifest_recommendation_and_not_measurable(tiny_dir: Path, tmp_path: Pa
 def test_instruction_comes_from_the_description_or_the_option() -> None:
     train = [ABItem(f"T{i}?", f"yes {i}", f"no {i}") for i in range(6)]
     test = [train[0], ABItem("Held out?", "a", "b")]
-    got, why = prompting.instruction_for("caa:sycophancy", None, prompting.PARTS, 3, train,
-                                         test, seed=1)
+    got, why = instruction_for("caa:sycophancy", None, PARTS, 3, train, test, seed=1)
     assert got is not None and not why
     assert "sycophancy" in (got.system or "") and "flatters" in (got.prefix or "")
     assert len(got.shots) == 3 and train[0] not in got.shots  # a test question is never shown
     roles = [m["role"] for m in got.context()]
     assert roles == ["user", "assistant"] * 3
     assert got.apply(test[1]).question.endswith("\n\nHeld out?")
-    only, _ = prompting.instruction_for("caa:sycophancy", None, ["system"], 3, train, test)
+    only, _ = instruction_for("caa:sycophancy", None, ["system"], 3, train, test)
     assert only is not None and only.prefix is None and not only.shots
-    mine, _ = prompting.instruction_for("x.json", "Be  terse.", prompting.PARTS, 0, train, test)
+    mine, _ = instruction_for("x.json", "Be  terse.", PARTS, 0, train, test)
     assert mine is not None and mine.system == mine.prefix == "Be terse." and not mine.shots
-    none, why = prompting.instruction_for("x.json", None, prompting.PARTS, 2, train, test)
+    none, why = instruction_for("x.json", None, PARTS, 2, train, test)
     assert none is None and "--instruction" in why
     with pytest.raises(SteerlabError, match="--prompt-parts"):
-        prompting.instruction_for("caa:refusal", None, ["vibes"], 2, train, test)
+        instruction_for("caa:refusal", None, ["vibes"], 2, train, test)
 
 
 def test_every_prompting_verdict_is_reachable() -> None:

@@ -88,7 +88,7 @@ def test_caa_vector_is_the_mean_difference_at_the_answer_letter(tiny_dir: Path, 
 def test_caa_check_scores_all_test_items_after_the_instruction(tiny_dir: Path, tmp_path: Path,
                                                                shared_data: Path) -> None:
     from steerlab.data.loaders import load_dataset
-    from steerlab.eval.protocols.prompting import item_id
+    from steerlab.eval.protocols.prompting_inputs import item_id
 
     out = tmp_path / "caa"
     got = reproduce.caa_check(str(tiny_dir), "caa:refusal", 1, out, train_limit=4)
