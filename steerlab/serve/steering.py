@@ -162,7 +162,7 @@ def resolve_steering(request: SteeringRequest | None, registry: VectorRegistry,
                                 preserve_norm=entry.preserve_norm)
             resolved = spec.resolved_layers(n_layers)
             for layer in resolved:
-                spec.scale(layer)  # strength without calibration fails here, not in the worker
+                spec.operand(layer)  # strength without calibration fails here, not in the worker
             spec.layers = resolved
         except SteerlabError as exc:
             raise SteerlabError(f"{where}: {exc}") from None

@@ -308,7 +308,7 @@ class SteeringHandle:
 
     def select_rows(self, index: Sequence[int]) -> None:
         """Keep batch rows ``index`` of a per-row steering (the others left the batch): their
-        scales, gates and prompt lengths follow them, nothing is recompiled."""
+        operands, gates and prompt lengths follow them, nothing is recompiled."""
         entry = self._entry
         if entry is None:
             return

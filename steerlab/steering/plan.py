@@ -1,7 +1,7 @@
 """Compiled steering: per-(site, layer) terms, token positions, and applying them.
 
 :func:`compile_terms` turns specs (global ones and per-row ones) into :class:`Term` lists per
-``(site, layer)``; per-row adds of the same vector are fused into one term with a per-row scale,
+``(site, layer)``; per-row adds of the same vector are fused into one term with a per-row operand,
 so a whole coefficient sweep rides in one forward. :class:`PositionTracker` knows, for every
 token of the current call, its absolute real-token index (pads excluded) and each row's prompt
 length, so positions are right with the KV cache on or off, left or right padding, batched or
@@ -39,14 +39,19 @@ Plan = dict[tuple[Site, int], list["Term"]]
 
 @dataclass
 class Term:
-    """One operation at one layer, possibly restricted to some rows with per-row scales."""
+    """One operation at one layer, possibly restricted to some rows with per-row operands.
+
+    ``operand`` is the number the operator takes (:meth:`SteeringSpec.operand
+    <steerlab.steering.spec.SteeringSpec.operand>`): add's coefficient, ablate's fraction or
+    clamp's target value.
+    """
 
     operator: TermOperator
     direction: torch.Tensor  # raw for add, unit for ablate/clamp; [d] or [n_pos, d]
     positions: str
     preserve_norm: bool
-    row_scale: torch.Tensor | None  # [B] per-row scale (0 where the row is not steered)
-    scale: float = 1.0
+    row_operand: torch.Tensor | None  # [B] per-row operand (0 where the row is not steered)
+    operand: float = 1.0
     row_mask: torch.Tensor | None = None  # [B] bool, rows this term touches
     gate: Gate | None = None  # steer only the rows whose condition fires (or, for the
     #                           operator "gate", the condition this term evaluates)
@@ -254,10 +259,10 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
                 raise SteerlabError("conditional steering: the condition was not evaluated on "
                                     "this batch's prompt")
             mask = mask * term.gate.values.to(hidden.device, hidden.dtype)[:, None]
-        if term.row_scale is not None:
-            weight = mask * term.row_scale.to(hidden.device, hidden.dtype)[:, None]
+        if term.row_operand is not None:
+            weight = mask * term.row_operand.to(hidden.device, hidden.dtype)[:, None]
         else:
-            weight = mask * term.scale
+            weight = mask * term.operand
         before = hidden.norm(dim=-1, keepdim=True) if term.preserve_norm else None
         if term.operator == "add":
             if direction.ndim == 2:
@@ -271,7 +276,7 @@ def apply_terms(hidden: torch.Tensor, terms: Sequence[Term],
             projection = hidden @ direction
             if term.operator == "ablate":
                 hidden = hidden - (weight * projection)[..., None] * direction
-            else:  # clamp: set the component along the direction to the scale
+            else:  # clamp: set the component along the direction to the target
                 hidden = hidden + (mask * (weight - projection * mask))[..., None] * direction
         if before is not None:
             after = hidden.norm(dim=-1, keepdim=True).clamp_min(1e-12)
@@ -338,7 +343,7 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
             gate = gate_for(spec, layer)
             plan.setdefault((spec.vector.site, layer), []).append(Term(
                 spec.operator, direction_for(spec, layer), spec.positions, spec.preserve_norm,
-                None, spec.scale(layer), gate=gate))
+                None, spec.operand(layer), gate=gate))
     if row_specs is not None:
         batch = len(row_specs)
         # Terms of the same (vector, layer, operator, positions) are fused across rows, but a
@@ -365,8 +370,8 @@ def compile_terms(specs: Sequence[SteeringSpec], row_specs: Sequence[Sequence[St
                         index = len(terms)
                         terms.append(term)
                         fused[key] = (term, index)
-                    assert term.row_scale is not None and term.row_mask is not None
-                    term.row_scale[row] = spec.scale(layer)
+                    assert term.row_operand is not None and term.row_mask is not None
+                    term.row_operand[row] = spec.operand(layer)
                     term.row_mask[row] = True
                     last[site_key] = index
     return plan
@@ -377,8 +382,8 @@ def select_rows(plan: Plan, index: torch.Tensor) -> None:
     seen: set[int] = set()
     for terms in plan.values():
         for term in terms:
-            if term.row_scale is not None:
-                term.row_scale = term.row_scale[index.cpu()]
+            if term.row_operand is not None:
+                term.row_operand = term.row_operand[index.cpu()]
             if term.row_mask is not None:
                 term.row_mask = term.row_mask[index.cpu()]
             if term.gate is not None and id(term.gate) not in seen:

@@ -1,4 +1,4 @@
-"""What to steer with: :class:`SteeringSpec` (a vector, its layers, scale, positions, operator).
+"""What to steer with: :class:`SteeringSpec` (a vector, its layers, amount, positions, operator).
 
 Positions (per row): ``all``, ``prompt``, ``generation``, ``after_instruction`` (needs
 instruction lengths), ``front`` (row i of a position-resolved ActAdd vector is added at real
@@ -10,8 +10,11 @@ manifest's ``document_start``); :func:`document_start_for` says which token prom
 ``front`` must begin with, and the generation loop prefixes it. Hooks alone
 (``steerlab.steer`` around your own forward) leave the input ids as you give them.
 
-Operators: ``add`` (h + c·v), ``ablate`` (h − c·(h·v̂)v̂, c defaults to 1), ``clamp``
-(h − (h·v̂)v̂ + c·v̂). ``preserve_norm`` rescales steered positions to their pre-steer norm.
+Operators: ``add`` (h + c·v), ``ablate`` (h − f·(h·v̂)v̂, f defaults to 1), ``clamp``
+(h − (h·v̂)v̂ + t·v̂). ``preserve_norm`` rescales steered positions to their pre-steer norm.
+The number each operator takes has its own name on a spec: :meth:`SteeringSpec.coefficient_at`
+(add's c), :meth:`SteeringSpec.ablation_fraction` (ablate's f), :meth:`SteeringSpec.clamp_target`
+(clamp's t); :meth:`SteeringSpec.operand` is whichever one the spec's operator takes.
 
 Example:
     >>> import torch
@@ -298,20 +301,75 @@ class SteeringSpec:
             raise SteerlabError(f"layer(s) {bad} out of range: model has {n_layers} layers")
         return layers
 
-    def scale(self, layer: int) -> float:
-        """The raw coefficient (add) or clamp value / ablation fraction for this layer."""
+    def coefficient_at(self, layer: int) -> float:
+        """``add``: the raw multiplier of the stored vector at ``layer`` — ``coefficient`` as
+        given, or ``strength`` turned into one with the vector's calibration (1 if neither).
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({0: torch.ones(4)}, resid_norms={"0": 10.0})
+            >>> SteeringSpec(v, strength=0.5).coefficient_at(0)
+            2.5
+        """
+        self._takes("add", "coefficient_at")
         if self.strength is not None:
-            if self.operator == "add":
-                return self.vector.coefficient_for_strength(layer, self.strength)
+            return self.vector.coefficient_for_strength(layer, self.strength)
+        return 1.0 if self.coefficient is None else float(self.coefficient)
+
+    def clamp_target(self, layer: int) -> float:
+        """``clamp``: the value the component along v̂ is set to at ``layer`` — ``coefficient``
+        as given, or ``strength`` × the layer's mean residual norm (1 if neither).
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({0: torch.ones(4)}, resid_norms={"0": 10.0})
+            >>> SteeringSpec(v, strength=0.5, operator="clamp").clamp_target(0)
+            5.0
+        """
+        self._takes("clamp", "clamp_target")
+        if self.strength is not None:
             resid = self.vector.resid_norm(layer)
             if resid is None:
                 raise SteerlabError(f"vector has no residual-norm calibration for layer {layer}: "
                                     "use coefficient=, or steerlab.calibrate(vector, model, "
                                     "texts)")
-            return self.strength * resid  # clamp: the value, in units of the residual norm
-        if self.coefficient is not None:
-            return float(self.coefficient)
-        return 1.0
+            return self.strength * resid
+        return 1.0 if self.coefficient is None else float(self.coefficient)
+
+    def ablation_fraction(self) -> float:
+        """``ablate``: the fraction of the component along v̂ that is removed (``coefficient``,
+        default 1: all of it).
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({0: torch.ones(4)})
+            >>> SteeringSpec(v, operator="ablate").ablation_fraction()
+            1.0
+        """
+        self._takes("ablate", "ablation_fraction")
+        return 1.0 if self.coefficient is None else float(self.coefficient)
+
+    def operand(self, layer: int) -> float:
+        """The number this spec's operator takes at ``layer``: :meth:`coefficient_at` (add),
+        :meth:`ablation_fraction` (ablate) or :meth:`clamp_target` (clamp).
+
+        Example:
+            >>> import torch
+            >>> v = SteeringVector.from_directions({0: torch.ones(4)})
+            >>> [SteeringSpec(v, coefficient=0.5, operator=op).operand(0)
+            ...  for op in ("add", "ablate", "clamp")]
+            [0.5, 0.5, 0.5]
+        """
+        if self.operator == "add":
+            return self.coefficient_at(layer)
+        if self.operator == "clamp":
+            return self.clamp_target(layer)
+        return self.ablation_fraction()
+
+    def _takes(self, operator: Operator, what: str) -> None:
+        if self.operator != operator:
+            raise SteerlabError(f"{what} is the number operator {operator!r} takes; this spec's "
+                                f"operator is {self.operator!r} (operand() gives its number)")
 
 
 Steering = SteeringSpec | SteeringVector | Sequence[SteeringSpec] | None

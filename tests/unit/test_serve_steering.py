@@ -46,7 +46,8 @@ def test_parse_and_resolve_a_full_entry(registry: VectorRegistry) -> None:
     assert [s.layers for s in specs] == [[1, 2], [1]]
     assert specs[0].strength == 0.5 and specs[0].positions == "generation"
     assert specs[1].coefficient == -2.0 and specs[1].vector is registry.get("raw")
-    assert specs[0].scale(1) == pytest.approx(registry.get("opt").coefficient_for_strength(1, 0.5))
+    assert specs[0].operand(1) == pytest.approx(
+        registry.get("opt").coefficient_for_strength(1, 0.5))
 
 
 def test_default_layers_are_the_vectors_and_negative_layers_resolve(

@@ -356,7 +356,7 @@ def test_row_specs_equal_separate_runs(llama: nn.Module) -> None:
     plan = compile_terms([], row_specs, N_LAYERS)
     assert [len(plan[("block_output", k)]) for k in (1, 2)] == [1, 1]  # fused per layer
     term = plan[("block_output", 1)][0]
-    assert term.row_scale is not None and term.row_scale.tolist() == [2.0, 0.0, -3.0]
+    assert term.row_operand is not None and term.row_operand.tolist() == [2.0, 0.0, -3.0]
     batch = _left(ROWS)
     width = batch["input_ids"].shape[1]
     with steer(llama, row_specs=row_specs):
@@ -556,6 +556,22 @@ def test_errors_are_one_line(llama: nn.Module) -> None:
         SteeringSpec(torch.ones(D))  # type: ignore[arg-type]
     _one_line(exc)
     _assert_no_hooks(llama)
+
+
+def test_each_operator_names_its_number() -> None:
+    vec = SteeringVector.from_directions({0: torch.ones(D)}, resid_norms={"0": 8.0})
+    add = SteeringSpec(vec, strength=0.5)
+    clamp = SteeringSpec(vec, strength=0.5, operator="clamp")
+    ablate = SteeringSpec(vec, coefficient=0.25, operator="ablate")
+    assert add.operand(0) == add.coefficient_at(0) == vec.coefficient_for_strength(0, 0.5)
+    assert clamp.operand(0) == clamp.clamp_target(0) == 4.0  # 0.5 × the residual norm
+    assert ablate.operand(0) == ablate.ablation_fraction() == 0.25
+    assert SteeringSpec(vec, operator="ablate").ablation_fraction() == 1.0
+    for spec, wrong in ((add, "clamp_target"), (clamp, "coefficient_at")):
+        with pytest.raises(SteerlabError, match="operand"):
+            getattr(spec, wrong)(0)
+    with pytest.raises(SteerlabError, match="operand"):
+        add.ablation_fraction()
 
 
 def test_parse_positions() -> None:

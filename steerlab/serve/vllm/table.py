@@ -65,7 +65,7 @@ class Entry:
     layer: int
     slot: int  # the vector's row in the table (its index among the served names)
     operator: Operator
-    scale: float  # coefficient (add), fraction (ablate) or target value (clamp)
+    operand: float  # SteeringSpec.operand: coefficient (add), fraction (ablate), target (clamp)
     positions: str  # checked by steerlab.steering.spec.parse_positions
 
     def mask(self, pos: np.ndarray, prompt_length: int, instruction_length: int) -> np.ndarray:
@@ -166,7 +166,7 @@ on the vLLM engine (use steerlab serve --engine transformers)
             else:
                 seen_add.add(layer)
             entries.append(Entry(layer, slots[item.name], spec.operator,
-                                 float(spec.scale(layer)), spec.positions))
+                                 float(spec.operand(layer)), spec.positions))
     return RequestPlan(request, tuple(entries))
 
 
@@ -191,7 +191,7 @@ def steering_fingerprint(plan: RequestPlan, registry: VectorRegistry) -> str | N
         return None
     names = registry.names
     items = [[names[e.slot], registry.served(names[e.slot]).sha256 or "", e.layer, e.operator,
-              repr(e.scale), e.positions] for e in touching]
+              repr(e.operand), e.positions] for e in touching]
     payload = json.dumps(items, sort_keys=False).encode()
     return "steerlab-" + hashlib.sha256(payload).hexdigest()[:32]
 
@@ -284,12 +284,12 @@ class SteeringTable:
                 mask = e.mask(pos, span.prompt_length, instruction).astype(np.float32)
                 rows = slice(span.start, span.end)
                 if e.operator == "add":
-                    views["add"][li, rows, e.slot] += e.scale * mask
+                    views["add"][li, rows, e.slot] += e.operand * mask
                 elif e.operator == "ablate":
-                    views["ablate"][li, rows, e.slot] += e.scale * mask
+                    views["ablate"][li, rows, e.slot] += e.operand * mask
                 else:
                     views["clamp_on"][li, rows, e.slot] = mask
-                    views["clamp_to"][li, rows, e.slot] = e.scale * mask
+                    views["clamp_to"][li, rows, e.slot] = e.operand * mask
         if self.buffers is not self.host and clear:
             for key, host in self.host.items():
                 self.buffers[key][:, :clear].copy_(host[:, :clear], non_blocking=True)
