@@ -112,6 +112,7 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     import shutil
 
     from steerlab.eval.protocols import reproduce
+    from steerlab.eval.protocols.reproduce_table import ModelResult
     from steerlab.util.io import jsonable
 
     other = tmp_path / "tiny2"
@@ -148,7 +149,7 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     shutil.rmtree(gone)
     again = reproduce.run(cfg)
     assert not (gone / "sweep").exists() and (gone / "verdicts.json").is_file()
-    def normal(found: list[reproduce.ModelResult]) -> str:
+    def normal(found: list[ModelResult]) -> str:
         return json.dumps([{k: jsonable(v.as_dict()) for k, v in r.verdicts.items()}
                            for r in found], sort_keys=True)
 

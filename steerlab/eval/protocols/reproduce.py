@@ -46,10 +46,9 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,8 +56,18 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
 from steerlab.eval.protocols.audit import AuditConfig
-from steerlab.eval.store import cell_id, make_record, read_results
-from steerlab.eval.tables import console, print_table
+from steerlab.eval.protocols.reproduce_caa import (
+    CAA_MULTIPLIERS,
+    CAA_PAPER,
+    CAA_POSITIONS,
+    CAAResult,
+    answer_pair,
+    caa_records,
+    print_caa,
+)
+from steerlab.eval.protocols.reproduce_table import ModelResult, markdown, print_verdicts
+from steerlab.eval.store import cell_id, read_results
+from steerlab.eval.tables import console
 from steerlab.util.io import atomic_write, write_json
 from steerlab.util.machine import describe
 from steerlab.version import __version__
@@ -67,9 +76,6 @@ DEFAULT_MODELS = ("smollm2-135m", "gemma3-270m", "qwen2.5-coder-0.5b", "qwen2.5-
 ACTADD_PAIR = (" love", " hate")  # one token each on SmolLM2; "Hate" is "H" + "ate"
 ACTADD_DEPTH = 0.2
 ACTADD_COEFFICIENT = 5.0
-CAA_MULTIPLIERS = (-1.0, 0.0, 1.0)  # Rimsky et al.'s raw multipliers of the mean difference
-CAA_POSITIONS = "after_instruction"  # CAA adds the vector at every position after the prompt
-CAA_PAPER = "Rimsky et al. 2023"
 
 
 @dataclass
@@ -117,18 +123,39 @@ class ReproduceConfig:
         normal: dict[str, Any] = json.loads(json.dumps(audit, default=str))
         return normal
 
+    def size_lines(self, model: str) -> list[str]:
+        """The sizes every model runs at (the audit's as for ``model``), as the Markdown
+        bullets of ``docs/RESULTS.md``.
 
-@dataclass
-class ModelResult:
-    """One model's verdicts and what they cost."""
-
-    model: str
-    params: int | None
-    layer: int | None
-    strength: float
-    verdicts: dict[str, rules.Verdict] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    measured: str = ""  # when and where: "2026-12-03, 2 CPUs x86_64 AVX2, steerlab 0.1.0"
+        Example:
+            >>> ReproduceConfig("x").size_lines("m")[-1].startswith("- CAA (Rimsky")
+            True
+        """
+        audit = self.audit_for(model)
+        return [f"- sweep: depths 0.3-0.7 × strengths "
+                f"{', '.join(f'{v:g}' for v in audit.strengths)}; {audit.limit} val + "
+                f"{audit.limit} test items; {audit.train_limit} train pairs",
+                f"- samples: pair counts {', '.join(map(str, audit.pair_counts))} × "
+                f"{audit.draws} draws",
+                f"- ood: {audit.ood_limit} AEP prompts per set ({', '.join(audit.ood_lengths)}),"
+                f" {audit.max_new_tokens} new tokens, judge `{audit.judge}`",
+                f"- adversarial: {audit.adversarial_limit} items, EPO {audit.iterations} "
+                f"iterations × {audit.population}×{audit.children} candidates, "
+                f"{audit.suffix_length}-token suffixes",
+                f"- perplexity: {audit.windows} WikiText-2 windows of 256 tokens",
+                f"- ActAdd: \"{self.actadd_pair[0]}\"−\"{self.actadd_pair[1]}\" at depth "
+                f"{ACTADD_DEPTH:g}, coefficient {ACTADD_COEFFICIENT:g}, front positions, "
+                f"{self.sentiment_limit} negative + {self.sentiment_limit} neutral prompts, 24 "
+                "new tokens, the MiniLM classifier (VADER beside it), steering words masked "
+                "as a control, perplexity ratio ≤ 1.5",
+                f"- CAA ({CAA_PAPER}'s protocol): mean difference of the residual stream at "
+                f"the answer letter over "
+                f"{self.caa_train_limit or 'all'} train pairs, at the audit's layer, added "
+                f"{CAA_POSITIONS.replace('_', ' ')} at multipliers "
+                f"{', '.join(map(rules.signed, CAA_MULTIPLIERS))} (raw; the equivalent "
+                f"strengths are in the numbers), scored by p(matching letter) on "
+                f"{self.caa_limit or 'all'} items of the A/B test split; not measurable when "
+                f"p(A)+p(B) < {rules.MIN_LETTER_MASS:g} at any multiplier"]
 
 
 def _safe(model: str) -> str:
@@ -151,9 +178,10 @@ def run(cfg: ReproduceConfig) -> list[ModelResult]:
     write_json(root / "verdicts.json", [size.as_dict()], what="verdicts")
     for r in results:
         r.verdicts["size"] = size
-    _print(results)
+    print_verdicts(results)
     if cfg.results is not None:
-        atomic_write(cfg.results, markdown(results, cfg), what="results table")
+        table = markdown(results, cfg.data, cfg.size_lines(results[0].model))
+        atomic_write(cfg.results, table, what="results table")
         console.print(f"table: {cfg.results}")
     return results
 
@@ -296,89 +324,6 @@ def _open_effect(sweep_dir: Path, layer: int | None) -> tuple[tuple[float, float
     return (float(record["value"]), float(record["ci_low"]), float(record["ci_high"])), what
 
 
-@dataclass
-class CAAResult:
-    """What :func:`caa_check` measured: per multiplier, CAA's score p(matching letter) /
-    (p(A) + p(B)) and the answer-letter mass p(A) + p(B) (each value, low, high), the paired
-    shift from the lowest multiplier to the highest, and the protocol it ran under."""
-
-    model: str
-    data: str
-    layer: int
-    multipliers: list[float]
-    strengths: dict[float, float | None]  # multiplier -> equivalent strength
-    score: dict[float, tuple[float, float, float]]
-    letter_mass: dict[float, tuple[float, float, float]]
-    shift: tuple[float, float, float] | None
-    item_ids: list[str]
-    n_test: int  # items in the whole test split
-    n_pairs: int  # train pairs the vector was extracted from
-    n_pool: int  # train + val items: what the paper would have extracted from
-    read_position: str
-    matching_a_share: float | None
-    chat_template: bool
-    params: int | None = None
-    answers: tuple[str, str] = ("A", "B")  # the two answer tokens (Yes/No for persona items)
-
-    def deviations(self) -> list[str]:
-        """Where this run's protocol differs from Rimsky et al. 2023 (Llama 2 7B/13B Chat,
-        ``[INST] … [/INST]`` prompts, all of ``generate.json`` for the vector, a layer sweep by
-        the A/B effect, the 50 held-out A/B items, multipliers ±1 after the instruction).
-
-        Example:
-            >>> r = CAAResult("m", "caa:refusal", 3, [-1.0, 0.0, 1.0], {}, {}, {}, None,
-            ...               ["a"] * 50, 50, 326, 408, "answer_token", 0.5, True, 135_000_000)
-            >>> r.deviations()[0]
-            'model m (135 M parameters) instead of Llama 2 7B/13B Chat'
-        """
-        size = f" ({self.params / 1e6:.3g} M parameters)" if self.params else ""
-        out = [f"model {self.model}{size} instead of Llama 2 7B/13B Chat",
-               ("the model's own chat template" if self.chat_template else
-                "a plain 'Question: … Answer:' prompt (the model has no chat template)") +
-               " instead of Llama 2's [INST] … [/INST], no system prompt",
-               f"layer {self.layer}: the audit's (chosen by its open-answer effect on the val "
-               "split), where the paper sweeps layers by the A/B effect (13 of 32 on 7B)"]
-        if self.n_pairs < self.n_pool:
-            out.append(f"vector from {self.n_pairs} train pairs, not all {self.n_pool} items "
-                       "outside the test split (the rest is the audit's val split)")
-        if len(self.item_ids) < self.n_test:
-            out.append(f"{len(self.item_ids)} of the {self.n_test} test items")
-        if self.answers != ("A", "B"):
-            out.append(f"{'/'.join(self.answers)} answers (statements, not CAA's A/B choices):"
-                       " the vector is read at that answer token and the mass is p("
-                       f"{self.answers[0]})+p({self.answers[1]})")
-        if self.read_position != "answer_token":
-            out.append(f"vector read at {self.read_position}, not the answer letter")
-        return out
-
-    def warnings(self) -> list[str]:
-        """The validity warnings of the unsteered letter score (mass, letter bias, base rate)."""
-        zero = self.letter_mass.get(0.0)
-        base = self.score.get(0.0)
-        return rules.validity_warnings(letter_mass=zero[0] if zero else None,
-                                       matching_a_share=self.matching_a_share,
-                                       base_rate=base[0] if base else None)
-
-    def verdict(self, open_effect: tuple[float, float, float] | None = None,
-                open_what: str = "") -> rules.Verdict:
-        """The CAA verdict (:func:`~steerlab.eval.verdicts.judge_caa`) of this measurement."""
-        low, high = min(self.multipliers), max(self.multipliers)
-        token = "letter" if self.answers == ("A", "B") else "answer"
-        what = f"p(matching {token}) at {rules.signed(high)} vs {rules.signed(low)}"
-        strength = self.strengths.get(high)
-        if strength is not None:
-            what += f" (strength ±{abs(strength):.3g})"
-        verdict = rules.judge_caa(self.shift, {m: v[0] for m, v in self.letter_mass.items()},
-                                  what=what, open_effect=open_effect, open_what=open_what,
-                                  warnings=self.warnings(), deviations=self.deviations(),
-                                  answers=self.answers)
-        verdict.numbers.update(
-            layer=self.layer, n=len(self.item_ids), n_pairs=self.n_pairs,
-            score={rules.signed(m): v for m, v in self.score.items()},
-            strength={rules.signed(m): v for m, v in self.strengths.items()})
-        return verdict
-
-
 def caa_check(model: str, data: str, layer: int, out: str | Path, *,
               multipliers: Sequence[float] = CAA_MULTIPLIERS, limit: int = 0,
               train_limit: int = 0, seed: int = 0, batch_size: int = 16) -> CAAResult:
@@ -398,7 +343,7 @@ def caa_check(model: str, data: str, layer: int, out: str | Path, *,
         (0.63, 'not measurable')
     """
     from steerlab.data.loaders import load_dataset
-    from steerlab.eval.protocols.prompting import item_id
+    from steerlab.eval.protocols.prompting_inputs import item_id
     from steerlab.eval.run import EvalRun
     from steerlab.scoring.ab import ab_items
 
@@ -413,7 +358,7 @@ def caa_check(model: str, data: str, layer: int, out: str | Path, *,
     answers = [i.matching.strip().upper() for i in items]
     lettered = bool(answers) and all(a.startswith("(") for a in answers)
     share = sum(a.startswith("(A") for a in answers) / len(answers) if lettered else None
-    pair = ("A", "B") if lettered else _answer_pair(items)
+    pair = ("A", "B") if lettered else answer_pair(items)
     settings = {"model": model, "data": data, "layer": layer, "multipliers": values,
                 "positions": CAA_POSITIONS, "method": "mean_diff", "limit": limit,
                 "train_limit": train_limit, "seed": seed, "data_sha256": test.sha256[:16]}
@@ -422,233 +367,9 @@ def caa_check(model: str, data: str, layer: int, out: str | Path, *,
                    values=",".join(f"{v:g}" for v in values), limit=limit,
                    train_limit=train_limit, seed=seed)
     if run.todo([cell]):
-        run.add(cell, _caa_records(run, model, data, layer, values, items, ids, train_limit,
-                                   seed, batch_size))
-    got = {r["metric"]: r for r in run.records(metric="effect")}
+        run.add(cell, caa_records(run, model, data, layer, values, items, ids, train_limit,
+                                  seed, batch_size))
     found = CAAResult(model, data, layer, values, {}, {}, {}, None, ids, len(test), 0, 0,
-                      "answer_token", share, True, None, pair)
-    for r in run.records():
-        extra = r.get("extra") or {}
-        where = r.get("coefficient")
-        if r["metric"] in ("score", "letter_mass") and where is not None:
-            target = found.score if r["metric"] == "score" else found.letter_mass
-            target[float(where)] = _triple(r)
-            if r["metric"] == "letter_mass":
-                found.strengths[float(where)] = extra.get("strength_equivalent")
-        if r["metric"] == "letter_mass":
-            found.item_ids = list(extra.get("item_ids", ids))
-            found.n_pairs, found.n_pool = int(r.get("n_pairs") or 0), int(extra["n_pool"])
-            found.read_position = str(extra.get("read_position"))
-            found.chat_template = bool(extra.get("chat_template"))
-            found.params = extra.get("params")
-    effect = got.get("effect")
-    found.shift = _triple(effect) if effect and effect.get("ci_low") is not None else None
-    _print_caa(found)
+                      "answer_token", share, True, None, pair).read(run.records())
+    print_caa(found)
     return found
-
-
-def _answer_pair(items: Sequence[Any]) -> tuple[str, str]:
-    """The two answers of non-letter items, the first item's matching one first ("Yes", "No").
-
-    Example:
-        >>> from steerlab.data.formats import ABItem
-        >>> _answer_pair([ABItem("Q?", " Yes", " No"), ABItem("R?", " No", " Yes")])
-        ('Yes', 'No')
-    """
-    first = items[0]
-    return str(first.matching).strip(), str(first.not_matching).strip()
-
-
-def _caa_records(run: Any, model: str, data: str, layer: int, values: list[float],
-                 items: Sequence[Any], ids: list[str], train_limit: int, seed: int,
-                 batch_size: int) -> list[dict[str, Any]]:
-    """Extract CAA's vector, score the items at each multiplier: the cell's records."""
-    from steerlab.data.loaders import load_dataset
-    from steerlab.data.sequences import ab_sequences
-    from steerlab.eval import behaviour as bh
-    from steerlab.eval.run import stopwatch
-    from steerlab.model.load import load_model
-    from steerlab.scoring.sweep import SweepEngine
-    from steerlab.util import stats
-
-    lm = load_model(model)
-    run.update({"model_revision": lm.revision})
-    train = load_dataset(data, split="train", seed=seed)
-    pool = len(train) + len(load_dataset(data, split="val", seed=seed))
-    if train_limit:
-        train = train.subset(train_limit, seed)
-    vec = bh.cached_vector(lm, run.path("vector.safetensors"), train, "mean_diff", [layer],
-                           batch_size)
-    bh.explain_values(vec, [layer], "coefficient", values)
-    seqs = [ab_sequences(lm.tokenizer, item) for item in items]
-    with stopwatch() as took:
-        results = SweepEngine(lm, batch_size=batch_size).score(
-            seqs, vec, [[layer]], values, unit="coefficient", positions=CAA_POSITIONS)
-    resid, norm = vec.resid_norm(layer), float(vec.directions[layer].norm(dim=-1).mean())
-    fields = {"model": model, "data": data, "method": vec.method, "site": vec.site,
-              "seed": seed, "n_pairs": len(train), "split": "test", "item_ids": ids,
-              "positions": CAA_POSITIONS}
-    records = bh.cell_records(results, layer, values, "coefficient", took[0], **fields)
-    about = {"n_pool": pool, "read_position": vec.manifest.get("read_position"),
-             "chat_template": bool(getattr(lm.tokenizer, "chat_template", None)),
-             "params": sum(p.numel() for p in lm.model.parameters()), "vector_norm": norm,
-             "resid_norm": resid}
-    for value in values:
-        res = results[(layer, value)]
-        mass = [a + b for a, b in zip(res.p_matching, res.p_not_matching, strict=True)]
-        mean, low, high = stats.mean_ci(mass, bounds=(0.0, 1.0))
-        strength = value * norm / resid if resid else None
-        records.append(make_record("letter_mass", mean, ci=(low, high), layer=layer,
-                                   coefficient=value, n=len(mass), seconds=took[0],
-                                   strength_equivalent=strength, **fields, **about))
-    return records
-
-
-def _triple(record: dict[str, Any]) -> tuple[float, float, float]:
-    def num(key: str) -> float:
-        return math.nan if record.get(key) is None else float(record[key])
-
-    return num("value"), num("ci_low"), num("ci_high")
-
-
-def _print_caa(found: CAAResult) -> None:
-    rows = []
-    for m in found.multipliers:
-        strength = found.strengths.get(m)
-        score, mass = found.score.get(m), found.letter_mass.get(m)
-        rows.append([rules.signed(m), "?" if strength is None else f"{strength:+.3g}",
-                     "–" if score is None else _ci(score), "–" if mass is None else _ci(mass)])
-    print_table(f"CAA ({CAA_PAPER}) on {found.model}: layer {found.layer}, "
-                f"{found.n_pairs} train pairs, {len(found.item_ids)} test items, "
-                f"{CAA_POSITIONS}", ["multiplier", "= strength", "p(matching answer)",
-                                     f"mass p({found.answers[0]})+p({found.answers[1]})"], rows,
-                caption="95 % Student-t intervals over items")
-
-
-def _ci(v: tuple[float, float, float]) -> str:
-    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
-
-
-ORDER = (*rules.FINDINGS, *rules.REPLICATIONS)
-
-
-def _print(results: Sequence[ModelResult]) -> None:
-    """The verdict table (a ``⚠ n`` beside a verdict with n warnings), then every warning and
-    CAA's deviations from its paper, by model and finding."""
-    rows = [[rules.Verdict(k, "", "").title,
-             *(_flagged(r.verdicts[k]) if k in r.verdicts else "–" for r in results)]
-            for k in ORDER]
-    print_table("reproduce: verdicts by model", ["finding", *(r.model for r in results)], rows,
-                caption="⚠ n: the verdict carries n validity warnings (listed below)")
-    from rich.markup import escape  # "[INST]" and "[model · finding]" are text, not markup
-
-    for r in results:
-        for key in ORDER:
-            v = r.verdicts.get(key)
-            for warning in v.warnings if v else ():
-                console.print(f"[yellow]warning[/yellow] {escape(f'[{r.model} · {key}]')}: "
-                              f"{escape(warning)}")
-        caa = r.verdicts.get("caa")
-        if caa is not None:
-            console.print(escape(f"CAA on {r.model}: {caa.verdict}: {caa.reason}"))
-            beside = _open_beside(caa)
-            if beside:
-                console.print(escape(f"  beside it, not the CAA verdict: {beside}"))
-            for deviation in caa.deviations:
-                console.print(escape(f"  differs from {CAA_PAPER}: {deviation}"))
-
-
-def _flagged(verdict: rules.Verdict) -> str:
-    return verdict.verdict + (f" ⚠ {len(verdict.warnings)}" if verdict.warnings else "")
-
-
-def _open_beside(verdict: rules.Verdict) -> str:
-    """The open-answer effect a CAA verdict carries (its numbers), as one phrase."""
-    effect = verdict.numbers.get("open_effect")
-    if not effect or any(x is None for x in effect):
-        return ""
-    return (f"{verdict.numbers.get('open_measure') or 'open-answer effect'}: "
-            f"{effect[0]:+.3f} [{effect[1]:+.3f}, {effect[2]:+.3f}]")
-
-
-def _cell(verdict: rules.Verdict) -> str:
-    """One verdict as a Markdown table cell: verdict, reason, and (one per line) the open-answer
-    effect beside a CAA verdict, every warning, and where the protocol differs from the
-    paper's."""
-    parts = [f"**{verdict.verdict}**: {verdict.reason}"]
-    beside = _open_beside(verdict)
-    if beside:
-        parts.append(f"beside it, not the CAA verdict: {beside}")
-    parts += [f"⚠ {w}" for w in verdict.warnings]
-    if verdict.deviations:
-        parts.append(f"differs from {CAA_PAPER}: " + "; ".join(verdict.deviations))
-    return "<br>".join(_escape(part) for part in parts)
-
-
-def markdown(results: Sequence[ModelResult], cfg: ReproduceConfig) -> str:
-    """``docs/RESULTS.md``: the finding × model verdicts, the numbers, sizes and wall times.
-
-    Example:
-        >>> r = ModelResult("m", 135_000_000, 12, 0.4, {"perplexity": rules.judge_perplexity(
-        ...     (1.05, 1.01, 1.1), 0.4)}, {"sweep": 60.0})
-        >>> "| Steering costs perplexity | **holds**" in markdown([r], ReproduceConfig("x"))
-        True
-    """
-    audit = cfg.audit_for(results[0].model) if results else None
-    lines = ["# Results: the seeds' findings on small models", "",
-             f"Written by `steerlab reproduce` (behaviour `{cfg.data}`; rerun it to refresh). "
-             "Each verdict comes from a rule written in `steerlab/eval/verdicts.py` (docs: "
-             "evaluation/verdicts.md): *holds*, *does not hold*, *inconclusive* when the 95 % "
-             "intervals do "
-             "not decide, or *not measurable* when the measurement cannot say (CAA: the model "
-             "does not answer in the A/B format, answer-letter mass p(A)+p(B) below 0.8). "
-             "Numbers: value [95 % interval]; ⚠ marks a validity warning the verdict carries.",
-             "",
-             "| finding | " + " | ".join(r.model for r in results) + " |",
-             "|---|" + "---|" * len(results)]
-    for key in ORDER:
-        cells = []
-        for r in results:
-            v = r.verdicts.get(key)
-            cells.append("–" if v is None else _cell(v))
-        lines.append(f"| {rules.Verdict(key, '', '').title} | " + " | ".join(cells) + " |")
-    lines += ["", "## Per model", "",
-              "| model | parameters | layer | strength | wall time | per study (s) | measured |",
-              "|---|---|---|---|---|---|---|"]
-    for r in results:
-        params = f"{r.params / 1e6:.0f} M" if r.params else "?"
-        total = sum(r.seconds.values())
-        per = ", ".join(f"{k} {v:.0f}" for k, v in r.seconds.items())
-        lines.append(f"| {r.model} | {params} | {r.layer} | {r.strength:g} | "
-                     f"{total / 60:.1f} min | {per} | {r.measured or '?'} |")
-    if audit is not None:
-        lines += ["", "## Sizes (the same for every model)", "",
-                  f"- sweep: depths 0.3-0.7 × strengths "
-                  f"{', '.join(f'{v:g}' for v in audit.strengths)}; {audit.limit} val + "
-                  f"{audit.limit} test items; {audit.train_limit} train pairs",
-                  f"- samples: pair counts {', '.join(map(str, audit.pair_counts))} × "
-                  f"{audit.draws} draws",
-                  f"- ood: {audit.ood_limit} AEP prompts per set ({', '.join(audit.ood_lengths)}),"
-                  f" {audit.max_new_tokens} new tokens, judge `{audit.judge}`",
-                  f"- adversarial: {audit.adversarial_limit} items, EPO {audit.iterations} "
-                  f"iterations × {audit.population}×{audit.children} candidates, "
-                  f"{audit.suffix_length}-token suffixes",
-                  f"- perplexity: {audit.windows} WikiText-2 windows of 256 tokens",
-                  f"- ActAdd: \"{cfg.actadd_pair[0]}\"−\"{cfg.actadd_pair[1]}\" at depth "
-                  f"{ACTADD_DEPTH:g}, coefficient {ACTADD_COEFFICIENT:g}, front positions, "
-                  f"{cfg.sentiment_limit} negative + {cfg.sentiment_limit} neutral prompts, 24 "
-                  "new tokens, the MiniLM classifier (VADER beside it), steering words masked "
-                  "as a control, perplexity ratio ≤ 1.5",
-                  f"- CAA ({CAA_PAPER}'s protocol): mean difference of the residual stream at "
-                  f"the answer letter over "
-                  f"{cfg.caa_train_limit or 'all'} train pairs, at the audit's layer, added "
-                  f"{CAA_POSITIONS.replace('_', ' ')} at multipliers "
-                  f"{', '.join(map(rules.signed, CAA_MULTIPLIERS))} (raw; the equivalent "
-                  f"strengths are in the numbers), scored by p(matching letter) on "
-                  f"{cfg.caa_limit or 'all'} items of the A/B test split; not measurable when "
-                  f"p(A)+p(B) < {rules.MIN_LETTER_MASS:g} at any multiplier"]
-    return "\n".join(lines) + "\n"
-
-
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
