@@ -386,7 +386,7 @@ def _own_storage(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _resid_norms(value: Any) -> dict[str, float]:
+def _resid_norms(value: object) -> dict[str, float]:
     """The ``resid_norms`` calibration checked: layer → a finite, positive number."""
     if not isinstance(value, Mapping):
         raise SteerlabError(f"manifest resid_norms: expected an object of layer → norm, got "

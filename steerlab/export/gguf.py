@@ -123,7 +123,7 @@ def _resolve(vector: SteeringVector, layers: LayerArg) -> list[int]:
     return list(dict.fromkeys(wanted))
 
 
-def control_directions(vector: Any, *, layers: LayerArg = None,
+def control_directions(vector: SteeringVector | SteeringSpec, *, layers: LayerArg = None,
                        coefficient: float | None = None, strength: float | None = None,
                        positions: str = "all", operator: Operator = "add",
                        preserve_norm: bool = False, shift_block_input: bool = False,
@@ -253,8 +253,9 @@ def _content_sha256(vector: SteeringVector) -> str:
 
 # ---- writing ----------------------------------------------------------------------------------
 
-def to_gguf(vector: Any, path: str | os.PathLike[str], *, layers: LayerArg = None,
-            coefficient: float | None = None, strength: float | None = None,
+def to_gguf(vector: SteeringVector | SteeringSpec, path: str | os.PathLike[str], *,
+            layers: LayerArg = None, coefficient: float | None = None,
+            strength: float | None = None,
             model_hint: str | None = None, unit: bool = False, positions: str = "all",
             operator: Operator = "add", preserve_norm: bool = False,
             shift_block_input: bool = False, source_sha256: str | None = None,

@@ -37,8 +37,10 @@ import torch
 
 from steerlab.errors import SteerlabError
 from steerlab.export.gguf import LayerArg, control_directions, finish_gguf, read_control_vector
+from steerlab.steering.spec import SteeringSpec
 from steerlab.util.io import atomic_path
 from steerlab.util.vocabulary import Operator
+from steerlab.vector import SteeringVector
 
 __all__ = [
     "LlamaCppModel",
@@ -289,7 +291,8 @@ class LlamaCppModel:
             raise SteerlabError(f"llama_set_adapter_cvec failed (status {rc})")
         self.llm.reset()
 
-    def set_vector(self, vector: Any, *, layers: LayerArg = None,
+    def set_vector(self, vector: SteeringVector | SteeringSpec | None, *,
+                   layers: LayerArg = None,
                    coefficient: float | None = None, strength: float | None = None,
                    positions: str = "all", operator: Operator = "add") -> dict[int, float]:
         """Apply a steerlab vector (or SteeringSpec) as llama.cpp's control vector.

@@ -95,7 +95,7 @@ def validation_message(exc: ValidationError, where: str = "") -> str:
     return f"{loc or 'value'}: {message}{more}"
 
 
-def parse_steering(value: Any, where: str = "steering") -> SteeringRequest:
+def parse_steering(value: object, where: str = "steering") -> SteeringRequest:
     """A steering object from already-decoded JSON (``None`` → unsteered).
 
     Example:

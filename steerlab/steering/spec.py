@@ -447,7 +447,7 @@ def _condition_site(value: object) -> Site:
     return site
 
 
-def check_spec(spec: Any) -> SteeringSpec:
+def check_spec(spec: object) -> SteeringSpec:
     """``spec`` itself if it is a :class:`SteeringSpec`, else a one-line error."""
     if not isinstance(spec, SteeringSpec):
         raise SteerlabError(f"expected a SteeringSpec, got {type(spec).__name__}")

@@ -89,6 +89,7 @@ from steerlab.eval.verdicts import SENTIMENT_RULE
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.util.parse import parse_choices, resolve_layers
 from steerlab.util.progress import bar
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 _Run = CellRunner  # the name the unit tests use
@@ -198,7 +199,7 @@ class SentimentConfig:
 
     out: str | Path
     layers: str
-    unit: str
+    unit: Unit
     values: Sequence[float]
     pair: tuple[str, str] | None = None
     vector: Path | None = None

@@ -35,6 +35,7 @@ from steerlab.scoring.generate import GREEDY, Sampling, generate_ids
 from steerlab.scoring.likelihood import continuation_nll
 from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
+from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 
@@ -74,7 +75,7 @@ class CellRunner:
     scorer: Scorer
     task: str
     target: str
-    unit: str
+    unit: Unit
     positions: str
     samples: int
     max_new_tokens: int

@@ -38,7 +38,6 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +102,7 @@ class RequestPlan:
 UNSTEERED_PLAN = RequestPlan(SteeringRequest(), ())
 
 
-def parse_request_steering(value: Any, where: str = "steering") -> SteeringRequest:
+def parse_request_steering(value: object, where: str = "steering") -> SteeringRequest:
     """The steering object from ``extra_args['steering']``: a JSON string (``vllm_xargs``,
     whose values must be scalars) or already-decoded JSON (``SamplingParams.extra_args``).
 
@@ -116,7 +115,7 @@ def parse_request_steering(value: Any, where: str = "steering") -> SteeringReque
     return parse_steering(value, where)
 
 
-def plan_request(steering: Any, registry: VectorRegistry, n_layers: int,
+def plan_request(steering: object, registry: VectorRegistry, n_layers: int,
                  hidden_size: int) -> RequestPlan:
     """Resolve one request's ``steering`` for the vLLM engine (one-line error if bad).
 
