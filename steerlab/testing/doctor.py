@@ -28,7 +28,9 @@ import torch
 from steerlab.errors import SteerlabError
 from steerlab.model.arch import find_blocks, unsteerable_reason
 from steerlab.model.load import LoadedModel, as_loaded
-from steerlab.testing.checks import Finding, ModelReport, check_model, describe
+from steerlab.testing.anatomy import describe
+from steerlab.testing.checks import check_model
+from steerlab.testing.findings import Finding, ModelReport
 from steerlab.util.parse import LayerSpec, resolve_layers
 from steerlab.vector import SteeringVector
 

@@ -19,7 +19,9 @@ from steerlab.errors import SteerlabError
 from steerlab.extraction.record import record
 from steerlab.model.arch import find_blocks
 from steerlab.steering.hooks import steer
-from steerlab.testing.checks import check_model, describe, hand_hook
+from steerlab.testing.anatomy import describe
+from steerlab.testing.checks import check_model
+from steerlab.testing.hand_reference import hand_hook
 from steerlab.testing.zoo import build_tiny
 from steerlab.vector import SteeringVector
 
