@@ -37,18 +37,9 @@ from steerlab.attack.objectives import (
     projection,
 )
 from steerlab.attack.runner import SuffixRunner
-from steerlab.attack.search import (
-    FrontierPoint,
-    SearchConfig,
-    SearchResult,
-    StepRecord,
-    epo,
-    epo_penalties,
-    evaluate,
-    gcg,
-    random_search,
-    search,
-)
+from steerlab.attack.search import evaluate, random_search, search
+from steerlab.attack.search_config import SearchConfig, epo, epo_penalties, gcg
+from steerlab.attack.search_result import FrontierPoint, SearchResult, StepRecord
 from steerlab.attack.tokens import allowed_tokens, initial_suffix
 
 __all__ = [

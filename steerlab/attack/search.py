@@ -59,251 +59,26 @@ Example:
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
-from steerlab.attack.layout import RETOKENIZE, decode_all
+from steerlab.attack.layout import decode_all
 from steerlab.attack.objectives import Objective
 from steerlab.attack.runner import SuffixRunner
+from steerlab.attack.search_config import SearchConfig, gcg
+from steerlab.attack.search_result import Best, Frontier, SearchResult, StepRecord
 from steerlab.attack.tokens import allowed_tokens, initial_suffix
 from steerlab.errors import SteerlabError
 from steerlab.model.load import LoadedModel
 from steerlab.steering.spec import Steering
 from steerlab.util.progress import bar as progress_bar
 
-METHODS = ("gcg", "epo", "random")
 #: How many candidates are drawn per kept one when a re-tokenisation filter is on.
 OVERSAMPLE = 2
-
-
-@dataclass(frozen=True)
-class SearchConfig:
-    """How to search (see the module docstring; :func:`gcg` and :func:`epo` fill it in).
-
-    ``x_penalties`` has one X per population member (GCG: ``(0.0,)``). ``children``:
-    candidates per member per iteration (GCG: all candidates). ``init``: the starting suffix
-    as text or ids (its length then wins over ``suffix_length``). ``batch_size``: rows per
-    candidate forward (default: automatic). ``time_limit``: seconds; the search stops when the
-    next iteration (as long as the last one) would end past it (at least one iteration runs).
-    ``early_stop``: stop at the first success (before the first iteration when the start
-    already succeeds).
-    """
-
-    method: str = "gcg"
-    suffix_length: int = 20
-    iterations: int = 250
-    children: int = 512
-    topk: int = 256
-    x_penalties: tuple[float, ...] = (0.0,)
-    keep_parents: bool = False
-    restart_every: int | None = None
-    restart_penalty: float = 2.0
-    seed: int = 0
-    init: str | tuple[int, ...] | None = None
-    retokenize: str = "prompt"
-    allow_non_ascii: bool = False
-    forbid: tuple[int, ...] = ()
-    use_prefix_cache: bool = True
-    batch_size: int | None = None
-    early_stop: bool = False
-    time_limit: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SteerlabError(f"method must be one of {', '.join(METHODS)}, got "
-                                f"{self.method!r}")
-        for name in ("suffix_length", "children", "topk"):
-            if int(getattr(self, name)) < 1:
-                raise SteerlabError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.iterations < 0:
-            raise SteerlabError(f"iterations must be >= 0, got {self.iterations}")
-        if not self.x_penalties or any(not math.isfinite(x) or x < 0 for x in self.x_penalties):
-            raise SteerlabError("x_penalties: one finite X >= 0 per population member")
-        if self.restart_every is not None and self.restart_every < 1:
-            raise SteerlabError(f"restart_every must be >= 1, got {self.restart_every}")
-        if self.retokenize not in RETOKENIZE:
-            raise SteerlabError(f"retokenize must be one of {', '.join(RETOKENIZE)}, got "
-                                f"{self.retokenize!r}")
-        if self.time_limit is not None and self.time_limit <= 0:
-            raise SteerlabError(f"time_limit must be positive, got {self.time_limit}")
-
-    @property
-    def population(self) -> int:
-        return len(self.x_penalties)
-
-    @property
-    def selects_on_xent(self) -> bool:
-        """Whether choosing members reads the candidates' xent (a fluency penalty or restart).
-
-        When it does not (GCG), candidates are scored without their suffix logits and only the
-        members' xent is measured, once per iteration."""
-        return any(x > 0 for x in self.x_penalties) or bool(
-            self.restart_every and self.restart_penalty > 0)
-
-    @property
-    def candidates(self) -> int:
-        """Candidates evaluated per iteration (at most; filtering may leave fewer)."""
-        return self.population * self.children
-
-
-def gcg(**overrides: Any) -> SearchConfig:
-    """GCG: one current suffix, no fluency term, moves to its best single-token swap.
-
-    Example:
-        >>> gcg(iterations=10).candidates
-        512
-    """
-    return SearchConfig(**{"method": "gcg", **overrides})
-
-
-def epo_penalties(population: int = 8, x_min: float = 0.1, x_max: float = 10.0
-                  ) -> tuple[float, ...]:
-    """EPO's X grid: ``population`` values log-spaced from ``x_min`` to ``x_max``.
-
-    Example:
-        >>> [round(x, 3) for x in epo_penalties()]
-        [0.1, 0.193, 0.373, 0.72, 1.389, 2.683, 5.179, 10.0]
-    """
-    if population < 1 or not 0 < x_min <= x_max:
-        raise SteerlabError("EPO penalties need population >= 1 and 0 < x_min <= x_max")
-    if population == 1:
-        return (float(x_min),)
-    grid = torch.linspace(math.log(x_min), math.log(x_max), population, dtype=torch.float64)
-    return tuple(float(x) for x in grid.exp())
-
-
-def epo(population: int = 8, x_min: float = 0.1, x_max: float = 10.0,
-        **overrides: Any) -> SearchConfig:
-    """EPO (Thompson et al. 2024): a population trading objective against fluency.
-
-    Member i minimises ``−objective + X_i · xent`` with X from :func:`epo_penalties`.
-
-    Example:
-        >>> cfg = epo(iterations=5)
-        >>> cfg.population, cfg.candidates, cfg.keep_parents
-        (8, 256, True)
-    """
-    base: dict[str, Any] = {"method": "epo", "suffix_length": 12, "iterations": 300,
-                            "children": 32, "topk": 512,
-                            "x_penalties": epo_penalties(population, x_min, x_max),
-                            "keep_parents": True, "restart_every": 50, "restart_penalty": 2.0}
-    return SearchConfig(**{**base, **overrides})
-
-
-@dataclass(frozen=True)
-class FrontierPoint:
-    """One suffix on the Pareto frontier of (objective ↑, xent ↓)."""
-
-    ids: tuple[int, ...]
-    text: str
-    objective: float
-    xent: float
-    iteration: int
-
-
-@dataclass(frozen=True)
-class StepRecord:
-    """What one iteration did: the best so far, the members, how many candidates ran."""
-
-    iteration: int
-    best_objective: float
-    best_xent: float
-    members: tuple[tuple[float, float], ...]  # (objective, xent) per population slot
-    candidates: int
-    seconds: float  # since the search started
-
-
-@dataclass
-class SearchResult:
-    """The outcome of a search (or the random baseline) on one item.
-
-    ``objective`` / ``xent`` / ``suffix_*``: the best suffix seen (highest objective).
-    ``reference``: the objective on the prompt without a suffix, *unsteered*;
-    ``steered_no_suffix``: the same, steered (how far steering moved it). ``success``:
-    ``objective >= reference`` (see :mod:`steerlab.attack.objectives`). ``evaluations``: how
-    many suffixes were scored (the random baseline gets the same budget).
-    """
-
-    method: str
-    objective_name: str
-    suffix_ids: tuple[int, ...]
-    suffix_text: str
-    user_text: str
-    objective: float
-    xent: float
-    xent_unsteered: float
-    start_ids: tuple[int, ...]
-    start_objective: float
-    start_xent: float
-    reference: float
-    steered_no_suffix: float
-    success: bool
-    iterations: int
-    evaluations: int
-    seconds: float
-    seed: int
-    frontier: list[FrontierPoint] = field(default_factory=list)
-    steps: list[StepRecord] = field(default_factory=list)
-
-    @property
-    def answer_flipped(self) -> bool | None:
-        """``ab_flip`` only: whether the steered model now prefers the not-matching letter."""
-        return self.objective > 0 if self.objective_name == "ab_flip" else None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready fields (frontier and steps included)."""
-        return dataclasses.asdict(self)
-
-
-class _Frontier:
-    """The Pareto frontier (objective ↑, xent ↓) of everything evaluated so far."""
-
-    def __init__(self) -> None:
-        self.points: dict[tuple[int, ...], tuple[float, float, int]] = {}
-
-    def add(self, ids: torch.Tensor, values: torch.Tensor, xents: torch.Tensor,
-            iteration: int) -> None:
-        merged = dict(self.points)
-        for row, v, x in zip(ids.tolist(), values.tolist(), xents.tolist(), strict=True):
-            key = tuple(row)
-            if key not in merged and math.isfinite(v) and math.isfinite(x):
-                merged[key] = (v, x, iteration)
-        order = sorted(merged.items(), key=lambda kv: (kv[1][1], -kv[1][0]))
-        kept: dict[tuple[int, ...], tuple[float, float, int]] = {}
-        best = -math.inf
-        for key, point in order:
-            if point[0] > best:
-                kept[key] = point
-                best = point[0]
-        self.points = kept
-
-    def export(self, tokenizer: Any) -> list[FrontierPoint]:
-        keys = list(self.points)
-        texts = decode_all(tokenizer, keys) if keys else []
-        return [FrontierPoint(k, t, *self.points[k]) for k, t in zip(keys, texts, strict=True)]
-
-
-class _Best:
-    """The best suffix seen: highest objective, ties to the lower xent."""
-
-    def __init__(self, ids: torch.Tensor, value: float, xent: float):
-        self.ids, self.value, self.xent = ids.clone(), value, xent
-
-    def update(self, ids: torch.Tensor, values: torch.Tensor, xents: torch.Tensor) -> None:
-        if not len(values):
-            return
-        score = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
-        top = float(score.max())
-        ties = torch.nonzero(score == top).flatten()
-        i = int(ties[torch.argmin(xents[ties])])
-        if top > self.value or (top == self.value and float(xents[i]) < self.xent):
-            self.ids, self.value, self.xent = ids[i].clone(), top, float(xents[i])
 
 
 def sample_swaps(suffix: torch.Tensor, grad: torch.Tensor, allowed: torch.Tensor, n: int,
@@ -376,7 +151,7 @@ class _Setup:
         ok = self.objective.prompt.stable(self.tok, rows.tolist(), self.config.retokenize)
         return rows[torch.tensor(ok, dtype=torch.bool)]
 
-    def finish(self, method: str, best: _Best, frontier: _Frontier, steps: list[StepRecord],
+    def finish(self, method: str, best: Best, frontier: Frontier, steps: list[StepRecord],
                iterations: int, evaluations: int, started: float) -> SearchResult:
         text = decode_all(self.tok, [best.ids.tolist()])[0]
         xent_unsteered = float(self.plain.score(best.ids[None])[1][0])
@@ -425,6 +200,7 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
     Example:
         >>> import steerlab
         >>> from steerlab.attack.objectives import ab_flip
+        >>> from steerlab.attack.search_config import epo
         >>> from steerlab.testing.tiny import tiny_lm
         >>> lm = tiny_lm()                     # steerlab.load_model(...) on a real model
         >>> item = steerlab.ABItem("Yes or no?\\n(A) Yes\\n(B) No", "(A)", "(B)")
@@ -448,8 +224,8 @@ def search(lm: LoadedModel, objective: Objective, steering: Steering = None,
     members = setup.start.repeat(slots, 1)
     m_value = torch.full((slots,), setup.start_value)
     m_xent = torch.full((slots,), setup.start_xent)
-    best = _Best(setup.start, setup.start_value, setup.start_xent)
-    frontier = _Frontier()
+    best = Best(setup.start, setup.start_value, setup.start_xent)
+    frontier = Frontier()
     frontier.add(setup.start[None], m_value[:1], m_xent[:1], 0)
     grads: dict[int, tuple[tuple[int, ...], torch.Tensor]] = {}
     steps: list[StepRecord] = []
@@ -547,8 +323,8 @@ def random_search(lm: LoadedModel, objective: Objective, steering: Steering = No
     gen = torch.Generator().manual_seed(int(config.seed))
     choices = torch.nonzero(setup.allowed).flatten()
     length = int(setup.start.shape[0])
-    best = _Best(setup.start, setup.start_value, setup.start_xent)
-    frontier = _Frontier()
+    best = Best(setup.start, setup.start_value, setup.start_xent)
+    frontier = Frontier()
     frontier.add(setup.start[None], torch.tensor([setup.start_value]),
                  torch.tensor([setup.start_xent]), 0)
     seen = {tuple(setup.start.tolist())}
