@@ -414,7 +414,7 @@ def prompting(
     --limit is the number of test items (a seeded subset, the one eval sweep scores).
     """
     from steerlab.cli.common import one_value
-    from steerlab.eval.protocols.prompting import PARTS, PromptingConfig, run
+    from steerlab.eval.protocols.prompting_inputs import PARTS, PromptingConfig, run
     from steerlab.util.parse import parse_choices
 
     unit, value = None, None

@@ -18,7 +18,7 @@ Every study (``eval sweep``, ``samples``, ``ood``, ...) runs through an :class:`
   will not load) leaves no run directory behind, or an existing one as it was.
 * **Choosing.** :func:`choose_best` picks the best layer on the validation split only when its
   effect is distinguishable from zero (the interval excludes 0); otherwise it says so.
-* **Output.** Tables (:mod:`steerlab.eval.tables`) and plots (:mod:`steerlab.eval.plots`),
+* **Output.** Tables (:mod:`steerlab.eval.tables`) and figures (:mod:`steerlab.eval.figures`),
   then one line saying where everything went.
 
 Example:

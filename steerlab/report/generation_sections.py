@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from steerlab.eval import figures as fg
 from steerlab.eval.tables import fmt_ci
-from steerlab.report import figures as fg
 from steerlab.report.page import (
     Answer,
     GenerationRow,

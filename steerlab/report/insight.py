@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlab.eval import figures as fg
 from steerlab.eval.insight import (
     PairActivations,
     TokenRow,
@@ -50,7 +51,6 @@ from steerlab.eval.insight import (
     token_projections,
     vector_cosines,
 )
-from steerlab.report import figures as fg
 from steerlab.report.page import Figure, Section, Table, Token, TokenBlock, TokenLine, text_of
 from steerlab.vector import SteeringVector, cosine
 

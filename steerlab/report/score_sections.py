@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from steerlab.eval import figures as fg
 from steerlab.eval.tables import fmt_ci
-from steerlab.report import figures as fg
 from steerlab.report.page import (
     Figure,
     Section,

@@ -24,8 +24,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from steerlab.eval import figures as fg
 from steerlab.eval.tables import fmt_ci
-from steerlab.report import figures as fg
 from steerlab.report.page import (
     Answer,
     Figure,

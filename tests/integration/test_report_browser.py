@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from steerlab.report import figures as fg
+from steerlab.eval import figures as fg
 from steerlab.report.page import Page
 from steerlab.report.render import inspect_page, report_page, write
 from tests.conftest import _missing

@@ -36,7 +36,7 @@ import json, os, runpy, sys, traceback
 
 import torch, transformers  # noqa: F401  the expensive imports, once (steerlab loads lazily)
 import steerlab.extraction, steerlab.scoring.sweep, steerlab.scoring.generate  # noqa: F401
-import steerlab.eval.behaviour, steerlab.eval.plots  # noqa: F401
+import steerlab.eval.behaviour, steerlab.eval.figures  # noqa: F401
 import rich, typer  # noqa: F401  (not steerlab.cli: runpy re-runs it)
 
 def child(req):

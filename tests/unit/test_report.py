@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from steerlab.errors import SteerlabError
-from steerlab.report import figures as fg
+from steerlab.eval import figures as fg
 from steerlab.report.page import Page
 from steerlab.report.render import inspect_page, parse_verdicts, render_html, report_page
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer

@@ -34,7 +34,7 @@ from steerlab.attack import OBJECTIVES, SearchResult, epo, evaluate, gcg, random
 from steerlab.data.benchmarks import wikitext_text
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.errors import SteerlabError
-from steerlab.eval.plots import save_scatter
+from steerlab.eval.figures import Curves, Line, save_png
 from steerlab.eval.run import EvalRun, file_sha256
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
@@ -271,13 +271,14 @@ def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
     entries = [json.loads(line) for line in
                run.path("frontiers.jsonl").read_text(encoding="utf-8").splitlines() if line]
     shown = sorted(entries, key=lambda e: e["item"])[:MAX_PLOTTED_ITEMS]
-    series = {f"item {e['item']}": ([_number(p["xent"]) for p in e["points"]],
-                                    [_number(p["objective"]) for p in e["points"]])
-              for e in shown}
+    lines = []
+    for e in shown:
+        points = sorted((_number(p["xent"]), _number(p["objective"])) for p in e["points"])
+        lines.append(Line(f"item {e['item']}", [x for x, _ in points], [y for _, y in points]))
     natural = stats.mean_ci(_values(run.records(), "natural_xent", cfg.objective))
-    save_scatter(path, series,
-                 xlabel="suffix cross-entropy (nats/token; dashed: natural text)",
-                 ylabel=f"objective ({cfg.objective}; higher = steering undone)",
-                 title=f"{cfg.method} Pareto frontiers ({cfg.model})",
-                 vline=natural[0], note=f"{len(shown)} of {len(entries)} items shown")
+    save_png(path, [Curves(f"{cfg.method} Pareto frontiers ({cfg.model})",
+                           "suffix cross-entropy (nats/token; dashed: natural text)",
+                           f"objective ({cfg.objective}; higher = steering undone)", lines,
+                           vline=None if math.isnan(natural[0]) else natural[0])],
+             note=f"{len(shown)} of {len(entries)} items shown")
     return path

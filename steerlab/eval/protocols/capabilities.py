@@ -33,7 +33,7 @@ from typing import Any
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.data.sequences import ab_sequences
 from steerlab.eval.behaviour import explain_values
-from steerlab.eval.plots import save_curves
+from steerlab.eval.figures import Curves, band_lines, save_png
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import fmt, fmt_ci, print_table
@@ -153,10 +153,10 @@ def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit
                 caption="accuracy: Wilson 95 % interval; p(A)+p(B): how much of the next-token "
                         "mass is on the two letters at all")
     plot = out / "capabilities_accuracy.png"
-    save_curves(plot, values, series, xlabel=unit,
-                ylabel="accuracy (p(correct) > p(other)) and letter mass",
-                title=f"{title}\n(n={len(n)} items per benchmark)", hline=0.5,
-                band="95 % interval (Wilson for accuracy, t for letter mass)")
+    save_png(plot, [Curves(f"{title}\n(n={len(n)} items per benchmark)", unit,
+                           "accuracy (p(correct) > p(other)) and letter mass",
+                           band_lines(values, series), hline=0.5)],
+             note="shaded: 95 % interval (Wilson for accuracy, t for letter mass)")
     return plot
 
 

@@ -26,8 +26,8 @@ from typing import Any
 
 from steerlab.data.benchmarks import load_advbench, load_gcg_suffixes, load_xstest
 from steerlab.errors import SteerlabError
+from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.judges import JudgeItem, parse_judge
-from steerlab.eval.plots import save_bars
 from steerlab.eval.refusal import JUDGE_REFUSAL, agreement, is_refusal
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
@@ -249,9 +249,9 @@ def _report(run: EvalRun, sets: list[PromptSet], configs: dict[str, list[Steerin
         series[group] = ([out[(group, n)][0] for n in configs],
                          [out[(group, n)][1] for n in configs],
                          [out[(group, n)][2] for n in configs])
-    save_bars(plot, list(configs), series, ylabel="refusal rate", ylim=(0.0, 1.0),
-              title=f"{lm.model_id}: refusal under steering (n={len(sets[0].prompts)} per set)",
-              bars="95 % Wilson interval")
+    save_png(plot, [Bars(f"{lm.model_id}: refusal under steering (n={len(sets[0].prompts)} "
+                         "per set)", "refusal rate", list(configs), series, ylim=(0.0, 1.0))],
+             note="error bars: 95 % Wilson interval")
     run.finish([plot])
     if any(math.isnan(v[0]) for v in out.values()):
         raise SteerlabError("defence: a cell has no answers")

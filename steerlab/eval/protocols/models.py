@@ -23,7 +23,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
-from steerlab.eval.plots import save_bars
+from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.run import EvalRun, choose_best
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
@@ -153,10 +153,11 @@ def _report(study: EvalRun, rows: list[ModelRow], cfg: ModelsConfig, values: lis
                 caption=f"effect = score({max(values):g}) − score({min(values):g}); "
                         f"{bh.INTERVALS}; n.s. = val effect not distinguishable from zero")
     plot = study.path("models_effect.png")
-    save_bars(plot, [r.model for r in rows],
-              {"test effect": ([r.test_effect[0] for r in rows], [r.test_effect[1] for r in rows],
-                               [r.test_effect[2] for r in rows])},
-              ylabel=f"score({max(values):g}) − score({min(values):g}) on test",
-              title=f"{data}: steering effect by model (layer chosen on val)",
-              bars=f"{bh.INTERVALS.replace('items', 'test items')}", ylim=(-1.0, 1.0))
+    save_png(plot, [Bars(f"{data}: steering effect by model (layer chosen on val)",
+                         f"score({max(values):g}) − score({min(values):g}) on test",
+                         [r.model for r in rows],
+                         {"test effect": ([r.test_effect[0] for r in rows],
+                                          [r.test_effect[1] for r in rows],
+                                          [r.test_effect[2] for r in rows])}, (-1.0, 1.0))],
+             note=f"error bars: {bh.INTERVALS.replace('items', 'test items')}")
     study.finish([plot])

@@ -48,7 +48,7 @@ from steerlab.data.benchmarks import (
 )
 from steerlab.data.loaders import load_dataset
 from steerlab.errors import SteerlabError
-from steerlab.eval import plots
+from steerlab.eval.figures import Band, Bars, save_png
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
@@ -316,7 +316,7 @@ def plot_effects(run: OODRun, effects: Sequence[Effect], path: Path) -> None:
             continue
         groups = list(dict.fromkeys(_label(run, e).removeprefix("ID ").removeprefix("OOD ")
                                     for e in chosen))
-        series: dict[str, plots.Band] = {}
+        series: dict[str, Band] = {}
         for value in [v for v in run.values if v != 0.0]:
             by_group = {_label(run, e).removeprefix("ID ").removeprefix("OOD "): e
                         for e in chosen if e.value == value}
@@ -325,11 +325,11 @@ def plot_effects(run: OODRun, effects: Sequence[Effect], path: Path) -> None:
                                              [e.low if e else math.nan for e in picked],
                                              [e.high if e else math.nan for e in picked])
         n = max(e.n for e in chosen)
-        panels.append(plots.BarPanel(f"{'in' if kind == 'id' else 'out of'} distribution "
-                                     f"(n ≤ {n})", groups, series, ylabel, ylim))
-    plots.save_bar_panels(path, panels, title=f"{run.lm.model_id}, {run.trait}: effect vs "
-                          f"unsteered at layer {','.join(map(str, run.layers))}",
-                          bars="95 % Student-t interval over items (paired)")
+        panels.append(Bars(f"{'in' if kind == 'id' else 'out of'} distribution (n ≤ {n})",
+                           ylabel, groups, series, ylim))
+    save_png(path, panels, title=f"{run.lm.model_id}, {run.trait}: effect vs unsteered at "
+                                 f"layer {','.join(map(str, run.layers))}",
+             note="error bars: 95 % Student-t interval over items (paired)")
 
 
 # ---------------------------------------------------------------------------------------------

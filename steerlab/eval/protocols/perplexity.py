@@ -44,7 +44,7 @@ from typing import Any
 
 from steerlab.data.benchmarks import WIKITEXT_NAME, wikitext_text
 from steerlab.errors import SteerlabError
-from steerlab.eval.plots import save_curves
+from steerlab.eval.figures import Curves, band_lines, save_png
 from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
@@ -272,12 +272,12 @@ def _report(run: _Run, layers: list[int], values: list[float], out: Path) -> Pat
                 ["layer", run.unit, "ppl [95% CI]", "ratio [95% CI]", "windows", "seconds"],
                 rows, caption="95 % seeded paired bootstrap intervals over windows")
     plot = out / "perplexity_ratio.png"
-    save_curves(plot, values, series, xlabel=run.unit,
-                ylabel="steered / unsteered perplexity (log scale)", logy=True,
-                title=f"{run.lm.model_id}: perplexity cost on {DATA_NAME} "
-                      f"({len(run.rows)} windows × {run.plan.n_scored} tokens, "
-                      f"positions={run.positions})", hline=1.0,
-                band=f"95 % paired bootstrap interval over {len(run.rows)} windows")
+    save_png(plot, [Curves(f"{run.lm.model_id}: perplexity cost on {DATA_NAME} "
+                           f"({len(run.rows)} windows × {run.plan.n_scored} tokens, "
+                           f"positions={run.positions})", run.unit,
+                           "steered / unsteered perplexity (log scale)",
+                           band_lines(values, series), logy=True, hline=1.0)],
+             note=f"shaded: 95 % paired bootstrap interval over {len(run.rows)} windows")
     return plot
 
 

@@ -66,7 +66,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
 from steerlab.eval import verdicts as rules
-from steerlab.eval.plots import BarPanel, save_bar_panels
+from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.protocols.prompting_cells import (
     CONDITIONS,
     Interval,
@@ -173,14 +173,15 @@ def _plot(study: PromptingStudy, effects: dict[str, Interval],
     def band(rows: list[Any]) -> tuple[list[float], list[float], list[float]]:
         return ([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
 
-    save_bar_panels(path, [
-        BarPanel("behaviour score", list(CONDITIONS), {"score": band(scores)},
-                 "behaviour score", (0.0, 1.0)),
-        BarPanel("fluency cost of the answers", list(CONDITIONS), {"ratio": band(ratio)},
-                 "perplexity ratio vs baseline")],
+    save_png(path, [
+        Bars("behaviour score", "behaviour score", list(CONDITIONS), {"score": band(scores)},
+             (0.0, 1.0)),
+        Bars("fluency cost of the answers", "perplexity ratio vs baseline", list(CONDITIONS),
+             {"ratio": band(ratio)}, hline=1.0)],
         title=f"{study.cfg.data} on {study.cfg.model}: steering (layer {study.layer}, "
               f"{study.unit} {study.value:g}) vs prompting (n={len(study.items)} test items)",
-        bars="score: 95 % t interval over items; ratio: 95 % paired bootstrap over items")
+        note="error bars: score: 95 % t interval over items; ratio: 95 % paired bootstrap over "
+             "items")
     return path
 
 

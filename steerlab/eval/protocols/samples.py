@@ -23,7 +23,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
-from steerlab.eval.plots import save_curves
+from steerlab.eval.figures import Curves, band_lines, save_png
 from steerlab.eval.run import EvalRun, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt_ci, print_table
@@ -243,14 +243,15 @@ def _report(run: EvalRun, result: SamplesResult, cfg: SamplesConfig, values: lis
     console.print(result.verdict)
     plots = [run.path("samples_effect.png"), run.path("samples_cosine.png")]
     tag = f"plateau {result.plateau}" if result.plateau is not None else "no plateau"
-    save_curves(plots[0], result.sizes, {"effect": _band(result.effects, result.sizes)},
-                xlabel="contrast pairs (log scale)", ylabel=effect_name, logx=True,
-                title=f"{data}, {cfg.model} layer {cfg.layer}: effect vs pairs ({tag}; "
-                      f"{n_items} items)", hline=0,
-                band=f"95 % t interval over {cfg.seeds} draws")
-    save_curves(plots[1], result.sizes, {"cosine": _band(result.cosines, result.sizes)},
-                xlabel="contrast pairs (log scale)", ylabel="cosine to the full-train vector",
-                logx=True, title=f"{data}, {cfg.model} layer {cfg.layer}: agreement with the "
-                                 f"vector from all {n_train} pairs",
-                band=f"95 % t interval over {cfg.seeds} draws")
+    note = f"shaded: 95 % t interval over {cfg.seeds} draws"
+    save_png(plots[0], [Curves(
+        f"{data}, {cfg.model} layer {cfg.layer}: effect vs pairs ({tag}; {n_items} items)",
+        "contrast pairs (log scale)", effect_name,
+        band_lines(result.sizes, {"effect": _band(result.effects, result.sizes)}), logx=True,
+        hline=0)], note=note)
+    save_png(plots[1], [Curves(
+        f"{data}, {cfg.model} layer {cfg.layer}: agreement with the vector from all "
+        f"{n_train} pairs", "contrast pairs (log scale)", "cosine to the full-train vector",
+        band_lines(result.sizes, {"cosine": _band(result.cosines, result.sizes)}),
+        logx=True)], note=note)
     run.finish(plots)

@@ -59,7 +59,7 @@ from typing import Any
 from steerlab.data.benchmarks import SENTIMENT_SETS, load_review_prompts, load_toxicity_prompts
 from steerlab.data.formats import ContrastPair, check_pair
 from steerlab.errors import SteerlabError
-from steerlab.eval.plots import save_curves
+from steerlab.eval.figures import Curves, band_lines, save_png
 from steerlab.eval.protocols.sentiment_cells import (
     CellRunner,
     Completions,
@@ -157,15 +157,15 @@ def _report(run: CellRunner, sets: dict[str, list[str]], layers: list[int], valu
     n = sum(len(p) for p in sets.values()) // max(1, len(sets)) * run.samples
     shift_png, rate_png = out / f"{run.task}_shift.png", out / f"{run.task}_{rate_name}.png"
     layer_text = ",".join(map(str, layers))
-    save_curves(shift_png, values, shift, xlabel=run.unit,
-                ylabel=f"change in {kind.metric} vs unsteered",
-                title=f"{run.lm.model_id} layer {layer_text}: {kind.metric} shift "
-                      f"({run.vec.method}, n={n} completions per set)", hline=0.0,
-                band="95 % t interval, paired per prompt; masked: steering words removed")
-    save_curves(rate_png, values, rate, xlabel=run.unit,
-                ylabel=rate_name.replace("_", " "),
-                title=f"{run.lm.model_id} layer {layer_text}: {rate_name.replace('_', ' ')} "
-                      f"(n={n} completions per set)", band="95 % Wilson interval")
+    save_png(shift_png, [Curves(f"{run.lm.model_id} layer {layer_text}: {kind.metric} shift "
+                                f"({run.vec.method}, n={n} completions per set)", run.unit,
+                                f"change in {kind.metric} vs unsteered",
+                                band_lines(values, shift), hline=0.0)],
+             note="shaded: 95 % t interval, paired per prompt; masked: steering words removed")
+    save_png(rate_png, [Curves(f"{run.lm.model_id} layer {layer_text}: "
+                               f"{rate_name.replace('_', ' ')} (n={n} completions per set)",
+                               run.unit, rate_name.replace("_", " "), band_lines(values, rate))],
+             note="shaded: 95 % Wilson interval")
     return [shift_png, rate_png]
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
-from steerlab.eval.plots import save_curves, save_heatmap
+from steerlab.eval.figures import Curves, Heat, Line, save_png
 from steerlab.eval.run import Choice, EvalRun, choose_best, file_sha256
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -184,10 +184,10 @@ def _plots(run: EvalRun, result: SweepResult, cfg: SweepConfig, data: str) -> li
     heat = run.path("sweep_heatmap.png")
     grid = [[result.val[k][v] for v in result.values] for k in result.layers]
     n_val = next((r["n"] for r in run.records(metric="score", split="val")), None)
-    save_heatmap(heat, grid, result.layers, [f"{v:g}" for v in result.values],
-                 xlabel=cfg.unit, ylabel="layer", cbar="behaviour score",
-                 title=f"{data} on {cfg.model}: val behaviour score (n={n_val} items per cell)",
-                 center=0.5)
+    save_png(heat, [Heat(f"{data} on {cfg.model}: val behaviour score (n={n_val} items per "
+                         "cell)", grid, [str(k) for k in result.layers],
+                         [f"{v:g}" for v in result.values], xlabel=cfg.unit, ylabel="layer",
+                         cbar="behaviour score", center=0.5)])
     plots = [heat]
     if result.test:
         curve = run.path("sweep_test.png")
@@ -195,11 +195,10 @@ def _plots(run: EvalRun, result: SweepResult, cfg: SweepConfig, data: str) -> li
         label = (f"test, layer {result.tested_layer}" +
                  ("" if result.choice.chosen else " (val effect not significant)"))
         n_test = next(iter(result.test.values()))[3]
-        save_curves(curve, values, {label: ([result.test[v][0] for v in values],
-                                            [result.test[v][1] for v in values],
-                                            [result.test[v][2] for v in values])},
-                    xlabel=cfg.unit, ylabel="behaviour score",
-                    title=f"{data} on {cfg.model}: chosen on val, scored on test (n={n_test})",
-                    hline=0.5, band="95 % t interval over items")
+        line = Line(label, values, [result.test[v][0] for v in values],
+                    [result.test[v][1] for v in values], [result.test[v][2] for v in values])
+        save_png(curve, [Curves(f"{data} on {cfg.model}: chosen on val, scored on test "
+                                f"(n={n_test})", cfg.unit, "behaviour score", [line],
+                                hline=0.5)], note="shaded: 95 % t interval over items")
         plots.append(curve)
     return plots

@@ -1,18 +1,25 @@
-"""Matplotlib figures as inline SVG strings (no files, no fonts, no URLs) for the HTML report.
+"""One figure model: panels drawn by matplotlib, as a PNG file or as an inline SVG string.
 
 Every figure is a list of panels drawn side by side. A panel is a small value object
-(:class:`Curves`, :class:`Bars`, :class:`Heat`, :class:`Scatter`); :func:`draw` turns the
-panels into one SVG string ready to be placed inside an HTML page: the XML prolog, DOCTYPE,
-metadata and namespace declarations are stripped (an HTML parser puts ``<svg>`` in the SVG
-namespace by itself), text stays text (``svg.fonttype = none``) and the ids matplotlib writes
-are salted with the figure's own id, so several figures in one page never share an id.
+(:class:`Curves`, :class:`Bars`, :class:`Heat`, :class:`Scatter`); the studies build panels once
+and :func:`save_png` writes them beside a run (atomically), while the HTML report places the
+same panels inline with :func:`draw`: the SVG's XML prolog, DOCTYPE, metadata and namespace
+declarations are stripped (an HTML parser puts ``<svg>`` in the SVG namespace by itself), text
+stays text (``svg.fonttype = none``) and the ids matplotlib writes are salted with the figure's
+own id, so several figures in one page never share an id. The terminal view of a study is its
+table (:mod:`steerlab.eval.tables`).
 
 The Figure API is used directly (no pyplot, no global figure state).
 
 Example:
-    >>> svg = draw([Curves("demo", "x", "y", [Line("a", [0, 1], [0.2, 0.4], [0.1, 0.3],
-    ...                                           [0.3, 0.5])])], salt="demo")
+    >>> panel = Curves("demo", "x", "y", [Line("a", [0, 1], [0.2, 0.4], [0.1, 0.3], [0.3, 0.5])])
+    >>> svg = draw([panel], salt="demo")
     >>> svg.startswith("<svg") and "http" not in svg
+    True
+    >>> import pathlib, tempfile
+    >>> png = pathlib.Path(tempfile.mkdtemp()) / "demo.png"
+    >>> save_png(png, [panel], title="demo", note="shaded: 95 % interval")
+    >>> png.read_bytes()[:4] == b"\\x89PNG"
     True
 """
 
@@ -20,6 +27,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,11 +37,17 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
+from steerlab.util.io import atomic_path
+
 #: one palette for every figure (matplotlib's tab10, colour-blind tolerable)
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#7f7f7f", "#bcbd22", "#17becf")
 #: the diverging colour map of every signed quantity (token projections, cosines, heatmaps)
 DIVERGING = "RdBu_r"
+
+
+#: a series as (means, lows, highs), one entry per x or group
+Band = tuple[Sequence[float | None], Sequence[float | None], Sequence[float | None]]
 
 
 @dataclass
@@ -71,8 +85,7 @@ class Bars:
     title: str
     ylabel: str
     groups: Sequence[str]
-    series: Mapping[str, tuple[Sequence[float | None], Sequence[float | None],
-                               Sequence[float | None]]]
+    series: Mapping[str, Band]
     ylim: tuple[float, float] | None = None
     hline: float | None = 0.0
     logy: bool = False
@@ -119,6 +132,16 @@ class Scatter:
 
 
 Panel = Curves | Bars | Heat | Scatter
+
+
+def band_lines(xs: Sequence[float], series: Mapping[str, Band]) -> list[Line]:
+    """One :class:`Line` per named band over the same ``xs``.
+
+    Example:
+        >>> [line.label for line in band_lines([0, 1], {"a": ([1, 2], [0, 1], [2, 3])})]
+        ['a']
+    """
+    return [Line(label, xs, mean, low, high) for label, (mean, low, high) in series.items()]
 
 
 def _num(value: float | None) -> float:
@@ -247,15 +270,13 @@ def _height(panels: Sequence[Panel]) -> float:
     return max(3.3, min(9.0, 1.4 + 0.3 * rows))
 
 
-def draw(panels: Sequence[Panel], *, title: str = "", salt: str = "fig") -> str:
-    """The panels side by side as one inline SVG string (see the module notes).
-
-    ``salt`` (the figure's id in the page) makes the SVG's internal ids unique in the page and
-    the output deterministic.
+def figure(panels: Sequence[Panel], *, title: str = "", note: str | None = None) -> Figure:
+    """The panels side by side on one matplotlib :class:`~matplotlib.figure.Figure`; ``note``
+    (what the bands or error bars are, n) is written under it.
 
     Example:
-        >>> "<svg" in draw([Heat("h", [[0.1, 0.9]], ["10"], ["-1", "1"])], salt="h")
-        True
+        >>> len(figure([Heat("h", [[0.1, 0.9]], ["10"], ["-1", "1"])]).axes)  # + colour bar
+        2
     """
     if not panels:
         raise ValueError("a figure needs at least one panel")
@@ -279,11 +300,44 @@ def draw(panels: Sequence[Panel], *, title: str = "", salt: str = "fig") -> str:
         ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
+    if note:
+        fig.supxlabel(note, fontsize=7, color="dimgrey", x=0.01, ha="left")
+    return fig
+
+
+def draw(panels: Sequence[Panel], *, title: str = "", salt: str = "fig") -> str:
+    """The panels side by side as one inline SVG string (see the module notes).
+
+    ``salt`` (the figure's id in the page) makes the SVG's internal ids unique in the page and
+    the output deterministic.
+
+    Example:
+        >>> "<svg" in draw([Heat("h", [[0.1, 0.9]], ["10"], ["-1", "1"])], salt="h")
+        True
+    """
+    fig = figure(panels, title=title)
     buffer = io.StringIO()
     with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": salt,
                                 "font.family": "DejaVu Sans"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None})
     return clean_svg(buffer.getvalue(), prefix=salt)
+
+
+def save_png(path: str | os.PathLike[str], panels: Sequence[Panel], *, title: str = "",
+             note: str | None = None) -> None:
+    """The panels side by side as a PNG file at ``path``, written atomically.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> out = pathlib.Path(tempfile.mkdtemp()) / "bars.png"
+        >>> save_png(out, [Bars("t", "effect", ["ID", "OOD"], {"trait": ([0.3, 0.1],
+        ...          [0.2, 0.0], [0.4, 0.2])})], note="error bars: 95 % interval")
+        >>> out.stat().st_size > 0
+        True
+    """
+    fig = figure(panels, title=title, note=note)
+    with atomic_path(path, what="plot") as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
 
 
 _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)
