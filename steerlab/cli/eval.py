@@ -414,7 +414,8 @@ def prompting(
     --limit is the number of test items (a seeded subset, the one eval sweep scores).
     """
     from steerlab.cli.common import one_value
-    from steerlab.eval.protocols.prompting_inputs import PARTS, PromptingConfig, run
+    from steerlab.eval.protocols.prompting import PromptingConfig, run
+    from steerlab.eval.protocols.prompting_inputs import PARTS
     from steerlab.util.parse import parse_choices
 
     unit, value = None, None
