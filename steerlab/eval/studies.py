@@ -1,12 +1,15 @@
 """The studies steerlab runs, one entry each: the one list the CLI, the report and the docs
 are checked against (``tests/unit/test_studies.py``), so a study cannot be added half-way.
 
-A study is a module under :mod:`steerlab.eval.protocols` with a config dataclass (its
-``settings()`` are what ``run.json`` records and a rerun must match) and ``run(config)``; its
-runs record ``command`` = the study's name. Adding one: the module and its tests, an entry
-here, a CLI command (``steerlab eval NAME`` in ``steerlab/cli/eval.py``), a report section
-(``steerlab/report/``), a docs page ``docs/evaluation/NAME.md``. The smallest study to copy is
-``capabilities``.
+A study is a module under :mod:`steerlab.eval.protocols` with a config dataclass and
+``run(config)``; its runs record ``command`` = the study's name. The config declares its run
+settings (what ``run.json`` records and a rerun must match): ``settings()`` returns
+:func:`~steerlab.eval.run.run_settings` of it, every field but those whose metadata is
+:func:`~steerlab.eval.run.not_a_setting` (``out``, a batch size), under its own name or a
+:func:`~steerlab.eval.run.setting` ``key`` (``tests/unit/test_run_settings.py`` holds every
+config to that). Adding one: the module and its tests, an entry here, a CLI command
+(``steerlab eval NAME`` in ``steerlab/cli/eval.py``), a report section (``steerlab/report/``),
+a docs page ``docs/evaluation/NAME.md``. The smallest study to copy is ``capabilities``.
 
 Example:
     >>> STUDIES["ood"].cli

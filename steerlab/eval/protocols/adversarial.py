@@ -26,7 +26,7 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from steerlab.data.benchmarks import wikitext_text
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.errors import SteerlabError
 from steerlab.eval.figures import Curves, Line, save_png
-from steerlab.eval.run import EvalRun, file_sha256
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -56,7 +56,7 @@ MAX_PLOTTED_ITEMS = 8
 class AdversarialConfig:
     """Everything ``eval adversarial`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     vector: Path
     layers: str
     value: float
@@ -76,13 +76,8 @@ class AdversarialConfig:
     seed: int = 0
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
-                "unit": self.unit, "value": self.value, "data": self.data,
-                "objective": self.objective, "method": self.method,
-                "suffix_length": self.suffix_length, "iterations": self.iterations,
-                "population": self.population, "children": self.children, "topk": self.topk,
-                "projection_layer": self.projection_layer, "positions": self.positions,
-                "limit": self.limit, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
     def search_config(self) -> Any:
         common = {"suffix_length": self.suffix_length, "iterations": self.iterations,

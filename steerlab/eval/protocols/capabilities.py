@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.data.sequences import ab_sequences
 from steerlab.eval.behaviour import explain_values
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -164,7 +164,7 @@ def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit
 class CapabilitiesConfig:
     """Everything ``eval capabilities`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     vector: Path
     layers: str
     unit: Unit
@@ -174,13 +174,11 @@ class CapabilitiesConfig:
     positions: str = "all"
     limit: int = 0
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
-                "unit": self.unit, "values": list(self.values),
-                "benchmarks": list(self.benchmarks), "positions": self.positions,
-                "limit": self.limit, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 def run(cfg: CapabilitiesConfig) -> dict[tuple[str, int, float], tuple[float, float, float]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from steerlab.errors import SteerlabError
 from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.judges import JudgeItem, parse_judge
 from steerlab.eval.refusal import JUDGE_REFUSAL, agreement, is_refusal
-from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -46,7 +46,7 @@ from steerlab.vector import SteeringVector
 class DefenceConfig:
     """Everything ``eval defence`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     vector: Path
     layers: str
     values: Sequence[float] = (0.2, 0.4)
@@ -60,15 +60,11 @@ class DefenceConfig:
     max_new_tokens: int = 48
     judge: str | None = "local:qwen2.5-coder-0.5b"
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
-                "values": list(self.values), "unit": self.unit,
-                "condition": str(self.condition) if self.condition else None,
-                "condition_layer": self.condition_layer, "threshold": self.threshold,
-                "suffixes": self.suffixes, "limit": self.limit,
-                "max_new_tokens": self.max_new_tokens, "judge": self.judge, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
 from steerlab.eval.figures import Bars, save_png
-from steerlab.eval.run import EvalRun, choose_best
+from steerlab.eval.run import EvalRun, choose_best, not_a_setting, run_settings, setting
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
 from steerlab.util.parse import parse_values
@@ -55,21 +55,21 @@ def depth_layers(depths: str, n_layers: int) -> list[int]:
 class ModelsConfig:
     """Everything ``eval models`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     models: Sequence[str]
     data: str
     depths: str = "0.3,0.4,0.5,0.6,0.7"
-    values: Sequence[float] = (-0.5, 0.0, 0.5)
+    values: Sequence[float] = field(default=(-0.5, 0.0, 0.5),
+                                    metadata=setting(key="strengths"))
     train_limit: int = 0
-    form: str = "open"
+    form: str = field(default="open", metadata=setting(key="format"))
     limit: int = 0
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"models": list(self.models), "data": self.data, "depths": self.depths,
-                "strengths": list(self.values), "train_limit": self.train_limit,
-                "format": self.form, "limit": self.limit, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 @dataclass

@@ -50,7 +50,7 @@ from steerlab.data.loaders import load_dataset
 from steerlab.errors import SteerlabError
 from steerlab.eval.figures import Band, Bars, save_png
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
-from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, setting, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -340,7 +340,7 @@ def plot_effects(run: OODRun, effects: Sequence[Effect], path: Path) -> None:
 class OODConfig:
     """Everything ``eval ood`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     vector: Path
     trait: str
     unit: Unit = "strength"
@@ -354,19 +354,15 @@ class OODConfig:
     id_format: str = "ab"  # the ID score: "ab" letters or "open" whole replies
     max_new_tokens: int = 64
     limit: int = 0
-    id_limit: int | None = None  # ID test items (None: ``limit``)
+    # ID test items (None: ``limit``); recorded only when set: run directories written
+    # before id_limit existed still resume
+    id_limit: int | None = field(default=None, metadata=setting(when_set=True))
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "vector": str(self.vector), "trait": self.trait,
-                "unit": self.unit, "values": list(self.values), "layers": self.layers,
-                "judge": self.judge, "formats": list(self.formats),
-                "lengths": list(self.lengths), "id_data": self.id_data,
-                "id_format": self.id_format,
-                "max_new_tokens": self.max_new_tokens, "limit": self.limit, "seed": self.seed,
-                # only when set: run directories written before id_limit existed still resume
-                **({} if self.id_limit is None else {"id_limit": self.id_limit})}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 def run(cfg: OODConfig) -> list[Effect]:

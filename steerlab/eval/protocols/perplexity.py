@@ -38,14 +38,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from steerlab.data.benchmarks import WIKITEXT_NAME, wikitext_text
 from steerlab.errors import SteerlabError
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, file_sha256, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -285,7 +285,7 @@ def _report(run: _Run, layers: list[int], values: list[float], out: Path) -> Pat
 class PerplexityConfig:
     """Everything ``eval perplexity`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     vector: Path
     layers: str
     unit: Unit
@@ -297,13 +297,11 @@ class PerplexityConfig:
     limit: int = 32
     prompt_tokens: int = 0
     seed: int = 0
-    batch_size: int = 4
+    batch_size: int = field(default=4, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "vector": str(self.vector), "layers": self.layers,
-                "unit": self.unit, "values": list(self.values), "positions": self.positions,
-                "window": self.window, "stride": self.stride, "limit": self.limit,
-                "prompt_tokens": self.prompt_tokens, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 def run(cfg: PerplexityConfig) -> dict[tuple[int, float], tuple[float, float, float]]:

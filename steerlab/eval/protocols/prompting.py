@@ -84,7 +84,14 @@ from steerlab.eval.protocols.prompting_inputs import (
     resolve_steering,
     split_items,
 )
-from steerlab.eval.run import EvalRun, file_sha256, text_sha256
+from steerlab.eval.run import (
+    EvalRun,
+    file_sha256,
+    not_a_setting,
+    run_settings,
+    setting,
+    text_sha256,
+)
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
 from steerlab.steering.spec import parse_positions
@@ -97,7 +104,7 @@ from steerlab.vector import SteeringVector
 class PromptingConfig:
     """Everything ``eval prompting`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     data: str
     vector: Path
     layers: str | None = None  # None: the manifest's recommended layer (or the only one)
@@ -105,25 +112,22 @@ class PromptingConfig:
     value: float | None = None  # None: the manifest's recommended strength
     model: str = "smollm2-135m"
     instruction: str | None = None
-    parts: Sequence[str] = PARTS
+    parts: Sequence[str] = field(default=PARTS, metadata=setting(key="prompt_parts"))
     shots: int = 3
-    form: str = "open"
+    form: str = field(default="open", metadata=setting(key="format"))
     positions: str = "all"
     limit: int = 40
     fluency_limit: int = 0  # answers generated for the fluency cost (0 = every scored item)
     max_new_tokens: int = 32
     judge: str | None = None  # also rate the answers (e.g. axbench:local:qwen2.5-coder-0.5b)
     seed: int = 0
-    batch_size: int = 16
-    write_verdict: bool = True  # verdicts.json in --out (the audit writes its own)
+    batch_size: int = field(default=16, metadata=not_a_setting())
+    # verdicts.json in --out (the audit writes its own)
+    write_verdict: bool = field(default=True, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "data": self.data, "vector": str(self.vector),
-                "layers": self.layers, "unit": self.unit, "value": self.value,
-                "instruction": self.instruction, "prompt_parts": list(self.parts),
-                "shots": self.shots, "format": self.form, "positions": self.positions,
-                "limit": self.limit, "fluency_limit": self.fluency_limit,
-                "max_new_tokens": self.max_new_tokens, "judge": self.judge, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 @dataclass

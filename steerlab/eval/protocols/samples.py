@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, stopwatch
+from steerlab.eval.run import EvalRun, not_a_setting, run_settings, setting, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
@@ -41,7 +41,7 @@ SHARED = 8  # vectors scored per engine call: they share each batch's unsteered 
 class SamplesConfig:
     """Everything ``eval samples`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     data: str
     layer: int
     unit: Unit = "strength"
@@ -52,16 +52,14 @@ class SamplesConfig:
     method: str = "mean_diff"
     split: str = "test"
     train_limit: int = 0
-    form: str = "open"
+    form: str = field(default="open", metadata=setting(key="format"))
     limit: int = 0
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "data": self.data, "layer": self.layer, "unit": self.unit,
-                "values": list(self.values), "sizes": list(self.sizes), "seeds": self.seeds,
-                "method": self.method, "split": self.split, "train_limit": self.train_limit,
-                "format": self.form, "limit": self.limit, "seed": self.seed}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 @dataclass

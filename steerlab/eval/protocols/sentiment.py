@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +83,7 @@ from steerlab.eval.protocols.sentiment_scores import (
     toxicity_scorer,
     vader_scorer,
 )
-from steerlab.eval.run import EvalRun, file_sha256
+from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.eval.verdicts import SENTIMENT_RULE
 from steerlab.model.load import LoadedModel, load_model
@@ -197,7 +197,7 @@ def _prompt_sets(task: str, names: Sequence[str], limit: int, seed: int) -> dict
 class SentimentConfig:
     """Everything ``eval sentiment`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     layers: str
     unit: Unit
     values: Sequence[float]
@@ -215,21 +215,15 @@ class SentimentConfig:
     top_p: float = 0.9
     limit: int = 40
     seed: int = 0
-    batch_size: int = 8
+    batch_size: int = field(default=8, metadata=not_a_setting())
     scorer: str = "classifier"  # sentiment: classifier (+ VADER beside it) or vader alone
     mask: Sequence[str] | None = None  # words to mask; None: the pair's (or vector's) words
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "pair": list(self.pair) if self.pair else None,
-                "pad": self.pad,
-                "vector": str(self.vector) if self.vector else None, "layers": self.layers,
-                "unit": self.unit, "values": list(self.values), "task": self.task,
-                "prompt_sets": list(self.prompt_sets), "target": self.target,
-                "positions": self.positions, "max_new_tokens": self.max_new_tokens,
-                "samples": self.samples, "temperature": self.temperature, "top_p": self.top_p,
-                "limit": self.limit, "seed": self.seed,
-                "scorer": self.scorer if self.task == "sentiment" else "profanity-check",
-                "mask": None if self.mask is None else list(self.mask)}
+        """What ``run.json`` records: every field not marked ``not_a_setting``; a
+        toxicity run records the scorer it uses (profanity-check), not ``--scorer``."""
+        scorer = self.scorer if self.task == "sentiment" else "profanity-check"
+        return {**run_settings(self), "scorer": scorer}
 
 
 def reproduce_config(out: str | Path, model: str, pair: tuple[str, str], layers: str,

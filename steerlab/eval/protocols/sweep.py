@@ -20,7 +20,15 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
 from steerlab.eval.figures import Curves, Heat, Line, save_png
-from steerlab.eval.run import Choice, EvalRun, choose_best, file_sha256
+from steerlab.eval.run import (
+    Choice,
+    EvalRun,
+    choose_best,
+    file_sha256,
+    not_a_setting,
+    run_settings,
+    setting,
+)
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.steering.spec import parse_positions
@@ -33,7 +41,7 @@ from steerlab.vector import SteeringVector
 class SweepConfig:
     """Everything ``eval sweep`` measures with."""
 
-    out: str | Path
+    out: str | Path = field(metadata=not_a_setting())
     data: str
     unit: Unit
     values: list[float]
@@ -43,17 +51,14 @@ class SweepConfig:
     method: str = "mean_diff"
     positions: str = "all"
     train_limit: int = 0
-    form: str = "open"
+    form: str = field(default="open", metadata=setting(key="format"))
     limit: int = 0
     seed: int = 0
-    batch_size: int = 16
+    batch_size: int = field(default=16, metadata=not_a_setting())
 
     def settings(self) -> dict[str, Any]:
-        return {"model": self.model, "data": self.data, "unit": self.unit,
-                "values": self.values, "layers": self.layers, "method": self.method,
-                "positions": self.positions, "train_limit": self.train_limit,
-                "format": self.form, "limit": self.limit, "seed": self.seed,
-                "vector": str(self.vector) if self.vector else None}
+        """What ``run.json`` records: every field not marked ``not_a_setting``."""
+        return run_settings(self)
 
 
 @dataclass
