@@ -56,9 +56,9 @@ def extract(
         why = f"the {chosen} split (--split {chosen})"
     console.print(f"using {len(dataset)} of {total} items of {escape(data)}: {why}"
                   f"{f'; a seeded subset (--limit {limit})' if limit and limit < total else ''}")
+    where = None if site is None else parse_site(site, "--site")  # before the model loads
     lm = steerlab.load_model(model)
-    vec = steerlab.extract(lm, dataset, method=method, layers=layers,
-                           site=None if site is None else parse_site(site),
+    vec = steerlab.extract(lm, dataset, method=method, layers=layers, site=where,
                            batch_size=batch_size, system=system)
     vec.save(out)
     console.print(f"wrote {escape(str(out))}: {escape(repr(vec))} ({len(dataset)} pairs, "

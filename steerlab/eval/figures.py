@@ -107,6 +107,7 @@ class Heat:
     vmin: float | None = None
     vmax: float | None = None
     digits: int = 2
+    annotate: bool | None = None  # write each cell's value (None: when there are ≤ 400 cells)
 
 
 @dataclass
@@ -226,7 +227,7 @@ def _heat(fig: Figure, ax: Any, panel: Heat) -> None:
     ax.set_xticks([c + 0.5 for c in range(len(panel.cols))], list(panel.cols), fontsize=7)
     ax.set_yticks([r + 0.5 for r in range(len(panel.rows))], list(panel.rows), fontsize=7)
     cells = len(panel.rows) * len(panel.cols)
-    if cells <= 400:
+    if panel.annotate or (panel.annotate is None and cells <= 400):
         for r, row in enumerate(grid):
             for c, value in enumerate(row):
                 if not math.isnan(value):
@@ -267,7 +268,7 @@ def _width(panel: Panel) -> float:
 
 def _height(panels: Sequence[Panel]) -> float:
     rows = max((len(p.rows) for p in panels if isinstance(p, Heat)), default=0)
-    return max(3.3, min(9.0, 1.4 + 0.3 * rows))
+    return max(3.3, min(14.0, 1.4 + 0.3 * rows))
 
 
 def figure(panels: Sequence[Panel], *, title: str = "", note: str | None = None) -> Figure:
@@ -337,7 +338,7 @@ def save_png(path: str | os.PathLike[str], panels: Sequence[Panel], *, title: st
     """
     fig = figure(panels, title=title, note=note)
     with atomic_path(path, what="plot") as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")  # long titles widen it
 
 
 _PROLOG = re.compile(r"^.*?(?=<svg\b)", re.S)

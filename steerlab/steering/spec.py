@@ -64,7 +64,8 @@ class Positions:
     ``kind`` is one of the named positions (``all``, ``prompt``, ``generation``,
     ``after_instruction``, ``front``), ``last_prompt`` (the last ``count`` prompt tokens) or
     ``window`` (real positions ``start`` .. ``stop - 1``; ``stop=None`` is open). ``str()`` gives
-    back the text form, which is what specs, manifests and requests carry.
+    its canonical text form (``window:2`` reads as ``window:2:``); specs, manifests and requests
+    carry the text they were given.
 
     Example:
         >>> Positions.parse("window:2:5")
@@ -81,7 +82,10 @@ class Positions:
     stop: int | None = None
 
     def __post_init__(self) -> None:
-        if one_of(self.kind, NAMED_POSITIONS) is not None:
+        numbers = (self.count, self.start, *(() if self.stop is None else (self.stop,)))
+        if any(type(n) is not int for n in numbers):  # bool and float are refused too
+            ok = False
+        elif one_of(self.kind, NAMED_POSITIONS) is not None:
             ok = (self.count, self.start, self.stop) == (0, 0, None)
         elif self.kind == "last_prompt":
             ok = self.count >= 1 and (self.start, self.stop) == (0, None)
@@ -119,20 +123,13 @@ def parse_positions(positions: str) -> Positions:
     if named is not None:
         return Positions(named)
     kind, _, rest = positions.partition(":")
-    try:
+    try:  # the ranges are checked once, by Positions itself
         if kind == "last_prompt":
-            k = int(rest)
-            if k < 1:
-                raise ValueError
-            return Positions("last_prompt", count=k)
+            return Positions("last_prompt", count=int(rest))
         if kind == "window":
             a_text, _, b_text = rest.partition(":")
-            a = int(a_text)
-            b = int(b_text) if b_text else None
-            if a < 0 or (b is not None and b <= a):
-                raise ValueError
-            return Positions("window", start=a, stop=b)
-    except ValueError:
+            return Positions("window", start=int(a_text), stop=int(b_text) if b_text else None)
+    except (ValueError, SteerlabError):
         pass
     raise SteerlabError(f"bad positions {positions!r}; expected one of {POSITIONS_HELP}")
 

@@ -261,7 +261,7 @@ def _number(value: float | None) -> float:
 
 def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
     """Each item's Pareto frontier (objective vs the suffix's cross-entropy); natural text's
-    mean cross-entropy as the dashed line."""
+    mean cross-entropy as the dotted line."""
     path = run.path("adversarial_frontier.png")
     entries = [json.loads(line) for line in
                run.path("frontiers.jsonl").read_text(encoding="utf-8").splitlines() if line]
@@ -272,7 +272,7 @@ def _frontier_plot(run: EvalRun, cfg: AdversarialConfig) -> Path:
         lines.append(Line(f"item {e['item']}", [x for x, _ in points], [y for _, y in points]))
     natural = stats.mean_ci(_values(run.records(), "natural_xent", cfg.objective))
     save_png(path, [Curves(f"{cfg.method} Pareto frontiers ({cfg.model})",
-                           "suffix cross-entropy (nats/token; dashed: natural text)",
+                           "suffix cross-entropy (nats/token; dotted: natural text)",
                            f"objective ({cfg.objective}; higher = steering undone)", lines,
                            vline=None if math.isnan(natural[0]) else natural[0])],
              note=f"{len(shown)} of {len(entries)} items shown")

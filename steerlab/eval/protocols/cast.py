@@ -181,7 +181,7 @@ def similarities(lm: LoadedModel, rows: list[list[int]], vector: SteeringVector,
 def run(cfg: CastFitConfig) -> tuple[SteeringVector, list[LayerFit]]:
     """Fit the condition on one half, report it on the other, save the vector."""
     mode = parse_condition_mode(cfg.mode, "--mode")
-    aggregate = parse_aggregate(cfg.aggregate, "condition aggregate")
+    aggregate = parse_aggregate(cfg.aggregate, "--aggregate")
     if not 0.1 <= cfg.fit_fraction <= 0.9:
         raise SteerlabError(f"fit fraction must be in [0.1, 0.9], got {cfg.fit_fraction}")
     from steerlab.util.io import check_writable

@@ -192,7 +192,7 @@ def _plots(run: EvalRun, result: SweepResult, cfg: SweepConfig, data: str) -> li
     save_png(heat, [Heat(f"{data} on {cfg.model}: val behaviour score (n={n_val} items per "
                          "cell)", grid, [str(k) for k in result.layers],
                          [f"{v:g}" for v in result.values], xlabel=cfg.unit, ylabel="layer",
-                         cbar="behaviour score", center=0.5)])
+                         cbar="behaviour score", center=0.5, annotate=True)])
     plots = [heat]
     if result.test:
         curve = run.path("sweep_test.png")
