@@ -305,13 +305,15 @@ def judge_prompting(difference: Interval | None, vector_effect: Interval | None 
                     prompt_effect: Interval | None = None, *,
                     combined_effect: Interval | None = None,
                     fluency: Mapping[str, Interval | None] | None = None,
-                    missing: str | None = None) -> Verdict:
+                    missing: str | None = None, letter_mass: float | None = None) -> Verdict:
     """Comparison 6 from the paired behaviour-score difference vector − prompt on the same items.
 
     ``vector_effect``, ``prompt_effect`` and ``combined_effect`` (prompt + vector) are each
     condition's paired effect over the unsteered, uninstructed baseline; ``fluency`` maps a
     condition to its answers' perplexity ratio over the baseline's. ``missing`` says why there
-    is nothing to compare (then the verdict is *not measurable*).
+    is nothing to compare (then the verdict is *not measurable*); so does an A/B letter score
+    whose unsteered ``letter_mass`` p(A) + p(B) is below :data:`MIN_LETTER_MASS` (the model is
+    not answering in the format, so its score cannot say which wins).
 
     Example:
         >>> judge_prompting((0.12, 0.05, 0.19)).reason[:27]
@@ -320,12 +322,22 @@ def judge_prompting(difference: Interval | None, vector_effect: Interval | None 
         'does not hold'
         >>> judge_prompting(None, missing="no instruction for 'x'").verdict
         'not measurable'
+        >>> judge_prompting((0.12, 0.05, 0.19), letter_mass=0.07).reason[:30]
+        'answer-letter mass p(A)+p(B) i'
     """
-    numbers = {"difference": difference, "vector_effect": vector_effect,
-               "prompt_effect": prompt_effect, "combined_effect": combined_effect,
-               "fluency_ratio": dict(fluency or {})}
+    numbers: dict[str, Any] = {"difference": difference, "vector_effect": vector_effect,
+                               "prompt_effect": prompt_effect,
+                               "combined_effect": combined_effect,
+                               "fluency_ratio": dict(fluency or {})}
     if missing:
         return Verdict("prompting", NOT_MEASURABLE, missing, numbers)
+    if letter_mass is not None and not letter_mass >= MIN_LETTER_MASS:  # NaN too
+        numbers["letter_mass"] = letter_mass
+        return Verdict("prompting", NOT_MEASURABLE,
+                       f"answer-letter mass p(A)+p(B) is {letter_mass:.2f} unsteered (< "
+                       f"{MIN_LETTER_MASS:g}): the model is not answering in the A/B format, so "
+                       "its letter score cannot say whether steering or prompting moves the "
+                       "behaviour (--format open where the data allows)", numbers)
     if not _ok(difference) or difference is None:
         return Verdict("prompting", UNSURE, "the difference has no interval (too few items)",
                        numbers)

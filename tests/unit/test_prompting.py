@@ -168,6 +168,32 @@ def test_every_prompting_verdict_is_reachable() -> None:
     assert any("together" in w for w in both.warnings)
     assert {v.verdict for v in (wins, loses, tie, none)} == set(rules.VERDICTS)
     assert rules.Verdict.from_dict(loses.as_dict()).verdict == rules.FAILS
+    # an A/B letter score from a model that does not answer A/B decides nothing
+    flat = rules.judge_prompting((0.12, 0.05, 0.19), letter_mass=0.07)
+    assert flat.verdict == rules.NOT_MEASURABLE and "0.07" in flat.reason
+    assert flat.numbers["letter_mass"] == 0.07 and flat.numbers["difference"] == (0.12, 0.05,
+                                                                                   0.19)
+    assert rules.judge_prompting((0.12, 0.05, 0.19), letter_mass=0.9).verdict == rules.HOLDS
+    assert rules.judge_prompting((0.12, 0.05, 0.19),
+                                 letter_mass=math.nan).verdict == rules.NOT_MEASURABLE
+
+
+def test_ab_format_on_a_model_that_does_not_answer_ab_is_not_measurable(
+        tiny_dir: Path, tmp_path: Path, shared_data: Path) -> None:
+    # the random tiny model puts almost no mass on the letters: its letter score says nothing
+    cfg = _config(tiny_dir, tmp_path, form="ab", out=tmp_path / "ab")
+    got = prompting.run(cfg)
+    assert got.verdict.verdict == rules.NOT_MEASURABLE, got.verdict.reason
+    assert "letter mass" in got.verdict.reason
+    records = _records(tmp_path / "ab")
+    mass = [r for r in records if r["metric"] == "letter_mass"]
+    assert len(mass) == 1 and 0.0 <= mass[0]["value"] < rules.MIN_LETTER_MASS
+    assert mass[0]["n"] == 5 and got.verdict.numbers["letter_mass"] == mass[0]["value"]
+    assert {r["metric"] for r in records} >= {"score", "difference"}  # numbers still shown
+    # resume: the letter mass is kept, not measured again
+    before = (tmp_path / "ab" / "results.jsonl").read_text()
+    assert prompting.run(cfg).verdict.verdict == rules.NOT_MEASURABLE
+    assert (tmp_path / "ab" / "results.jsonl").read_text() == before
 
 
 # --- the command line ------------------------------------------------------------------------

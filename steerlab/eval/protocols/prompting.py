@@ -73,6 +73,7 @@ from steerlab.eval.protocols.prompting_cells import (
     PromptingStudy,
     compare,
     fluency_cell,
+    letter_mass_cell,
     score_cell,
     stored,
     triple,
@@ -238,6 +239,8 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     study = PromptingStudy(study_run, lm, vec, items, ids, instruction, layer, unit, value,
                            cfg, answered, judge)
     write_json(study_run.path("instruction.json"), instruction.describe(), what="instruction")
+    # the letter score means something only if the model answers A/B at all
+    mass = letter_mass_cell(study) if cfg.form == "ab" else None
     for prompted in (False, True):
         score_cell(study, prompted)
     for condition in CONDITIONS:
@@ -245,7 +248,7 @@ def run(cfg: PromptingConfig) -> PromptingResult:
     effects, difference, ratios = compare(study)
     verdict = rules.judge_prompting(difference, effects.get("vector"), effects.get("prompt"),
                                     combined_effect=effects.get("prompt+vector"),
-                                    fluency=ratios)
+                                    fluency=ratios, letter_mass=mass)
     print_table(f"steering vs prompting: {cfg.data} on {cfg.model}, layer {layer}, "
                 f"{unit} {value:g}",
                 ["condition", "score [95% CI]", "effect vs baseline", "fluency ppl",

@@ -137,6 +137,22 @@ def score_cell(study: PromptingStudy, prompted: bool) -> None:
     study.run.add(cell, records)
 
 
+def letter_mass_cell(study: PromptingStudy) -> float:
+    """The unsteered, uninstructed mean p(A) + p(B) on the A/B items (measured once, kept)."""
+    from steerlab.scoring.ab import score_ab
+
+    cell = study.cell("letter_mass")
+    if not study.run.store.done(cell):
+        with stopwatch() as took:
+            plain = score_ab(study.lm, study.items, batch_size=study.cfg.batch_size)
+        mass = [a + b for a, b in zip(plain.p_matching, plain.p_not_matching, strict=True)]
+        summary = stats.mean_ci(mass)
+        study.run.add(cell, [make_record("letter_mass", summary[0], ci=summary[1:],
+                                         n=len(mass), seconds=took[0],
+                                         **study.fields("baseline"), item_ids=study.ids)])
+    return float(study.run.store.records(cell=cell, metric="letter_mass")[0]["value"])
+
+
 def fluency_cell(study: PromptingStudy, condition: str) -> None:
     """Greedy answers under ``condition``, scored by the plain model given the bare question."""
     from steerlab.scoring.generate import generate_ids
