@@ -49,7 +49,7 @@ _PUBLIC = {
     "score_answers": "steerlab.scoring.ab",
     "Sampling": "steerlab.scoring.generate",
     "generate": "steerlab.scoring.generate",
-    "score_coefficients": "steerlab.scoring.sweep",
+    "score_values": "steerlab.scoring.sweep",
     "sweep_ab": "steerlab.scoring.sweep",
     "sweep_answers": "steerlab.scoring.sweep",
     "attach": "steerlab.steering.hooks",
@@ -82,7 +82,7 @@ __all__ = [
     "resolve_layers",
     "score_ab",
     "score_answers",
-    "score_coefficients",
+    "score_values",
     "steer",
     "sweep_ab",
     "sweep_answers",
@@ -110,7 +110,7 @@ if TYPE_CHECKING:
     from steerlab.model.load import LoadedModel, load_model
     from steerlab.scoring.ab import ABResult, score_ab, score_answers
     from steerlab.scoring.generate import Sampling, generate
-    from steerlab.scoring.sweep import score_coefficients, sweep_ab, sweep_answers
+    from steerlab.scoring.sweep import score_values, sweep_ab, sweep_answers
     from steerlab.steering.hooks import attach, steer
     from steerlab.steering.spec import SteeringSpec
     from steerlab.util.parse import resolve_layers

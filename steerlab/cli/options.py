@@ -35,25 +35,73 @@ LAYERS_HELP = ("Layers: 12, 8-20, 8-20:4 (step), 10,16, -1 (last), 0.5 (fraction
 VALUES_HELP = "e.g. -0.4,0,0.4 or -0.4:0.4:0.2 (start:stop:step, inclusive)."
 
 
+#: The options every study shares: flag → (help, smallest value accepted and what it is). One
+#: place for their wording: the factories below and the study commands
+#: (:mod:`steerlab.cli.study_command`) take it from here.
+SHARED: dict[str, tuple[str, tuple[float, str] | None]] = {
+    "--model": ("Built-in alias (steerlab models list), Hugging Face id, local directory or .gguf "
+                "file.", None),
+    "--data": ("caa:NAME, mwe:NAME, builtin:NAME, capabilities:NAME or a .json/.jsonl file (CAA, "
+               "persona or pairs format).", None),
+    "--vector": ("A steering vector (.safetensors).", None),
+    "--layers": (LAYERS_HELP, None),
+    "--positions": (POSITIONS_HELP, None),
+    "--out": ("Run directory (results.jsonl, plots). A rerun with the same settings resumes; "
+              "with other settings it stops and says which differ.", None),
+    "--limit": ("Use a seeded random subset of at most N items of each split (the same items in "
+                "every cell; 0 = all).", (0, "an item count (0 = all)")),
+    "--train-limit": ("Extract from a seeded subset of at most N train pairs (0 = all).",
+                      (0, "a pair count (0 = all)")),
+    "--seed": ("Seed for splits, subsets and sampling.", None),
+    "--batch-size": ("Rows per forward pass.", (1, "a batch size")),
+    "--split": ("train | val | test | all.", None),
+    "--method": ("mean_diff | pca | probe | actadd.", None),
+    "--format": ("open: whole-answer score (the options' texts as replies; moves on small "
+                 "models); ab: CAA's A/B letter score (flat on SmolLM2-135M).", None),
+    "--max-new-tokens": ("Tokens to generate per answer.", (1, "a token count")),
+    "--judge": ("local:ALIAS_OR_PATH (a local instruct model's 1..10 expectation) or "
+                "http:BASE_URL#MODEL (any OpenAI-compatible API).", None),
+    "--pad": ("ActAdd prompts of different token lengths are refused; --pad space right-pads the "
+              "shorter with space tokens (the paper's padding) instead.", None),
+    "--engine": ("What generates the answers: transformers (steerlab's own loop) or vllm (the "
+                 "vLLM venv of 'make vllm', steered by steerlab's plugin; greedy answers are the "
+                 "same tokens, sampled ones other draws of the same distribution).", None),
+}
+
+
+def option(flag: str, default: Any, *, help: str | None = None, more: str = "",
+           low: tuple[float, str] | None = None) -> Any:
+    """The typer option ``flag`` with ``default``: a shared option's help (plus ``more``) and
+    range check unless ``help`` / ``low`` are given. ``--out`` is also ``-o``.
+
+    Example:
+        >>> option("--limit", 40).help.startswith("Use a seeded random subset")
+        True
+    """
+    shared_help, shared_low = SHARED.get(flag, ("", None))
+    text = help or " ".join(t for t in (shared_help, more) if t)
+    if not text:
+        raise ValueError(f"{flag}: no help (give help= or add it to options.SHARED)")
+    low = low or shared_low
+    names = (flag, "-o") if flag == "--out" else (flag,)
+    return typer.Option(default, *names, help=text,
+                        callback=at_least(*low) if low is not None else None)
+
+
 def model() -> Any:
-    return typer.Option(DEFAULT_MODEL, "--model",
-                        help="Built-in alias (steerlab models list), Hugging Face id, local "
-                             "directory or .gguf file.")
+    return option("--model", DEFAULT_MODEL)
 
 
 def data(required: bool = True, default: str | None = None) -> Any:
-    return typer.Option(... if required else default, "--data",
-                        help="caa:NAME, mwe:NAME, builtin:NAME, capabilities:NAME or a "
-                             ".json/.jsonl file (CAA, persona or pairs format).")
+    return option("--data", ... if required else default)
 
 
 def vector(required: bool = False) -> Any:
-    return typer.Option(... if required else None, "--vector",
-                        help="A steering vector (.safetensors).")
+    return option("--vector", ... if required else None)
 
 
 def layers(default: str | None = None, help: str = LAYERS_HELP) -> Any:
-    return typer.Option(default, "--layers", help=help)
+    return option("--layers", default, help=help)
 
 
 def coefficients(help: str = "Raw multipliers of the stored vector, ") -> Any:
@@ -67,7 +115,7 @@ def strengths(help: str = "Multiples of the mean residual-stream norm at the lay
 
 
 def positions(default: str = "all") -> Any:
-    return typer.Option(default, "--positions", help=POSITIONS_HELP)
+    return option("--positions", default)
 
 
 def operator() -> Any:
@@ -77,17 +125,11 @@ def operator() -> Any:
 
 
 def pad() -> Any:
-    return typer.Option(None, "--pad",
-                        help="ActAdd prompts of different token lengths are refused; --pad "
-                             "space right-pads the shorter with space tokens (the paper's "
-                             "padding) instead.")
+    return option("--pad", None)
 
 
 def out_dir() -> Any:
-    return typer.Option(..., "--out", "-o",
-                        help="Run directory (results.jsonl, plots). A rerun with the same "
-                             "settings resumes; with other settings it stops and says which "
-                             "differ.")
+    return option("--out", ...)
 
 
 def out_file(what: str, required: bool = True) -> Any:
@@ -95,45 +137,35 @@ def out_file(what: str, required: bool = True) -> Any:
 
 
 def limit(default: int = 0) -> Any:
-    return typer.Option(default, "--limit", callback=at_least(0, "an item count (0 = all)"),
-                        help="Use a seeded random subset of at most N items of each split "
-                             "(the same items in every cell; 0 = all).")
+    return option("--limit", default)
 
 
 def train_limit(default: int = 0) -> Any:
-    return typer.Option(default, "--train-limit", callback=at_least(0, "a pair count (0 = all)"),
-                        help="Extract from a seeded subset of at most N train pairs (0 = all).")
+    return option("--train-limit", default)
 
 
 def seed() -> Any:
-    return typer.Option(0, "--seed", help="Seed for splits, subsets and sampling.")
+    return option("--seed", 0)
 
 
 def batch_size(default: int = 16) -> Any:
-    return typer.Option(default, "--batch-size",
-                        callback=at_least(1, "a batch size"),
-                        help="Rows per forward pass.")
+    return option("--batch-size", default)
 
 
 def split(default: str = "test") -> Any:
-    return typer.Option(default, "--split", help="train | val | test | all.")
+    return option("--split", default)
 
 
 def method() -> Any:
-    return typer.Option("mean_diff", "--method", help="mean_diff | pca | probe | actadd.")
+    return option("--method", "mean_diff")
 
 
 def answer_format(default: str = "open") -> Any:
-    return typer.Option(default, "--format",
-                        help="open: whole-answer score (the options' texts as replies; moves "
-                             "on small models); ab: CAA's A/B letter score (flat on "
-                             "SmolLM2-135M).")
+    return option("--format", default)
 
 
 def max_new_tokens(default: int = 48) -> Any:
-    return typer.Option(default, "--max-new-tokens",
-                        callback=at_least(1, "a token count"),
-                        help="Tokens to generate per answer.")
+    return option("--max-new-tokens", default)
 
 
 def system() -> Any:
@@ -162,9 +194,7 @@ def prompts_file() -> Any:
 
 
 def judge() -> Any:
-    return typer.Option("local:qwen2.5-coder-0.5b", "--judge",
-                        help="local:ALIAS_OR_PATH (a local instruct model's 1..10 expectation) "
-                             "or http:BASE_URL#MODEL (any OpenAI-compatible API).")
+    return option("--judge", "local:qwen2.5-coder-0.5b")
 
 
 def path_argument(help: str) -> Any:
@@ -178,8 +208,4 @@ ENGINES = ("transformers", "vllm")
 
 
 def engine() -> Any:
-    return typer.Option("transformers", "--engine",
-                        help="What generates the answers: transformers (steerlab's own loop) "
-                             "or vllm (the vLLM venv of 'make vllm', steered by steerlab's "
-                             "plugin; greedy answers are the same tokens, sampled ones other "
-                             "draws of the same distribution).")
+    return option("--engine", "transformers")

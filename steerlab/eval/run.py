@@ -7,9 +7,10 @@ Every study (``eval sweep``, ``samples``, ``ood``, ...) runs through an :class:`
   layers, site, positions, unit and values, format, limit, train limit, seed, judge, ...).
   A rerun with the same settings resumes; with a different one it stops with one line naming
   what differs — never silently reusing results measured under other settings. A study's
-  settings are derived from its config dataclass (:func:`run_settings`): every field is one
-  unless marked :func:`not_a_setting` (``out``, batch sizes), so none is written out twice
-  and a new field cannot silently stay out of ``run.json``.
+  settings are derived from its config dataclass
+  (:func:`~steerlab.eval.configs.fields.run_settings`): every field is one unless marked
+  :func:`~steerlab.eval.configs.fields.not_a_setting` (``out``, batch sizes), so none is
+  written out twice and a new field cannot silently stay out of ``run.json``.
 * **Cells.** Results go to the :class:`~steerlab.eval.store.ResultStore` cell by cell (one
   atomic append each), so a killed run loses at most the cell in flight; ``todo`` says how
   many cells are already done and shows one progress bar over the rest.
@@ -40,94 +41,17 @@ import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.fields import setting_value
 from steerlab.eval.store import ResultStore
 from steerlab.eval.tables import console, done_line
 from steerlab.util.io import probe_dir, sha256_file, write_json
 
 SETTINGS_FILE = "run.json"
-
-
-def _setting(value: Any) -> Any:
-    """A setting as it is saved and compared: paths as strings, and a non-finite float
-    spelled out (``"inf"``, ``"nan"``) rather than written as null, so that two different
-    settings never compare equal (the JSON itself is written under the one policy)."""
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, tuple | list):
-        return [_setting(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _setting(v) for k, v in value.items()}
-    return value
-
-
-#: Keys of a config field's ``metadata`` (see :func:`setting`, :func:`not_a_setting`).
-SETTING = "setting"  # False: not recorded in run.json
-SETTING_KEY = "setting_key"  # the key it is recorded under, where not the field's name
-WHEN_SET = "setting_when_set"  # recorded only when not None
-HELP = "help"  # the field's one-line help
-
-
-def setting(*, key: str | None = None, when_set: bool = False, help: str = "") -> dict[str, Any]:
-    """A config field's metadata for a run setting recorded other than plainly: under ``key``
-    (a name ``run.json`` has used since before the field was renamed), or only ``when_set``
-    (not None: a setting added later, so that run directories written before it still resume).
-    Use as ``form: str = field(default="open", metadata=setting(key="format"))``; a field
-    without metadata is a setting under its own name."""
-    meta: dict[str, Any] = {HELP: help} if help else {}
-    if key is not None:
-        meta[SETTING_KEY] = key
-    if when_set:
-        meta[WHEN_SET] = True
-    return meta
-
-
-def not_a_setting(help: str = "") -> dict[str, Any]:
-    """A config field's metadata for what does not change a number (``out``, a batch size,
-    whether to write a file): left out of ``run.json``, so changing it resumes the run. Use as
-    ``batch_size: int = field(default=16, metadata=not_a_setting())``."""
-    return {SETTING: False, **({HELP: help} if help else {})}
-
-
-def run_settings(cfg: Any) -> dict[str, Any]:
-    """A study config's settings as ``run.json`` records them: every dataclass field but those
-    marked :func:`not_a_setting`, under its name (or the ``key`` of :func:`setting`), as JSON
-    values (paths as strings, sequences as lists, a nested config as its own settings).
-
-    Example:
-        >>> from dataclasses import dataclass, field
-        >>> @dataclass
-        ... class DemoConfig:
-        ...     out: str = field(metadata=not_a_setting())
-        ...     values: tuple[float, ...] = (0.0, 0.5)
-        ...     vector: Path | None = Path("v.safetensors")
-        ...     form: str = field(default="open", metadata=setting(key="format"))
-        ...     id_limit: int | None = field(default=None, metadata=setting(when_set=True))
-        ...     batch_size: int = field(default=16, metadata=not_a_setting())
-        >>> run_settings(DemoConfig("runs/demo"))
-        {'values': [0.0, 0.5], 'vector': 'v.safetensors', 'format': 'open'}
-    """
-    out = {}
-    for f in fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.metadata.get(SETTING, True) is False or (value is None and f.metadata.get(WHEN_SET)):
-            continue
-        out[f.metadata.get(SETTING_KEY, f.name)] = _json_setting(value)
-    return out
-
-
-def _json_setting(value: Any) -> Any:
-    if is_dataclass(value) and not isinstance(value, type):
-        return run_settings(value)
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return [_json_setting(v) for v in value]
-    return _setting(value)
 
 
 class EvalRun:
@@ -156,7 +80,7 @@ class EvalRun:
     def update(self, settings: Mapping[str, Any]) -> None:
         """Add settings (e.g. hashes known only after loading) and check them against the
         run directory's earlier settings for this command (saved once the run has started)."""
-        self.settings.update({k: _setting(v) for k, v in settings.items()})
+        self.settings.update({k: setting_value(v) for k, v in settings.items()})
         saved = self._saved()
         before = saved.get(self.command, {})
         if self.store.records(command=self.command) or before:

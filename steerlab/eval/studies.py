@@ -1,15 +1,16 @@
 """The studies steerlab runs, one entry each: the one list the CLI, the report and the docs
 are checked against (``tests/unit/test_studies.py``), so a study cannot be added half-way.
 
-A study is a module under :mod:`steerlab.eval.protocols` with a config dataclass and
-``run(config)``; its runs record ``command`` = the study's name. The config declares its run
-settings (what ``run.json`` records and a rerun must match): ``settings()`` returns
-:func:`~steerlab.eval.run.run_settings` of it, every field but those whose metadata is
-:func:`~steerlab.eval.run.not_a_setting` (``out``, a batch size), under its own name or a
-:func:`~steerlab.eval.run.setting` ``key`` (``tests/unit/test_run_settings.py`` holds every
-config to that). Adding one: the module and its tests, an entry here, a CLI command
-(``steerlab eval NAME`` in ``steerlab/cli/eval.py``), a report section (``steerlab/report/``),
-a docs page ``docs/evaluation/NAME.md``. The smallest study to copy is ``capabilities``.
+A study is a config dataclass in :mod:`steerlab.eval.configs` (light: the command line reads
+it) and a module under :mod:`steerlab.eval.protocols` with ``run(config)``; its runs record
+``command`` = the study's name. The config's fields declare, once, both the run settings (what
+``run.json`` records and a rerun must match: :func:`~steerlab.eval.configs.fields.run_settings`,
+every field but those marked :func:`~steerlab.eval.configs.fields.not_a_setting`) and the
+options of ``steerlab eval NAME`` (derived by :mod:`steerlab.cli.study_command`: help, flag,
+parser, range). Adding one: the config and the protocol with their tests, an entry here, an
+example in ``steerlab/cli/eval.py`` (the command itself is derived), a report section
+(``steerlab/report/``), a docs page ``docs/evaluation/NAME.md``. The smallest study to copy is
+``capabilities``.
 
 Example:
     >>> STUDIES["ood"].cli
@@ -39,6 +40,7 @@ class Study:
     cli: tuple[str, ...]  # the command path under ``steerlab``
     in_audit: bool = False  # one of ``steerlab audit``'s studies
     module_name: str = ""  # under steerlab.eval.protocols; default: the name
+    config_module: str = ""  # where the config lives; default: steerlab.eval.configs.NAME
 
     @property
     def module(self) -> str:
@@ -51,8 +53,9 @@ class Study:
         return f"evaluation/{self.module_name or self.name}.md"
 
     def config_class(self) -> type:
-        """The config dataclass (imports the study's module)."""
-        return getattr(importlib.import_module(self.module), self.config)
+        """The config dataclass (imports its light module, not the study's)."""
+        where = self.config_module or f"steerlab.eval.configs.{self.name}"
+        return getattr(importlib.import_module(where), self.config)
 
     def runner(self) -> Callable[[Any], Any]:
         """``run(config)`` of the study's module."""
@@ -84,7 +87,8 @@ STUDIES: dict[str, Study] = {study.name: study for study in (
     _eval("prompting", "steering against asking by instruction (system, prefix, few-shot)",
           "PromptingConfig", in_audit=True),
     Study("caa", "CAA's own A/B check (letter-token vector, ±1, letter mass)",
-          "ReproduceConfig", ("reproduce",), module_name="reproduce"),
+          "ReproduceConfig", ("reproduce",), module_name="reproduce",
+          config_module="steerlab.eval.protocols.reproduce"),
 )}
 
 #: ``steerlab audit``'s steps in the order it runs them: its studies, then ``size`` (judged

@@ -454,18 +454,20 @@ def sweep_answers(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
     return engine.score(seqs, vector, _groups(layers), values, unit=unit, positions=positions)
 
 
-def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
-                       vector: SteeringVector, layers: Sequence[int | float | str] | str | int,
-                       values: Sequence[float], *, unit: Unit = "coefficient",
-                       positions: str = "all", batch_size: int = 16, system: str | None = None,
-                       progress: bool = False) -> dict[float, ABResult]:
-    """Behaviour score at several coefficients (or strengths) of one layer (group).
+def score_values(model: LoadedModel | Any, data: Dataset | Sequence[ABItem],
+                 vector: SteeringVector, layers: Sequence[int | float | str] | str | int,
+                 values: Sequence[float], *, unit: Unit = "coefficient", positions: str = "all",
+                 batch_size: int = 16, system: str | None = None,
+                 progress: bool = False) -> dict[float, ABResult]:
+    """Behaviour score at several values of one layer (group): coefficients, or strengths with
+    ``unit="strength"``.
 
     One layer group of :func:`sweep_ab`: the unsteered prefix runs once and every value rides
     in one forward as a per-row spec; results equal separate runs (tested).
 
     Example:
-        >>> res = score_coefficients(lm, test, vec, [12], [-4, 0, 4])        # doctest: +SKIP
+        >>> res = score_values(lm, test, vec, [12], [-0.4, 0, 0.4],          # doctest: +SKIP
+        ...                    unit="strength")
         >>> {c: round(r.mean, 2) for c, r in res.items()}                    # doctest: +SKIP
     """
     lm = as_loaded(model)
@@ -474,3 +476,12 @@ def score_coefficients(model: LoadedModel | Any, data: Dataset | Sequence[ABItem
                        batch_size=batch_size, system=system, progress=progress)
     key = SweepEngine._key(group)
     return {float(v): results[(key, float(v))] for v in values}
+
+
+def score_coefficients(*args: Any, **kwargs: Any) -> dict[float, ABResult]:
+    """Deprecated name of :func:`score_values` (it takes strengths too); warns and calls it."""
+    import warnings
+
+    warnings.warn("score_coefficients is renamed score_values (it takes strengths too)",
+                  DeprecationWarning, stacklevel=2)
+    return score_values(*args, **kwargs)

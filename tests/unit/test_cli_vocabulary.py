@@ -5,7 +5,8 @@
   ``--coefficients``, never the singular), and one spelling means one thing.
 * Every command's help shows an example; ``--positions`` and ``--operator`` list their choices.
 * ``steerlab --help`` and ``--version`` run in a fresh interpreter without importing torch,
-  transformers, matplotlib or the evaluation stack.
+  transformers, matplotlib or the evaluation stack (the study configs the ``eval`` commands
+  are derived from are light and allowed).
 """
 
 from __future__ import annotations
@@ -106,8 +107,11 @@ except SystemExit as exc:
     code = exc.code
 heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers", "matplotlib",
                                                          "safetensors", "scipy", "sklearn"})
+# the study configs and their registry are light by design: the commands are built from them
+light = ("steerlab.eval", "steerlab.eval.studies", "steerlab.eval.configs")
 heavy += sorted(m for m in sys.modules if m.startswith(("steerlab.eval", "steerlab.scoring",
-                                                        "steerlab.model.load")))
+                                                        "steerlab.model.load"))
+                and m not in light and not m.startswith("steerlab.eval.configs."))
 print("HEAVY", ",".join(heavy), "SECONDS", round(time.perf_counter() - start, 3),
       file=sys.stderr)
 sys.exit(code)

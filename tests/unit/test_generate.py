@@ -13,7 +13,7 @@ from steerlab.model.load import LoadedModel, as_loaded
 from steerlab.model.prompts import chat_prompt, encode
 from steerlab.scoring.ab import score_ab, score_answers
 from steerlab.scoring.generate import generate, generate_ids
-from steerlab.scoring.sweep import score_coefficients
+from steerlab.scoring.sweep import score_coefficients, score_values
 from steerlab.steering.hooks import steer
 from steerlab.steering.spec import SteeringSpec, document_start_for
 from steerlab.testing.tiny import tiny_model, tiny_tokenizer
@@ -45,9 +45,9 @@ def _all_hooks(model: torch.nn.Module) -> int:
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
 
 
-def test_score_coefficients_equals_separate_runs(lm: LoadedModel, vec: SteeringVector) -> None:
+def test_score_values_equals_separate_runs(lm: LoadedModel, vec: SteeringVector) -> None:
     values = [-3.0, 0.0, 1.5, 4.0]
-    batched = score_coefficients(lm, ITEMS, vec, [1, 2], values, batch_size=3)
+    batched = score_values(lm, ITEMS, vec, [1, 2], values, batch_size=3)
     for value in values:
         alone = score_ab(lm, ITEMS, SteeringSpec(vec, layers=[1, 2], coefficient=value))
         assert max(abs(a - b) for a, b in zip(batched[value].scores, alone.scores,
@@ -58,7 +58,7 @@ def test_score_coefficients_equals_separate_runs(lm: LoadedModel, vec: SteeringV
 
 
 def test_strength_unit_matches_coefficient(lm: LoadedModel, vec: SteeringVector) -> None:
-    by_strength = score_coefficients(lm, ITEMS, vec, [2], [0.5], unit="strength")[0.5]
+    by_strength = score_values(lm, ITEMS, vec, [2], [0.5], unit="strength")[0.5]
     coefficient = vec.coefficient_for_strength(2, 0.5)
     by_coef = score_ab(lm, ITEMS, SteeringSpec(vec, layers=[2], coefficient=coefficient))
     assert by_strength.scores == pytest.approx(by_coef.scores, abs=1e-6)
@@ -158,3 +158,10 @@ def test_front_actadd_rows_start_on_the_prefixed_document_start(lm: LoadedModel)
     assert document_start_for([SteeringSpec(plain, positions="front")]) is None
     assert document_start_for([SteeringSpec(vec.select([layer]), positions="front"),
                                SteeringSpec(vec, positions="all")])["id"] == start["id"]
+
+
+def test_score_coefficients_is_a_deprecated_name_of_score_values(
+        lm: LoadedModel, vec: SteeringVector) -> None:
+    with pytest.warns(DeprecationWarning, match="score_values"):
+        old = score_coefficients(lm, ITEMS, vec, [2], [0.5], unit="strength")[0.5]
+    assert old.mean == score_values(lm, ITEMS, vec, [2], [0.5], unit="strength")[0.5].mean

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from steerlab.eval.run import SETTING, SETTING_KEY, WHEN_SET, run_settings
+from steerlab.eval.configs.fields import SETTING, SETTING_KEY, WHEN_SET, run_settings
 from steerlab.eval.studies import STUDIES
 
 VECTOR = Path("v.safetensors")

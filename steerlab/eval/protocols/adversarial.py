@@ -26,7 +26,6 @@ import json
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +33,9 @@ from steerlab.attack import OBJECTIVES, SearchResult, epo, evaluate, gcg, random
 from steerlab.data.benchmarks import wikitext_text
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.adversarial import METHODS, AdversarialConfig
 from steerlab.eval.figures import Curves, Line, save_png
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings
+from steerlab.eval.run import EvalRun, file_sha256
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -44,47 +44,18 @@ from steerlab.steering.spec import SteeringSpec
 from steerlab.util import stats
 from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
-from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
-METHODS = ("epo", "gcg")
 NATURAL_WINDOWS = 8
 MAX_PLOTTED_ITEMS = 8
 
 
-@dataclass
-class AdversarialConfig:
-    """Everything ``eval adversarial`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    vector: Path
-    layers: str
-    value: float
-    data: str = "caa:refusal"
-    unit: Unit = "strength"
-    model: str = "smollm2-135m"
-    objective: str = "ab_flip"
-    method: str = "epo"
-    suffix_length: int = 12
-    iterations: int = 30
-    population: int = 4
-    children: int = 16
-    topk: int = 256
-    projection_layer: int | None = None
-    positions: str = "all"
-    limit: int = 10
-    seed: int = 0
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
-
-    def search_config(self) -> Any:
-        common = {"suffix_length": self.suffix_length, "iterations": self.iterations,
-                  "topk": self.topk, "seed": self.seed}
-        if self.method == "epo":
-            return epo(population=self.population, children=self.children, **common)
-        return gcg(children=self.children * self.population, **common)
+def _search_config(cfg: AdversarialConfig) -> Any:
+    common = {"suffix_length": cfg.suffix_length, "iterations": cfg.iterations,
+              "topk": cfg.topk, "seed": cfg.seed}
+    if cfg.method == "epo":
+        return epo(population=cfg.population, children=cfg.children, **common)
+    return gcg(children=cfg.children * cfg.population, **common)
 
 
 def _items(cfg: AdversarialConfig) -> Dataset:
@@ -142,7 +113,7 @@ def run(cfg: AdversarialConfig) -> dict[str, tuple[float, float, float]]:
     if cfg.objective not in OBJECTIVES:
         raise SteerlabError(f"--objective must be one of {', '.join(OBJECTIVES)}, got "
                             f"{cfg.objective!r}")
-    search_config = cfg.search_config()  # bad search sizes fail before the model loads
+    search_config = _search_config(cfg)  # bad search sizes fail before the model loads
     items = _items(cfg)
     study = EvalRun(cfg.out, "adversarial", cfg.settings())
     lm = load_model(cfg.model)

@@ -25,16 +25,15 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.data.sequences import ab_sequences
 from steerlab.eval.behaviour import explain_values
+from steerlab.eval.configs.capabilities import BENCHMARKS, CapabilitiesConfig
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -45,8 +44,6 @@ from steerlab.util.parse import parse_choices, resolve_layers
 from steerlab.util.progress import bar
 from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
-
-BENCHMARKS = ("mmlu", "truthfulqa")
 
 
 def accuracy(result: ABResult) -> tuple[float, float, float]:
@@ -158,27 +155,6 @@ def _report(store: EvalRun, benches: dict[str, Dataset], layers: list[int], unit
                            band_lines(values, series), hline=0.5)],
              note="shaded: 95 % interval (Wilson for accuracy, t for letter mass)")
     return plot
-
-
-@dataclass
-class CapabilitiesConfig:
-    """Everything ``eval capabilities`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    vector: Path
-    layers: str
-    unit: Unit
-    values: Sequence[float]
-    model: str = "smollm2-135m"
-    benchmarks: Sequence[str] = BENCHMARKS
-    positions: str = "all"
-    limit: int = 0
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 def run(cfg: CapabilitiesConfig) -> dict[tuple[str, int, float], tuple[float, float, float]]:

@@ -20,16 +20,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any
 
 from steerlab.data.benchmarks import load_advbench, load_gcg_suffixes, load_xstest
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.defence import DefenceConfig
 from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.judges import JudgeItem, parse_judge
 from steerlab.eval.refusal import JUDGE_REFUSAL, agreement, is_refusal
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -40,31 +40,6 @@ from steerlab.util.parse import resolve_layers
 from steerlab.util.progress import bar
 from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
-
-
-@dataclass
-class DefenceConfig:
-    """Everything ``eval defence`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    vector: Path
-    layers: str
-    values: Sequence[float] = (0.2, 0.4)
-    unit: Unit = "strength"
-    model: str = "smollm2-135m"
-    condition: Path | None = None
-    condition_layer: int | None = None
-    threshold: float | None = None  # None: the one `cast fit` stored ("auto")
-    suffixes: int = 13  # how many of the published GCG suffixes (0 = none)
-    limit: int = 20
-    max_new_tokens: int = 48
-    judge: str | None = "local:qwen2.5-coder-0.5b"
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
+from steerlab.eval.configs.models import ModelsConfig
 from steerlab.eval.figures import Bars, save_png
-from steerlab.eval.run import EvalRun, choose_best, not_a_setting, run_settings, setting
+from steerlab.eval.run import EvalRun, choose_best
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
 from steerlab.util.parse import parse_values
@@ -49,27 +48,6 @@ def depth_layers(depths: str, n_layers: int) -> list[int]:
         if layer not in layers:
             layers.append(layer)
     return layers
-
-
-@dataclass
-class ModelsConfig:
-    """Everything ``eval models`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    models: Sequence[str]
-    data: str
-    depths: str = "0.3,0.4,0.5,0.6,0.7"
-    values: Sequence[float] = field(default=(-0.5, 0.0, 0.5),
-                                    metadata=setting(key="strengths"))
-    train_limit: int = 0
-    form: str = field(default="open", metadata=setting(key="format"))
-    limit: int = 0
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 @dataclass

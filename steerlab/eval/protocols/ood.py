@@ -38,8 +38,6 @@ from pathlib import Path
 from typing import Any
 
 from steerlab.data.benchmarks import (
-    FORMATS,
-    LENGTHS,
     OODPrompt,
     OODSet,
     default_id_data,
@@ -48,9 +46,10 @@ from steerlab.data.benchmarks import (
 )
 from steerlab.data.loaders import load_dataset
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.ood import OODConfig
 from steerlab.eval.figures import Band, Bars, save_png
 from steerlab.eval.judges import Judge, JudgeItem, parse_judge, split_judge_spec
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, setting, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record, replace_cell_rows
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -334,35 +333,6 @@ def plot_effects(run: OODRun, effects: Sequence[Effect], path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # Putting it together
-
-
-@dataclass
-class OODConfig:
-    """Everything ``eval ood`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    vector: Path
-    trait: str
-    unit: Unit = "strength"
-    values: Sequence[float] = (-0.5, 0.0, 0.5)
-    layers: str | None = None
-    model: str = "smollm2-135m"
-    judge: str = "local:qwen2.5-coder-0.5b"
-    formats: Sequence[str] = FORMATS
-    lengths: Sequence[str] = LENGTHS
-    id_data: str | None = None  # None: mwe:/caa:<trait>; "none": skip
-    id_format: str = "ab"  # the ID score: "ab" letters or "open" whole replies
-    max_new_tokens: int = 64
-    limit: int = 0
-    # ID test items (None: ``limit``); recorded only when set: run directories written
-    # before id_limit existed still resume
-    id_limit: int | None = field(default=None, metadata=setting(when_set=True))
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 def run(cfg: OODConfig) -> list[Effect]:

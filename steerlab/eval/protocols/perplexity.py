@@ -38,14 +38,15 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from steerlab.data.benchmarks import WIKITEXT_NAME, wikitext_text
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.perplexity import POSITIONS, PerplexityConfig
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings, stopwatch
+from steerlab.eval.run import EvalRun, file_sha256, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -58,7 +59,6 @@ from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 DATA_NAME = WIKITEXT_NAME
-POSITIONS = ("all", "generation")
 
 
 @dataclass(frozen=True)
@@ -279,29 +279,6 @@ def _report(run: _Run, layers: list[int], values: list[float], out: Path) -> Pat
                            band_lines(values, series), logy=True, hline=1.0)],
              note=f"shaded: 95 % paired bootstrap interval over {len(run.rows)} windows")
     return plot
-
-
-@dataclass
-class PerplexityConfig:
-    """Everything ``eval perplexity`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    vector: Path
-    layers: str
-    unit: Unit
-    values: Sequence[float]
-    model: str = "smollm2-135m"
-    positions: str = "all"
-    window: int = 256
-    stride: int = 0
-    limit: int = 32
-    prompt_tokens: int = 0
-    seed: int = 0
-    batch_size: int = field(default=4, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 def run(cfg: PerplexityConfig) -> dict[tuple[int, float], tuple[float, float, float]]:

@@ -58,7 +58,6 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,6 +65,7 @@ from typing import Any
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
 from steerlab.eval import verdicts as rules
+from steerlab.eval.configs.prompting import PromptingConfig
 from steerlab.eval.figures import Bars, save_png
 from steerlab.eval.protocols.prompting_cells import (
     CONDITIONS,
@@ -79,7 +79,6 @@ from steerlab.eval.protocols.prompting_cells import (
     triple,
 )
 from steerlab.eval.protocols.prompting_inputs import (
-    PARTS,
     instruction_for,
     item_id,
     resolve_steering,
@@ -88,9 +87,6 @@ from steerlab.eval.protocols.prompting_inputs import (
 from steerlab.eval.run import (
     EvalRun,
     file_sha256,
-    not_a_setting,
-    run_settings,
-    setting,
     text_sha256,
 )
 from steerlab.eval.tables import console, fmt_ci, print_table
@@ -99,36 +95,6 @@ from steerlab.steering.spec import parse_positions
 from steerlab.util.io import write_json
 from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
-
-
-@dataclass
-class PromptingConfig:
-    """Everything ``eval prompting`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    data: str
-    vector: Path
-    layers: str | None = None  # None: the manifest's recommended layer (or the only one)
-    unit: Unit | None = None
-    value: float | None = None  # None: the manifest's recommended strength
-    model: str = "smollm2-135m"
-    instruction: str | None = None
-    parts: Sequence[str] = field(default=PARTS, metadata=setting(key="prompt_parts"))
-    shots: int = 3
-    form: str = field(default="open", metadata=setting(key="format"))
-    positions: str = "all"
-    limit: int = 40
-    fluency_limit: int = 0  # answers generated for the fluency cost (0 = every scored item)
-    max_new_tokens: int = 32
-    judge: str | None = None  # also rate the answers (e.g. axbench:local:qwen2.5-coder-0.5b)
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-    # verdicts.json in --out (the audit writes its own)
-    write_verdict: bool = field(default=True, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 @dataclass

@@ -21,12 +21,12 @@ from steerlab.data.formats import ABItem
 from steerlab.data.loaders import Dataset, load_dataset
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
+from steerlab.eval.configs.prompting import PARTS
 from steerlab.eval.judges.base import TRAIT_DESCRIPTIONS
 from steerlab.util.parse import resolve_layers
 from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
-PARTS = ("system", "prefix", "fewshot")
 SYSTEM_TEMPLATE = "You are an assistant who shows {name} in every reply. {title} means: {text}."
 PREFIX_TEMPLATE = "Reply in a way that shows {name} ({text})."
 

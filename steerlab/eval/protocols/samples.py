@@ -17,49 +17,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
+from steerlab.eval.configs.samples import SamplesConfig
 from steerlab.eval.figures import Curves, band_lines, save_png
-from steerlab.eval.run import EvalRun, not_a_setting, run_settings, setting, stopwatch
+from steerlab.eval.run import EvalRun, stopwatch
 from steerlab.eval.store import cell_id, make_record
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.model.load import load_model
 from steerlab.util import stats
 from steerlab.util.progress import bar
-from steerlab.util.vocabulary import Unit
 from steerlab.vector import cosine
 
 Summary = dict[int, tuple[float, float, float, int]]
 SHARED = 8  # vectors scored per engine call: they share each batch's unsteered pass
-
-
-@dataclass
-class SamplesConfig:
-    """Everything ``eval samples`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    data: str
-    layer: int
-    unit: Unit = "strength"
-    values: Sequence[float] = (-0.4, 0.4)
-    sizes: Sequence[int] = (1, 2, 5, 10, 20, 40, 80, 160, 320)
-    seeds: int = 5
-    model: str = "smollm2-135m"
-    method: str = "mean_diff"
-    split: str = "test"
-    train_limit: int = 0
-    form: str = field(default="open", metadata=setting(key="format"))
-    limit: int = 0
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 @dataclass

@@ -52,13 +52,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from steerlab.data.benchmarks import SENTIMENT_SETS, load_review_prompts, load_toxicity_prompts
 from steerlab.data.formats import ContrastPair, check_pair
 from steerlab.errors import SteerlabError
+from steerlab.eval.configs.sentiment import SentimentConfig
 from steerlab.eval.figures import Curves, band_lines, save_png
 from steerlab.eval.protocols.sentiment_cells import (
     CellRunner,
@@ -83,13 +83,12 @@ from steerlab.eval.protocols.sentiment_scores import (
     toxicity_scorer,
     vader_scorer,
 )
-from steerlab.eval.run import EvalRun, file_sha256, not_a_setting, run_settings
+from steerlab.eval.run import EvalRun, file_sha256
 from steerlab.eval.tables import console, fmt_ci, print_table
 from steerlab.eval.verdicts import SENTIMENT_RULE
 from steerlab.model.load import LoadedModel, load_model
 from steerlab.util.parse import parse_choices, resolve_layers
 from steerlab.util.progress import bar
-from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
 
 _Run = CellRunner  # the name the unit tests use
@@ -191,39 +190,6 @@ def _prompt_sets(task: str, names: Sequence[str], limit: int, seed: int) -> dict
         return {"rtp": load_toxicity_prompts(limit, seed)}
     wanted = parse_choices(",".join(names), SENTIMENT_SETS, "--prompt-sets")
     return {name: load_review_prompts(name, limit, seed) for name in wanted}
-
-
-@dataclass
-class SentimentConfig:
-    """Everything ``eval sentiment`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    layers: str
-    unit: Unit
-    values: Sequence[float]
-    pair: tuple[str, str] | None = None
-    vector: Path | None = None
-    pad: str | None = None  # ActAdd: "space" right-pads the shorter --pair prompt
-    model: str = "smollm2-135m"
-    task: str = "sentiment"
-    prompt_sets: Sequence[str] = SENTIMENT_SETS
-    target: str = "positive"
-    positions: str | None = None
-    max_new_tokens: int = 40
-    samples: int = 1
-    temperature: float = 1.0
-    top_p: float = 0.9
-    limit: int = 40
-    seed: int = 0
-    batch_size: int = field(default=8, metadata=not_a_setting())
-    scorer: str = "classifier"  # sentiment: classifier (+ VADER beside it) or vader alone
-    mask: Sequence[str] | None = None  # words to mask; None: the pair's (or vector's) words
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``; a
-        toxicity run records the scorer it uses (profanity-check), not ``--scorer``."""
-        scorer = self.scorer if self.task == "sentiment" else "profanity-check"
-        return {**run_settings(self), "scorer": scorer}
 
 
 def reproduce_config(out: str | Path, model: str, pair: tuple[str, str], layers: str,

@@ -19,15 +19,13 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import behaviour as bh
+from steerlab.eval.configs.sweep import SweepConfig
 from steerlab.eval.figures import Curves, Heat, Line, save_png
 from steerlab.eval.run import (
     Choice,
     EvalRun,
     choose_best,
     file_sha256,
-    not_a_setting,
-    run_settings,
-    setting,
 )
 from steerlab.eval.tables import console, fmt, fmt_ci, print_table
 from steerlab.model.load import LoadedModel, load_model
@@ -35,30 +33,6 @@ from steerlab.steering.spec import parse_positions
 from steerlab.util.parse import resolve_layers
 from steerlab.util.vocabulary import Unit
 from steerlab.vector import SteeringVector
-
-
-@dataclass
-class SweepConfig:
-    """Everything ``eval sweep`` measures with."""
-
-    out: str | Path = field(metadata=not_a_setting())
-    data: str
-    unit: Unit
-    values: list[float]
-    model: str = "smollm2-135m"
-    layers: str = "all"
-    vector: Path | None = None
-    method: str = "mean_diff"
-    positions: str = "all"
-    train_limit: int = 0
-    form: str = field(default="open", metadata=setting(key="format"))
-    limit: int = 0
-    seed: int = 0
-    batch_size: int = field(default=16, metadata=not_a_setting())
-
-    def settings(self) -> dict[str, Any]:
-        """What ``run.json`` records: every field not marked ``not_a_setting``."""
-        return run_settings(self)
 
 
 @dataclass
