@@ -54,20 +54,11 @@ def study_command(config: type, module: str) -> Callable[..., None]:
         if steered and f.name in ("values", "value"):
             params += _value_options(f)
             continue
-        flag = f.metadata.get(FLAG) or "--" + f.name.replace("_", "-")
-        name = _param_name(flag)
+        name, option, annotation, parse = _field_option(f, hints[f.name])
         to_field[name] = f.name
-        default = _default(f)
-        parse = f.metadata.get(PARSE)
         if parse is not None:
-            parsers[name] = (parse, flag)
-            annotation: Any = str
-            default = option_text(default)
-        else:
-            annotation = _option_type(hints[f.name], f.name)
-        info = opt.option(flag, default, help=f.metadata.get(HELP), more=f.metadata.get(MORE, ""),
-                          low=f.metadata.get(LOW))
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,
+            parsers[name] = parse
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))
     generates = bool(getattr(config, "GENERATES", False))
     if generates:
@@ -78,8 +69,7 @@ def study_command(config: type, module: str) -> Callable[..., None]:
         kwargs = {}
         for name, value in given.items():
             if name in parsers and value is not None:
-                parse, flag = parsers[name]
-                value = parse(value, flag)
+                value = parsers[name](value)
             if name in to_field:
                 kwargs[to_field[name]] = value
         coefficients, strengths = given.get("coefficients"), given.get("strengths")
@@ -102,6 +92,33 @@ def study_command(config: type, module: str) -> Callable[..., None]:
     command.__doc__ = config.__doc__
     command.__name__ = config.__name__.removesuffix("Config").lower()
     return command
+
+
+def field_option(config: type, name: str) -> Any:
+    """The typer option of one config field, as the derived command has it, for a command
+    written by hand that takes some of a config's fields (``steerlab reproduce`` takes some
+    of the audit's sizes). Its value is the option's text where the field has a ``parse``.
+
+    Example:
+        >>> from steerlab.eval.configs.audit import AuditConfig
+        >>> field_option(AuditConfig, "windows").param_decls
+        ('--perplexity-limit',)
+    """
+    f = {f.name: f for f in fields(config)}[name]
+    return _field_option(f, typing.get_type_hints(config)[name])[1]
+
+
+def _field_option(f: Field[Any], hint: Any) -> tuple[str, Any, Any, Callable[[str], Any] | None]:
+    """(parameter name, typer option, its type, its parser) for a config field."""
+    flag = f.metadata.get(FLAG) or "--" + f.name.replace("_", "-")
+    default = _default(f)
+    parse = f.metadata.get(PARSE)
+    annotation = str if parse is not None else _option_type(hint, f.name)
+    option = opt.option(flag, option_text(default) if parse is not None else default,
+                        help=f.metadata.get(HELP), more=f.metadata.get(MORE, ""),
+                        low=f.metadata.get(LOW))
+    parser = None if parse is None else (lambda text: parse(text, flag))
+    return _param_name(flag), option, annotation, parser
 
 
 def _param_name(flag: str) -> str:

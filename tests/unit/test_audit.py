@@ -165,18 +165,3 @@ def test_reproduce_on_two_tiny_models(tiny_dir: Path, tmp_path: Path, shared_dat
     reproduce.run(other_sizes)
     assert (gone / "sweep").is_dir()
     assert json.loads(rows[str(other)].read_text())["sizes"]["sentiment_limit"] == 1
-
-
-def test_cli_defaults_are_the_audit_config_defaults() -> None:
-    from steerlab.cli.audit import SIZES
-    from steerlab.cli.audit import STUDIES as CLI_STUDIES
-    from steerlab.eval.protocols.audit import STUDIES, AuditConfig
-
-    config = AuditConfig(out="x", data="caa:refusal")
-    names = [n for n in vars(SIZES) if not n.startswith("_")]
-    assert len(names) == 12
-    for name in names:
-        got, want = getattr(SIZES, name), getattr(config, name)
-        assert (tuple(got) if isinstance(got, tuple) else got) == (
-            tuple(want) if isinstance(want, (list, tuple)) else want), name
-    assert CLI_STUDIES == STUDIES

@@ -90,6 +90,24 @@ def test_no_options_build_the_config_defaults(name: str, monkeypatch: pytest.Mon
     assert cfg.settings() == config(**given).settings(), name
 
 
+def test_audit_is_derived_from_its_config_too(monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from steerlab.eval.configs.audit import AuditConfig
+    from steerlab.eval.protocols import audit
+
+    got: list[Any] = []
+    monkeypatch.setattr(audit, "run", got.append)
+    main(["audit", "--data", "caa:refusal", "-o", "runs/a"])
+    plain = [{k: list(v) if isinstance(v, list | tuple) else v for k, v in vars(c).items()}
+             for c in (got[0], AuditConfig(out=Path("runs/a"), data="caa:refusal"))]
+    assert plain[0] == plain[1]
+    main(["audit", "--data", "caa:refusal", "-o", "runs/a", "--only", "sweep,samples",
+          "--n", "80,5", "--seeds", "2", "--perplexity-limit", "4", "--strengths=-0.2,0.2"])
+    cfg = got[1]
+    assert (cfg.studies, cfg.pair_counts, cfg.draws, cfg.windows, cfg.strengths) == (
+        ["sweep", "samples"], [5, 80], 2, 4, [-0.2, 0.2])
+
+
 def test_options_are_parsed_into_the_fields(monkeypatch: pytest.MonkeyPatch,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     code, cfg, err = _captured("samples", monkeypatch, [

@@ -43,6 +43,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
+from steerlab.eval.configs.audit import AuditConfig
 from steerlab.eval.store import read_results
 from steerlab.eval.studies import AUDIT_STEPS
 from steerlab.eval.tables import console, print_table
@@ -50,52 +51,6 @@ from steerlab.util.io import write_json
 
 STUDIES = AUDIT_STEPS  # the registry's (steerlab.eval.studies)
 Interval = tuple[float, float, float]
-
-
-@dataclass
-class AuditConfig:
-    """What ``steerlab audit`` measures, and at which sizes (defaults: ≤ 15 min on SmolLM2)."""
-
-    out: str | Path
-    data: str
-    model: str = "smollm2-135m"
-    vector: Path | None = None
-    layers: str | None = None  # None: the vector's layers, else depths 0.3-0.7
-    strengths: Sequence[float] = (-0.4, 0.0, 0.4)
-    models: Sequence[str] = ()
-    studies: Sequence[str] = STUDIES
-    form: str = "open"
-    limit: int = 40
-    train_limit: int = 160
-    pair_counts: Sequence[int] = (1, 5, 20, 80, 160)
-    draws: int = 3
-    judge: str = "local:qwen2.5-coder-0.5b"
-    ood_limit: int = 8
-    ood_lengths: Sequence[str] = ("short",)
-    max_new_tokens: int = 48
-    adversarial_limit: int = 8
-    iterations: int = 4
-    population: int = 4
-    children: int = 8
-    suffix_length: int = 10
-    windows: int = 16
-    fluency_limit: int = 16  # prompting: items answered per condition for the fluency cost
-    instruction: str | None = None  # the prompting study's words (default: the description)
-    shots: int = 2  # prompting: few-shot train examples (eval prompting's own default is 3)
-    seed: int = 0
-    batch_size: int = 16
-
-    @property
-    def root(self) -> Path:
-        return Path(self.out)
-
-    def strength(self) -> float:
-        """The strength later studies steer with: the sweep's largest positive value."""
-        positive = [float(v) for v in self.strengths if v > 0]
-        if not positive:
-            raise SteerlabError(f"--strengths: the audit steers with the largest positive "
-                                f"strength; got {list(self.strengths)}")
-        return max(positive)
 
 
 @dataclass
@@ -408,8 +363,6 @@ def _count(run_dir: Path, metric: str) -> int:
 def _with(verdict: rules.Verdict, warnings: Sequence[str]) -> rules.Verdict:
     verdict.warnings = [*verdict.warnings, *(w for w in warnings if w not in verdict.warnings)]
     return verdict
-
-
 
 
 def earlier_seconds(path: Path, dirs: dict[str, str] | None = None) -> dict[str, float]:

@@ -55,7 +55,7 @@ from typing import Any
 
 from steerlab.errors import SteerlabError
 from steerlab.eval import verdicts as rules
-from steerlab.eval.protocols.audit import AuditConfig
+from steerlab.eval.configs.audit import AuditConfig
 from steerlab.eval.protocols.reproduce_caa import (
     CAA_MULTIPLIERS,
     CAA_PAPER,
