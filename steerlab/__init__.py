@@ -50,6 +50,7 @@ _PUBLIC = {
     "Sampling": "steerlab.scoring.generate",
     "generate": "steerlab.scoring.generate",
     "score_values": "steerlab.scoring.sweep",
+    "score_coefficients": "steerlab.scoring.sweep",  # deprecated name of score_values
     "sweep_ab": "steerlab.scoring.sweep",
     "sweep_answers": "steerlab.scoring.sweep",
     "attach": "steerlab.steering.hooks",

@@ -114,7 +114,9 @@ def _field_option(f: Field[Any], hint: Any) -> tuple[str, Any, Any, Callable[[st
     default = _default(f)
     parse = f.metadata.get(PARSE)
     annotation = str if parse is not None else _option_type(hint, f.name)
-    option = opt.option(flag, option_text(default) if parse is not None else default,
+    # a switch is --name / --no-name
+    decl = f"{flag}/--no-{flag.removeprefix('--')}" if annotation is bool else flag
+    option = opt.option(decl, option_text(default) if parse is not None else default,
                         help=f.metadata.get(HELP), more=f.metadata.get(MORE, ""),
                         low=f.metadata.get(LOW))
     parser = None if parse is None else (lambda text: parse(text, flag))
@@ -155,8 +157,9 @@ def _option_type(hint: Any, name: str) -> Any:
         if len(args) == 1:
             return _option_type(args[0], name)
         raise TypeError(f"config field {name}: no option type for {hint!r} (give it a parse)")
-    if hint in (str, int, float, bool, Path) or typing.get_origin(hint) is tuple:
-        return hint
+    if hint in (str, int, float, bool, Path) or (
+            typing.get_origin(hint) is tuple and Ellipsis not in typing.get_args(hint)):
+        return hint  # a fixed-length tuple is an option taking that many values
     if typing.get_origin(hint) is typing.Literal:
         return str
     raise TypeError(f"config field {name}: no option type for {hint!r} (give it a parse)")

@@ -21,7 +21,8 @@ import typer.main
 from steerlab.cli import main
 from steerlab.cli.app import app
 from steerlab.cli.eval import COMMANDS, EXAMPLES
-from steerlab.eval.configs.fields import CLI, FLAG
+from steerlab.cli.study_command import study_command
+from steerlab.eval.configs.fields import CLI, FLAG, setting
 from steerlab.eval.studies import STUDIES
 
 EVAL_STUDIES = [name for name, _, _ in COMMANDS]
@@ -134,18 +135,60 @@ def test_options_are_parsed_into_the_fields(monkeypatch: pytest.MonkeyPatch,
         (" love", " hate"), [], ["negative"], "coefficient")
 
 
+VECTOR = ["-o", "runs/x", "--vector", "v.safetensors"]
+
+
 @pytest.mark.parametrize(("name", "args", "says"), [
-    ("capabilities", ["--benchmarks", "mmlu,gsm8k"], "--benchmarks"),
-    ("adversarial", ["--strengths", "0.2,0.4"], "--strengths: expected one value here, got 2"),
-    ("perplexity", ["--window", "1"], "expected a token count >= 2, got 1"),
-    ("defence", ["--threshold", "high"], "--threshold: expected auto or a number, got 'high'"),
-    ("perplexity", [], "Missing option '--layers'"),
+    ("capabilities", [*VECTOR, "--layers", "12", "--benchmarks", "mmlu,gsm8k"], "--benchmarks"),
+    ("adversarial", [*VECTOR, "--layers", "12", "--strengths", "0.2,0.4"],
+     "--strengths: expected one value here, got 2"),
+    ("perplexity", [*VECTOR, "--layers", "12", "--window", "1"],
+     "expected a token count >= 2, got 1"),
+    ("defence", [*VECTOR, "--layers", "12", "--threshold", "high"],
+     "--threshold: expected auto or a number, got 'high'"),
+    ("perplexity", VECTOR, "Missing option '--layers'"),
+    ("models", ["-o", "runs/x", "--models", "m", "--data", "caa:refusal", "--strengths=0.5,0.5"],
+     "--strengths: repeated values in '0.5,0.5'"),
+    ("samples", ["-o", "runs/x", "--data", "caa:refusal", "--layers", "0.5"],
+     "--layers: this study extracts at one layer (an index), got '0.5'"),
 ])
 def test_bad_options_are_refused_in_one_line_naming_the_option(
         name: str, args: list[str], says: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["-o", "runs/x", "--vector", "v.safetensors"] + ([] if not args else ["--layers", "12"])
-    code, cfg, err = _captured(name, monkeypatch, base + args, capsys)
+    code, cfg, err = _captured(name, monkeypatch, args, capsys)
     assert code == 2 and cfg is None
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], err
+
+
+def test_a_bool_field_is_a_switch_and_a_variable_tuple_is_refused() -> None:
+    @dataclasses.dataclass
+    class SwitchConfig:
+        """A config with a switch."""
+
+        out: str
+        plots: bool = dataclasses.field(default=True, metadata=setting(help="Draw plots."))
+
+    @dataclasses.dataclass
+    class BadConfig:
+        """A config whose field has no option type."""
+
+        out: str
+        sizes: tuple[int, ...] = (1, 2)
+
+    app = typer.Typer()
+    app.command("switch")(study_command(SwitchConfig, __name__))
+    app.command("other")(lambda: None)
+    (plots,) = [p for p in typer.main.get_command(app).commands["switch"].params  # type: ignore[attr-defined]
+                if p.name == "plots"]
+    assert plots.opts == ["--plots"] and plots.secondary_opts == ["--no-plots"]
+    with pytest.raises(TypeError, match="sizes"):
+        study_command(BadConfig, __name__)
+
+
+def test_the_old_top_level_name_still_works_and_warns() -> None:
+    import steerlab
+
+    assert steerlab.score_values.__name__ == "score_values"
+    with pytest.warns(DeprecationWarning, match="score_values"), pytest.raises(TypeError):
+        steerlab.score_coefficients()  # no arguments: the warning comes first

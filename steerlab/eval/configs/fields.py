@@ -42,6 +42,7 @@ from dataclasses import fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
+from steerlab.errors import SteerlabError
 from steerlab.util.parse import parse_choices, parse_counts, parse_values
 
 #: Keys of a config field's ``metadata``.
@@ -192,6 +193,31 @@ def counts(text: str, flag: str) -> list[int]:
         [5, 20, 80]
     """
     return parse_counts(text, flag)
+
+
+def distinct_numbers(text: str, flag: str) -> list[float]:
+    """``parse`` for a grid of numbers that may not repeat (a strength grid).
+
+    Example:
+        >>> distinct_numbers("-0.5,0,0.5", "--strengths")
+        [-0.5, 0.0, 0.5]
+    """
+    values = parse_values(text, flag)
+    if len(set(values)) != len(values):
+        raise SteerlabError(f"{flag}: repeated values in {text!r}")
+    return values
+
+
+def one_layer(text: str, flag: str) -> int:
+    """``parse`` for a study that extracts and steers at one layer (an index).
+
+    Example:
+        >>> one_layer("14", "--layers"), one_layer("-1", "--layers")
+        (14, -1)
+    """
+    if not text.strip().lstrip("-").isdigit():
+        raise SteerlabError(f"{flag}: this study extracts at one layer (an index), got {text!r}")
+    return int(text)
 
 
 def numbers(text: str, flag: str) -> list[float]:

@@ -13,7 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.eval.configs.fields import not_a_setting, numbers, run_settings, setting, words
+from steerlab.eval.configs.fields import (
+    distinct_numbers,
+    not_a_setting,
+    run_settings,
+    setting,
+    words,
+)
 
 
 @dataclass
@@ -27,7 +33,7 @@ class ModelsConfig:
     depths: str = field(default="0.3,0.4,0.5,0.6,0.7", metadata=setting(
         help="Relative depths to sweep, e.g. 0.3,0.5 or 0.2:0.8:0.1."))
     values: Sequence[float] = field(default=(-0.5, 0.0, 0.5), metadata=setting(
-        key="strengths", flag="--strengths", parse=numbers,
+        key="strengths", flag="--strengths", parse=distinct_numbers,
         help="Multiples of the mean residual-stream norm at the layer, e.g. -0.4,0,0.4 or "
              "-0.4:0.4:0.2 (start:stop:step, inclusive)."))
     train_limit: int = 0

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from steerlab.eval.configs.fields import counts, not_a_setting, run_settings, setting
+from steerlab.eval.configs.fields import counts, not_a_setting, one_layer, run_settings, setting
 from steerlab.util.vocabulary import Unit
 
 
@@ -22,7 +22,7 @@ class SamplesConfig:
 
     out: str | Path = field(metadata=not_a_setting())
     data: str
-    layer: int = field(metadata=setting(flag="--layers",
+    layer: int = field(metadata=setting(flag="--layers", parse=one_layer,
                                         help="The one layer to extract and steer at, e.g. 14."))
     unit: Unit = "strength"
     values: Sequence[float] = (-0.4, 0.4)
